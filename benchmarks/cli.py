@@ -1,0 +1,33 @@
+"""Print latency and speed figures. Each benchmark measures its variants side by side in one run.
+
+  predictor  per-click latency of predictors (baseline, AdaptiveClick) on GrabCut images
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from .common import default_datasets_root
+
+# name -> module (with add_arguments(parser) and main(args)) under benchmarks/
+BENCHMARKS = {
+    "predictor": "benchmarks.predictor_latency",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="folder holding GrabCut/ and Berkeley/ (default: $ADAPTIVECLICK_DATASETS or "
+                             "../shared/datasets)")
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name, module_name in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        bench = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
+        module.add_arguments(bench)
+        bench.set_defaults(_bench=module.main)
+
+
+def run(args: argparse.Namespace) -> int:
+    args.data_root = args.data_root or default_datasets_root()
+    return args._bench(args)

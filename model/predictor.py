@@ -1,0 +1,162 @@
+"""The predictor interface and the AdaptiveClick predictor.
+
+In the spirit of SAM's ``SamPredictor``: ``set_image(rgb)`` once per image, then ``predict(clicks, prev_mask)``
+per click. A prediction depends only on its inputs: the image, the clicks, the previous probabilities and (for the
+"cvpr" zoom-in) the previous region of interest, which :meth:`Predictor.step` takes and returns explicitly.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .adaptiveclick import AdaptiveClick
+from .clicks import Click, as_clicks, clicks_to_points
+from .zoom_in import Roi, clicks_to_roi_frame, next_roi, whole_image_roi
+
+PROB_THRESHOLD = 0.49
+EVAL_MODES = ("cvpr", "plain")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """``probs``: ``[H, W]`` float32 object probabilities; ``roi``: the region the model looked at (or None)."""
+
+    probs: np.ndarray
+    roi: Roi | None = None
+
+    def mask(self, threshold: float = PROB_THRESHOLD) -> np.ndarray:
+        return self.probs > threshold
+
+
+def check_image(image: Any) -> np.ndarray:
+    """An ``[H, W, 3]`` uint8 RGB array, or a ValueError saying what is wrong."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image of shape [H, W, 3], got {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError("the image is empty")
+    return np.ascontiguousarray(image)
+
+
+def check_clicks(clicks: Sequence[Any], shape: tuple[int, int]) -> list[Click]:
+    """Normalise clicks and make sure they lie inside an image of ``shape``."""
+    clicks = as_clicks(clicks)
+    if not clicks:
+        raise ValueError("at least one click is needed")
+    h, w = shape
+    for c in clicks:
+        if not (0 <= c.y < h and 0 <= c.x < w):
+            raise ValueError(f"click at (y={c.y:g}, x={c.x:g}) is outside the {w}x{h} image")
+    return clicks
+
+
+class Predictor(ABC):
+    """Interface shared by every predictor (AdaptiveClick, the embedded baseline, ...)."""
+
+    #: names the model and its weights; the backend reports it with every prediction
+    model_version: str = "unknown"
+
+    def __init__(self) -> None:
+        self._image: np.ndarray | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        if self._image is None:
+            raise RuntimeError("call set_image() before predict()")
+        return self._image.shape[:2]
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Set the ``[H, W, 3]`` uint8 RGB image that the next predictions refer to."""
+        self._image = check_image(image)
+        self._prepare_image(self._image)
+
+    def _prepare_image(self, image: np.ndarray) -> None:
+        """Hook for per-image work worth doing once (decoding to tensors, moving to the device)."""
+
+    def predict(self, clicks: Sequence[Any], prev_mask: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities ``[H, W]`` float32 for ``clicks`` (``(y, x, is_positive)`` in pixels, or Click objects)."""
+        return self.step(clicks, prev_mask).probs
+
+    def step(self, clicks: Sequence[Any], prev_mask: np.ndarray | None = None,
+             prev_roi: Roi | None = None) -> Prediction:
+        """One interaction step: like :meth:`predict` but also taking and returning the zoom-in ROI."""
+        clicks = check_clicks(clicks, self.image_shape)
+        if prev_mask is not None:
+            prev_mask = np.asarray(prev_mask, dtype=np.float32)
+            if prev_mask.shape != self.image_shape:
+                raise ValueError(f"prev_mask has shape {prev_mask.shape}, the image {self.image_shape}")
+        return self._step(clicks, prev_mask, prev_roi)
+
+    @abstractmethod
+    def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction:
+        ...
+
+
+class AdaptiveClickPredictor(Predictor):
+    """Runs AdaptiveClick on an image of any size and aspect.
+
+    Args:
+        net: the network (eval mode).
+        model_version: name reported with predictions.
+        device: where the network runs.
+        mode: "cvpr" (zoom-in after the first click, as the paper evaluates) or "plain" (the whole image every time).
+        with_flip: average the logits of the image and its horizontal mirror (as the reference evaluation does).
+        input_size: side of the square network input (448 as trained; 672 is the reference choice for DAVIS).
+    """
+
+    def __init__(self, net: AdaptiveClick, model_version: str, device: str | torch.device = "cpu",
+                 mode: str = "cvpr", with_flip: bool = False, input_size: int = 448) -> None:
+        super().__init__()
+        if mode not in EVAL_MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(EVAL_MODES)}")
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.model_version = model_version
+        self.mode = mode
+        self.with_flip = with_flip
+        self.input_size = (input_size, input_size)
+        self._image_tensor: torch.Tensor | None = None
+
+    def _prepare_image(self, image: np.ndarray) -> None:
+        rgb = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]
+        self._image_tensor = rgb.to(torch.float32).div_(255.0)  # [1, 3, H, W]
+
+    @torch.inference_mode()
+    def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction:
+        h, w = self.image_shape
+        if self.mode == "plain":
+            roi = whole_image_roi(h, w)
+        else:
+            roi = next_roi(prev_mask, clicks, prev_roi, (h, w))
+        prev = torch.zeros((1, 1, h, w), device=self.device) if prev_mask is None else \
+            torch.from_numpy(prev_mask).to(self.device)[None, None]
+        rmin, rmax, cmin, cmax = roi
+        crop = torch.cat((self._image_tensor, prev), dim=1)[:, :, rmin:rmax + 1, cmin:cmax + 1]
+        net_input = F.interpolate(crop, size=self.input_size, mode="bilinear", align_corners=True)
+        net_clicks = clicks_to_roi_frame(clicks, roi, self.input_size)
+        logits = self._run_net(net_input, net_clicks)
+        probs = torch.sigmoid(logits)
+        probs = F.interpolate(probs, size=(rmax - rmin + 1, cmax - cmin + 1), mode="bilinear", align_corners=True)
+        full = torch.zeros((h, w), dtype=torch.float32, device=self.device)
+        full[rmin:rmax + 1, cmin:cmax + 1] = probs[0, 0]
+        return Prediction(full.cpu().numpy(), roi)
+
+    def _run_net(self, net_input: torch.Tensor, clicks: list[Click]) -> torch.Tensor:
+        """Mask logits ``[1, 1, h, w]`` for one network input ``[1, 4, h, w]``, flip-averaged if enabled."""
+        batches = [clicks]
+        if self.with_flip:
+            width = net_input.shape[-1]
+            net_input = torch.cat([net_input, torch.flip(net_input, dims=[3])], dim=0)
+            batches.append([c.moved(c.y, width - c.x - 1) for c in clicks])
+        points = clicks_to_points(batches).to(self.device)
+        logits = self.net(net_input, points)["instances"]
+        if self.with_flip:
+            logits = 0.5 * (logits[:1] + torch.flip(logits[1:], dims=[3]))
+        return logits

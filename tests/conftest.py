@@ -1,0 +1,95 @@
+"""Shared fixtures: dataset location, a local HTTP file server and a local S3 (moto server mode)."""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS_ENV = "ADAPTIVECLICK_DATASETS"
+
+
+def datasets_root() -> Path:
+    """Where GrabCut/ and Berkeley/ live: ``$ADAPTIVECLICK_DATASETS`` or ``../shared/datasets``."""
+    return Path(os.environ.get(DATASETS_ENV) or REPO.parent / "shared" / "datasets")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = datasets_root()
+    if not (root / "GrabCut").is_dir():
+        pytest.fail(f"datasets not found at {root}; set {DATASETS_ENV}")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+@pytest.fixture()
+def http_dir(tmp_path):
+    """Serve ``tmp_path/www`` over HTTP on loopback; yields ``(directory, base_url)``."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on loopback; sets the AWS_* variables boto3 reads and yields the endpoint URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        endpoint = f"http://127.0.0.1:{port}"
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        yield endpoint
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def s3_bucket(s3_server):
+    import uuid
+
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
