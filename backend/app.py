@@ -1,0 +1,167 @@
+"""The Flask application: thin routes over :mod:`backend.service`, :mod:`backend.webhook` and friends.
+
+Routes (label-studio-ml 2.x): ``GET /`` and ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``,
+plus ``GET /metrics`` (Prometheus). Errors are JSON ``{"error": message}`` with a 4xx status for anything the
+client can fix; the process keeps serving after any of them.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import GaugeMetricFamily
+from werkzeug.exceptions import HTTPException
+
+from model import Predictor, load_predictor
+
+from .cache import SessionCache
+from .errors import BackendError, BadRequest
+from .images import ImageFetcher
+from .metrics import Metrics
+from .model_holder import ModelHolder
+from .protocol import parse_predict_request, parse_setup_request
+from .service import SegmentationService
+from .settings import Settings
+from .webhook import Handler, WebhookDispatcher, log_handler, parse_webhook
+
+logger = logging.getLogger("backend.app")
+
+MAX_BODY_BYTES = 64 << 20  # interactive requests carry the task with its annotations and drafts (brush RLEs)
+
+
+def create_app(settings: Settings | None = None, predictor: Predictor | None = None,
+               fetcher: ImageFetcher | None = None, webhook_handler: Handler = log_handler) -> Flask:
+    """Build the app. Without ``predictor`` it loads ``settings.predictor`` (call this in the serving process,
+    after any fork). ``fetcher`` and ``webhook_handler`` replace the defaults (tests, the fine-tune trigger)."""
+    settings = settings or Settings.from_env()
+    if predictor is None:
+        predictor = load_predictor(settings.predictor, device=None if settings.device == "auto" else settings.device)
+    holder = ModelHolder(predictor)
+    cache = SessionCache(settings.cache_bytes)
+    service = SegmentationService(holder, cache, fetcher or ImageFetcher.from_settings(settings), settings.threshold)
+    webhooks = WebhookDispatcher(webhook_handler)
+    metrics = Metrics()
+    metrics.set_model_version(holder.version)
+    metrics.add_collector(lambda: _scrape_time_metrics(cache, webhooks))
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["adaptiveclick"] = {"settings": settings, "holder": holder, "cache": cache, "service": service,
+                                       "webhooks": webhooks, "metrics": metrics}
+
+    @app.before_request
+    def _start():
+        g.start = time.perf_counter()
+        g.log = {}
+        if settings.basic_auth and not _authorized(settings.basic_auth):
+            return _error("authentication required: this backend expects HTTP Basic auth", 401,
+                          {"WWW-Authenticate": 'Basic realm="adaptiveclick"'})
+        return None
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        seconds = time.perf_counter() - g.get("start", time.perf_counter())
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(seconds)
+        level = logging.WARNING if response.status_code >= 400 else logging.INFO
+        if endpoint not in ("/metrics", "/health") or response.status_code >= 400:
+            logger.log(level, "request", extra={"method": request.method, "path": request.path,
+                                                "status": response.status_code, "ms": round(seconds * 1e3, 1),
+                                                **g.get("log", {})})
+        return response
+
+    @app.errorhandler(BackendError)
+    def _backend_error(exc: BackendError):
+        return _error(exc.message, exc.status_code)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        return _error(exc.description or exc.name, exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unhandled error", extra={"path": request.path})
+        return _error(f"internal error ({exc.__class__.__name__}); see the backend's log", 500)
+
+    @app.get("/")
+    @app.get("/health")
+    def health():
+        served = holder.current()
+        return jsonify({"status": "UP", "model_class": "AdaptiveClick", "model_version": served.version})
+
+    @app.post("/setup")
+    def setup():
+        project, _ = parse_setup_request(_json_body())
+        g.log.update(project=project)
+        return jsonify({"model_version": holder.version})
+
+    @app.post("/predict")
+    def predict():
+        parsed = parse_predict_request(_json_body())
+        outcome = service.predict(parsed)
+        metrics.model_latency.observe(outcome.seconds_model)
+        metrics.network_runs.inc(outcome.network_runs)
+        metrics.cached_clicks.inc(outcome.cached_clicks)
+        g.log.update(project=parsed.project, clicks=outcome.clicks, network_runs=outcome.network_runs,
+                     cached_clicks=outcome.cached_clicks, image_cached=outcome.image_cached,
+                     model_ms=round(outcome.seconds_model * 1e3, 1), model_version=outcome.model_version)
+        return jsonify({"results": outcome.results, "model_version": outcome.model_version})
+
+    @app.post("/webhook")
+    def webhook():
+        event = parse_webhook(_json_body())
+        if event is None:
+            return jsonify({"status": "ignored"}), 200
+        metrics.webhook_events.labels(event.action).inc()
+        g.log.update(action=event.action, project=event.project_id)
+        result = webhooks.dispatch(event)
+        return jsonify({"status": "ok", "result": result}), 201
+
+    @app.get("/metrics")
+    def prometheus():
+        metrics.set_model_version(holder.version)
+        return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _json_body() -> Any:
+    body = request.get_json(silent=True, force=True)
+    if body is None:
+        raise BadRequest("request body must be valid JSON")
+    return body
+
+
+def _authorized(expected: tuple[str, str]) -> bool:
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        return False
+    user_ok = hmac.compare_digest((auth.username or "").encode(), expected[0].encode())
+    pass_ok = hmac.compare_digest((auth.password or "").encode(), expected[1].encode())
+    return user_ok and pass_ok
+
+
+def _error(message: str, status: int, headers: dict | None = None):
+    return jsonify({"error": message, "status": status}), status, headers or {}
+
+
+def _scrape_time_metrics(cache: SessionCache, webhooks: WebhookDispatcher) -> list[GaugeMetricFamily]:
+    stats = cache.stats()
+    cache_bytes = GaugeMetricFamily("adaptiveclick_cache_bytes", "Bytes held by the session cache",
+                                    value=stats["bytes"])
+    cache_entries = GaugeMetricFamily("adaptiveclick_cache_entries", "Entries in the session cache",
+                                      value=stats["entries"])
+    hits = GaugeMetricFamily("adaptiveclick_cache_lookups", "Session cache lookups by outcome", labels=["outcome"])
+    hits.add_metric(["hit"], stats["hits"])
+    hits.add_metric(["miss"], stats["misses"])
+    annotations = GaugeMetricFamily("adaptiveclick_project_annotations",
+                                    "Annotation events per project since start", labels=["project", "kind"])
+    for project, counts in sorted(webhooks.all_counts().items()):
+        for kind in ("created", "updated", "deleted", "annotations", "training_requests"):
+            annotations.add_metric([str(project), kind], getattr(counts, kind))
+    return [cache_bytes, cache_entries, hits, annotations]

@@ -1,0 +1,35 @@
+"""Typed errors that carry the HTTP status they map to; the app turns them into ``{"error": message}`` replies."""
+from __future__ import annotations
+
+
+class BackendError(Exception):
+    """An error the client can act on. ``status_code`` is the HTTP status of the reply."""
+
+    status_code = 400
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        if status_code is not None:
+            self.status_code = status_code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class BadRequest(BackendError):
+    """Malformed or inconsistent request content (400)."""
+
+
+class LabelConfigError(BadRequest):
+    """The label config lacks what interactive segmentation needs, or is not valid XML (400)."""
+
+
+class ImageError(BackendError):
+    """The task image cannot be fetched or decoded.
+
+    404: not found; 413: too large; 422: unreadable/undecodable or unsupported URL; 502: the storage answered with
+    an error that is not the client's (5xx). ``403`` when Label Studio refused our credentials.
+    """
+
+    status_code = 422

@@ -1,0 +1,95 @@
+"""Run the Label Studio ML backend under gunicorn: ``adaptiveclick serve [--host --port --predictor SPEC]``.
+
+One worker process holds one model; its threads serve I/O (image downloads, JSON) while predictions take the
+model's lock. The app, and so the model, is built in the worker after the fork (gunicorn's default without
+``preload_app``), never in the master: CUDA does not survive a fork. Settings come from the environment (see
+:mod:`backend.settings`); the options here override them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from .logs import configure_logging
+from .settings import Settings, SettingsError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 9090  # label-studio-ml's default
+GRACEFUL_TIMEOUT_S = 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--predictor", default=None, metavar="SPEC",
+                        help="predictor spec (default: $ADAPTIVECLICK_PREDICTOR or 'baseline')")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: $DEVICE or auto)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="request threads in the worker (default: $ADAPTIVECLICK_THREADS or 4)")
+    parser.add_argument("--timeout", type=int, default=120,
+                        help="seconds before gunicorn restarts a stuck worker (default 120)")
+
+
+def json_logconfig(level: str) -> dict:
+    """gunicorn's own log lines (start, worker boots, timeouts) as JSON too."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "backend.logs.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "loggers": {"gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False}},
+        "root": {"level": level, "handlers": ["stderr"]},
+    }
+
+
+def gunicorn_application(settings: Settings, bind: str, timeout: int = 120):
+    """A gunicorn application serving :func:`backend.app.create_app` (built in the worker)."""
+    from gunicorn.app.base import BaseApplication
+
+    class BackendApplication(BaseApplication):
+        def load_config(self):
+            options = {
+                "bind": bind,
+                "workers": 1,
+                "threads": settings.threads,
+                "worker_class": "gthread",
+                "timeout": timeout,
+                "graceful_timeout": GRACEFUL_TIMEOUT_S,
+                "preload_app": False,
+                "accesslog": None,  # the app logs each request itself, as JSON
+                "loglevel": settings.log_level.lower(),
+                "logconfig_dict": json_logconfig(settings.log_level),
+                # gunicorn's control socket sits at one fixed path per user: two servers would fight over it
+                "control_socket_disable": True,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            configure_logging(settings.log_level)  # in the worker, after gunicorn set up its own logging
+            from .app import create_app
+
+            app = create_app(settings)
+            logger.info("backend ready", extra={"model_version": app.extensions["adaptiveclick"]["holder"].version,
+                                                "bind": bind, "threads": settings.threads})
+            return app
+
+    return BackendApplication()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env(predictor=args.predictor, device=args.device, threads=args.threads)
+    except SettingsError as exc:
+        print(f"adaptiveclick serve: {exc}")
+        return 2
+    if not 0 < args.port < 65536:
+        print(f"adaptiveclick serve: --port {args.port} is not a TCP port")
+        return 2
+    configure_logging(settings.log_level)
+    bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
+    logger.info("starting gunicorn", extra={"bind": bind, "predictor": settings.predictor})
+    gunicorn_application(settings, bind, args.timeout).run()
+    return 0
