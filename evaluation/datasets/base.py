@@ -1,16 +1,25 @@
-"""Dataset loaders for the IIS benchmarks, in their published (RITM) layouts.
+"""What every dataset loader shares: the :class:`Sample`, image/mask readers and the instance-dataset base class.
 
-Every loader is a sequence of :class:`Sample` (one per object instance): the RGB image, the instance mask and the
-ignore mask (pixels that count neither as object nor as background, e.g. GrabCut's 128 "unknown" band).
+A loader lists the images of a dataset in its published on-disk layout and decodes each image's annotation into a
+*label map* (an integer per pixel), the ids of the objects in it and an ignore mask. Every object becomes one
+:class:`Sample`, so multi-object datasets (PascalVOC, SBD, ssTEM, OAI-ZIB) yield several samples per image, as RITM's
+``evaluate_dataset`` iterates ``sample.objects_ids``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+class DatasetError(ValueError):
+    """A dataset folder that does not have the expected layout, or a file in it that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -30,64 +39,144 @@ class Sample:
         return gt
 
 
+@dataclass(frozen=True)
+class Annotation:
+    """An image's decoded annotation: ``labels [H, W]`` int, the object ids in it, ``ignore [H, W]`` bool."""
+
+    labels: np.ndarray
+    object_ids: list[int]
+    ignore: np.ndarray | None = None
+
+
 def read_rgb(path: Path) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB; grey-level files are replicated to three channels, as ``cv2.imread`` does."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f"cannot read image {path}")
+        raise DatasetError(f"cannot read image {path}")
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
-def read_gray(path: Path) -> np.ndarray:
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def read_color_mask(path: Path) -> np.ndarray:
+    """``[H, W, 3]`` uint8 BGR, decoded as the reference loaders' ``cv2.imread(path)`` does (palette expanded,
+    16-bit scaled to 8, alpha dropped), so that the masks mean exactly what they mean there."""
+    mask = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if mask is None:
-        raise ValueError(f"cannot read mask {path}")
-    return mask if mask.ndim == 2 else mask[:, :, 0]
+        raise DatasetError(f"cannot read mask {path}")
+    return mask
 
 
-class FolderDataset:
-    """Images in ``images_dir`` with one mask per image in ``masks_dir`` (same stem)."""
+def read_gray(path: Path) -> np.ndarray:
+    """``[H, W]`` uint8: the first channel of :func:`read_color_mask` (RITM's ``cv2.imread(path)[:, :, 0]``)."""
+    return np.ascontiguousarray(read_color_mask(path)[:, :, 0])
 
-    name = "folder"
-    images_dir = "images"
-    masks_dir = "masks"
-    mask_suffix = ".png"
+
+def files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """``{stem: path}`` of the files in ``folder`` whose suffix (case-insensitive) is in ``suffixes``."""
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in suffixes}
+
+
+def require_dir(path: Path, dataset: str, layout: str) -> Path:
+    if not path.is_dir():
+        raise DatasetError(f"{dataset}: no folder {path} (expected layout: {layout})")
+    return path
+
+
+class InstanceDataset:
+    """A sequence of :class:`Sample`, one per object instance, in a stable order (images sorted by name).
+
+    Subclasses set ``name``/``layout``, fill ``self.image_ids`` in ``__init__`` and implement :meth:`image_path`
+    and :meth:`read_annotation`. Iterating reads each image once for all its objects; ``len()`` and indexing need
+    the object ids of every image, which multi-object datasets find by reading all annotations once (cached).
+    """
+
+    name = "dataset"
+    layout = ""
+    #: True where every image holds exactly one object (id 1): no need to read annotations to count instances
+    single_object = True
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        images = self.root / self.images_dir
-        if not images.is_dir():
-            raise FileNotFoundError(f"{self.name}: no {self.images_dir}/ folder under {self.root}")
-        self.image_paths = sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
-        if not self.image_paths:
-            raise FileNotFoundError(f"{self.name}: no images in {images}")
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.name}: dataset folder {self.root} does not exist (expected layout: "
+                               f"{self.layout})")
+        self.image_ids: list[str] = []
+
+    def image_path(self, image_id: str) -> Path:
+        raise NotImplementedError
+
+    def read_annotation(self, image_id: str) -> Annotation:
+        raise NotImplementedError
+
+    def require_images(self) -> None:
+        if not self.image_ids:
+            raise DatasetError(f"{self.name}: no images under {self.root} (expected layout: {self.layout})")
+
+    def samples_of(self, image_id: str) -> list[Sample]:
+        """All object instances of one image."""
+        image = read_rgb(self.image_path(image_id))
+        annotation = self.read_annotation(image_id)
+        if annotation.labels.shape != image.shape[:2]:
+            raise DatasetError(f"{self.name}: annotation of {image_id} is {annotation.labels.shape[::-1]} pixels, "
+                               f"its image {image.shape[1::-1]}")
+        ignore = np.zeros(image.shape[:2], bool) if annotation.ignore is None else annotation.ignore
+        return [Sample(self.instance_name(image_id, obj), image, annotation.labels == obj, ignore)
+                for obj in annotation.object_ids]
+
+    def instance_name(self, image_id: str, object_id: int) -> str:
+        return image_id if self.single_object else f"{image_id}#{object_id}"
+
+    @cached_property
+    def instances(self) -> list[tuple[str, int]]:
+        """``(image_id, object_id)`` of every instance, in iteration order."""
+        if self.single_object:
+            return [(image_id, 1) for image_id in self.image_ids]
+        return [(image_id, obj) for image_id in self.image_ids
+                for obj in self.read_annotation(image_id).object_ids]
 
     def __len__(self) -> int:
-        return len(self.image_paths)
-
-    def __iter__(self) -> Iterator[Sample]:
-        return (self[i] for i in range(len(self)))
+        return len(self.instances)
 
     def __getitem__(self, index: int) -> Sample:
-        path = self.image_paths[index]
-        raw = read_gray(self.root / self.masks_dir / (path.stem + self.mask_suffix))
-        mask, ignore = self.decode_mask(raw)
-        return Sample(path.stem, read_rgb(path), mask, ignore)
+        image_id, obj = self.instances[index]
+        for sample in self.samples_of(image_id):
+            if sample.name == self.instance_name(image_id, obj):
+                return sample
+        raise DatasetError(f"{self.name}: object {obj} of {image_id} disappeared while reading")  # file changed
 
-    @staticmethod
-    def decode_mask(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return raw > 128, raw == 128
+    def __iter__(self) -> Iterator[Sample]:
+        for image_id in self.image_ids:
+            yield from self.samples_of(image_id)
 
-
-class GrabCutDataset(FolderDataset):
-    """GrabCut: ``data_GT/<id>.{jpg,bmp}``, ``boundary_GT/<id>.bmp`` (255 object, 128 unknown, 0 background)."""
-
-    name = "GrabCut"
-    images_dir = "data_GT"
-    masks_dir = "boundary_GT"
-    mask_suffix = ".bmp"
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, {len(self.image_ids)} images)"
 
 
-class BerkeleyDataset(FolderDataset):
-    """Berkeley: ``images/<id>.jpg``, ``masks/<id>.png`` (> 128 object, 128 ignore, as RITM reads them)."""
+class PairedFolderDataset(InstanceDataset):
+    """Images in ``root/images_dir`` with one annotation per image in ``root/masks_dir`` (same file stem).
 
-    name = "Berkeley"
+    Every image must have its annotation; that is checked when the dataset is opened, not an hour into a run.
+    """
+
+    images_dir = "images"
+    masks_dir = "masks"
+    image_suffixes: tuple[str, ...] = IMAGE_SUFFIXES
+    mask_suffixes: tuple[str, ...] = IMAGE_SUFFIXES
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__(root)
+        images = require_dir(self.root / self.images_dir, self.name, self.layout)
+        masks = require_dir(self.root / self.masks_dir, self.name, self.layout)
+        self._images = files_by_stem(images, self.image_suffixes)
+        self._masks = files_by_stem(masks, self.mask_suffixes)
+        self.image_ids = sorted(self._images)
+        self.require_images()
+        missing = [stem for stem in self.image_ids if stem not in self._masks]
+        if missing:
+            raise DatasetError(f"{self.name}: {len(missing)} image(s) without annotation in {masks}, e.g. "
+                               f"{', '.join(missing[:3])} (expected layout: {self.layout})")
+
+    def image_path(self, image_id: str) -> Path:
+        return self._images[image_id]
+
+    def mask_path(self, image_id: str) -> Path:
+        return self._masks[image_id]
