@@ -1,1 +1,16 @@
-"""NoC evaluation (the RITM protocol used by SimpleClick and AdaptiveClick): loop, metrics, datasets, plots."""
+"""NoC evaluation (the RITM protocol used by SimpleClick and AdaptiveClick): loop, metrics, datasets, plots.
+
+For fine-tuning's validation (or any caller with its own samples)::
+
+    from evaluation import evaluate_predictor
+    result = evaluate_predictor(predictor, samples, n_clicks=20)   # samples: Sample(name, image, mask, ignore)
+    result.noc(0.9), result.nof(0.9), result.miou_per_click, result.to_json()
+"""
+from .datasets import DATASETS, DatasetError, Sample, open_dataset
+from .metrics import DatasetResult, iou, noc_per_instance
+from .protocol import DEFAULT_N_CLICKS, evaluate_predictor, evaluate_sample
+
+__all__ = [
+    "DATASETS", "DEFAULT_N_CLICKS", "DatasetError", "DatasetResult", "Sample", "evaluate_predictor",
+    "evaluate_sample", "iou", "noc_per_instance", "open_dataset",
+]
