@@ -23,7 +23,7 @@ from .errors import BackendError, BadRequest
 from .images import ImageFetcher
 from .metrics import Metrics
 from .model_holder import ModelHolder
-from .protocol import parse_predict_request, parse_setup_request
+from .protocol import parse_predict_request, parse_setup_request, project_id
 from .service import SegmentationService
 from .settings import Settings
 from .webhook import Handler, WebhookDispatcher, log_handler, parse_webhook
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         metrics.model_latency.observe(outcome.seconds_model)
         metrics.network_runs.inc(outcome.network_runs)
         metrics.cached_clicks.inc(outcome.cached_clicks)
-        g.log.update(project=parsed.project, clicks=outcome.clicks, network_runs=outcome.network_runs,
+        g.log.update(project=project_id(parsed.project), clicks=outcome.clicks, network_runs=outcome.network_runs,
                      cached_clicks=outcome.cached_clicks, image_cached=outcome.image_cached,
                      model_ms=round(outcome.seconds_model * 1e3, 1), model_version=outcome.model_version)
         return jsonify({"results": outcome.results, "model_version": outcome.model_version})

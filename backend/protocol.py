@@ -65,7 +65,8 @@ def parse_predict_request(body: Any) -> PredictRequest:
     tasks = body.get("tasks")
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise BadRequest("'tasks' must be a list of task objects")
-    params = body.get("params") or {}
+    params = body.get("params")
+    params = {} if params is None else params
     if not isinstance(params, dict):
         raise BadRequest("'params' must be an object")
     context = params.get("context")

@@ -106,11 +106,11 @@ def _tokens(lengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     token_len = np.where(long_runs[token_run],
                          np.where(is_last, run_len - MAX_CHUNK * chunk_index, MAX_CHUNK), run_len)
     value = values[token_run]
-    # size index: 0 (3 bits) for 1..8 (a single byte is a literal with the same layout), 1 for 9..16, 2 for
-    # 17..256, 3 for anything written as a 16-bit chunk
-    size_index = np.select([token_len <= 8, token_len <= 16, ~long_runs[token_run]], [0, 1, 2], 3)
+    # size index: 3 (16 bits) for every chunk of a run over 256, else 0 (3 bits) for 1..8 (a single byte is a
+    # literal with the same layout), 1 for 9..16, 2 for 17..256
+    size_index = np.select([long_runs[token_run], token_len <= 8, token_len <= 16], [3, 0, 1], 2)
     size_bits = np.asarray(RLE_SIZES, dtype=np.int64)[size_index]
-    repeat = (token_len > 1).astype(np.uint64)
+    repeat = (run_len > 1).astype(np.uint64)  # every chunk of a long run is a repeat, even a 1-byte remainder
     code = repeat
     code = (code << np.uint64(2)) | size_index.astype(np.uint64)
     code = (code << size_bits.astype(np.uint64)) | (token_len - 1).astype(np.uint64)

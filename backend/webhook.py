@@ -92,8 +92,9 @@ Handler = Callable[[WebhookEvent, ProjectCounts], Any]
 def log_handler(event: WebhookEvent, counts: ProjectCounts) -> dict:
     """Default handler: acknowledge and log (the fine-tune trigger replaces it)."""
     logger.info("webhook event", extra={"action": event.action, "project": event.project_id,
-                                        "annotations": counts.annotations, "created": counts.created,
-                                        "updated": counts.updated, "deleted": counts.deleted})
+                                        "annotations": counts.annotations, "annotations_created": counts.created,
+                                        "annotations_updated": counts.updated,
+                                        "annotations_deleted": counts.deleted})
     return {"status": "acknowledged"}
 
 
