@@ -10,6 +10,7 @@ COMMANDS = {
     "benchmark": ("benchmarks.cli", "print latency/speed figures (predictor, MSDA kernels, HTTP backend)"),
     "serve": ("backend.server", "run the Label Studio ML backend (gunicorn, default 0.0.0.0:9090)"),
     "evaluate": ("evaluation.cli", "NoC evaluation of a predictor on GrabCut, Berkeley, DAVIS, ... (tables, plots)"),
+    "finetune": ("finetune.cli", "fine-tune on Label Studio annotations or datasets, validate by NoC, publish"),
 }
 
 
