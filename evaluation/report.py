@@ -73,7 +73,7 @@ def plot_miou(results: Mapping[str, DatasetResult], title: str = "") -> Figure:
     axes.set_ylabel("mIoU")
     axes.set_ylim(0.0, 1.0)
     if results:
-        axes.set_xlim(1, max(r.n_clicks for r in results.values()))
+        axes.set_xlim(1, max(2, *(r.n_clicks for r in results.values())))
     axes.grid(True, alpha=0.3)
     axes.legend(loc="lower right")
     if title:

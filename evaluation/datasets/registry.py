@@ -5,7 +5,7 @@ A dataset's root is found, in this order:
 1. a *datasets config file* (``--datasets-config FILE`` or ``$ADAPTIVECLICK_DATASETS_CONFIG``): a YAML/JSON mapping
    from dataset name to folder, e.g. ``{GrabCut: /data/GrabCut, SBD: ../SBD/dataset}`` (relative paths are relative
    to the file). The reference's ``configs/base_configuration.yaml`` keys (``GRABCUT_PATH``, ``BraTS_PATH``, ...)
-   are understood too, and its other ``*_PATH`` keys are ignored;
+   are understood too, and its other settings (``*_PATH`` or upper-case keys) are ignored;
 2. ``$ADAPTIVECLICK_<NAME>_PATH`` (``ADAPTIVECLICK_GRABCUT_PATH``, ``ADAPTIVECLICK_OAIZIB_PATH``, ...);
 3. the dataset's usual folder name under the *data root* (``--data-root DIR``, else ``$ADAPTIVECLICK_DATASETS``,
    else ``../shared/datasets`` next to the repository): ``GrabCut/``, ``Berkeley/``, ``DAVIS/``, ``PascalVOC/`` or
@@ -116,8 +116,8 @@ def load_datasets_config(path: str | Path) -> dict[str, Path]:
         reference_style = key.upper().endswith("_PATH")
         info = _BY_KEY.get(_key(key[:-5] if reference_style else key))
         if info is None:
-            if reference_style:
-                continue  # the reference config also names model and training folders
+            if reference_style or key.isupper():
+                continue  # the reference config's other settings (model, experiment and training folders)
             raise DatasetError(f"datasets config {path}: unknown dataset {key!r}; known: {', '.join(DATASETS)}")
         if not isinstance(value, str) or not value.strip():
             raise DatasetError(f"datasets config {path}: {key} must be a folder path, got {value!r}")
