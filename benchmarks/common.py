@@ -3,18 +3,12 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 import numpy as np
 import torch
 
-DATASETS_ENV = "ADAPTIVECLICK_DATASETS"
-
-
-def default_datasets_root() -> Path:
-    """``$ADAPTIVECLICK_DATASETS`` or ``../shared/datasets`` next to the repository."""
-    env = os.environ.get(DATASETS_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+# one home for where the datasets live (the evaluation's dataset registry)
+from evaluation.datasets import DATASETS_ENV, default_datasets_root  # noqa: F401  (re-exported)
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:

@@ -133,7 +133,8 @@ def write_pascalvoc(root: Path) -> Expected:
 
 
 def write_sbd_mat(path: Path, segmentation: np.ndarray, categories: list[int]) -> None:
-    """An SBD ``inst/*.mat``: struct ``GTinst`` with ``Segmentation``, ``Boundaries`` (cell of sparse), ``Categories``."""
+    """An SBD ``inst/*.mat``: struct ``GTinst`` with ``Segmentation``, ``Boundaries`` (a cell of sparse matrices)
+    and ``Categories``."""
     ids = [i for i in np.unique(segmentation) if i != 0]
     boundaries = np.empty((len(ids), 1), dtype=object)
     for row, obj in enumerate(ids):
