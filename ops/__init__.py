@@ -1,6 +1,10 @@
-"""Multi-scale deformable attention (MSDA): compiled CUDA/CPU kernels with a pure-PyTorch fallback."""
+"""Multi-scale deformable attention (MSDA): compiled CUDA/CPU kernels with a pure-PyTorch fallback.
+
+``ms_deform_attn`` picks the fastest implementation for the tensors' device (see :mod:`ops.ms_deform_attn`);
+``python -m ops.build`` compiles the kernels ahead of time (see :mod:`ops.build`).
+"""
 from .module import MSDeformAttn
-from .ms_deform_attn import ms_deform_attn
+from .ms_deform_attn import MSDAUnavailableError, implementation_for, ms_deform_attn
 from .reference import ms_deform_attn_pytorch
 
-__all__ = ["MSDeformAttn", "ms_deform_attn", "ms_deform_attn_pytorch"]
+__all__ = ["MSDAUnavailableError", "MSDeformAttn", "implementation_for", "ms_deform_attn", "ms_deform_attn_pytorch"]

@@ -1,0 +1,318 @@
+"""Build and load the compiled MSDA kernels (``ops/csrc``): just in time on first use, or ahead of time.
+
+Ahead of time (the Dockerfile runs this once at image build time)::
+
+    python -m ops.build                      # CPU kernel, plus the CUDA kernel when nvcc is found
+    python -m ops.build --cuda yes --cuda-arch "8.0;8.6;8.9;9.0+PTX"
+
+Both ways write to one persistent cache, ``$ADAPTIVECLICK_CACHE/torch_extensions`` (default
+``~/.cache/adaptiveclick/torch_extensions``; a temporary directory if that is not writable), in a folder named after
+a hash of the sources, the torch/CUDA/Python versions and the compiler flags. A finished build leaves a
+``BUILD_OK`` marker naming the library; later processes load it directly with ``torch.ops.load_library`` (no
+compiler needed), and a changed source or torch version simply builds into a new folder.
+
+Two extensions, two operator namespaces:
+
+* ``adaptiveclick_msda_cpu`` (C++ with OpenMP through ATen's thread pool; needs a C++ compiler, never nvcc);
+* ``adaptiveclick_msda_cuda`` (needs nvcc; at run time it is only built when CUDA is usable, because
+  :mod:`ops.ms_deform_attn` only asks for it for CUDA tensors). Its folder holds one sub-folder per set of GPU
+  architectures, so an image built for several architectures is reused wherever one of them fits the device.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+CACHE_ENV = "ADAPTIVECLICK_CACHE"
+KINDS = ("cpu", "cuda")
+EXTENSION_NAMES = {"cpu": "adaptiveclick_msda_cpu", "cuda": "adaptiveclick_msda_cuda"}
+SOURCES = {"cpu": ["msda_cpu.cpp"], "cuda": ["msda_cuda.cu"]}
+MARKER = "BUILD_OK"
+# Architectures for a build on a machine without a GPU (a Docker build): the data-centre and workstation GPUs
+# CUDA 13 supports, with PTX of the newest for anything later.
+DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
+
+_lock = threading.Lock()
+_loaded: dict[str, Path] = {}
+
+
+class BuildError(RuntimeError):
+    """A compiled MSDA kernel could not be built or loaded."""
+
+
+def cache_roots() -> list[Path]:
+    """Where builds are looked for, in order: ``$ADAPTIVECLICK_CACHE/torch_extensions`` (default
+    ``~/.cache/adaptiveclick/torch_extensions``), then a per-user temporary folder (used when the first is not
+    writable, e.g. a read-only image layer at run time)."""
+    base = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "adaptiveclick")
+    return [base / "torch_extensions", Path(tempfile.gettempdir()) / f"adaptiveclick-torch-extensions-{os.getuid()}"]
+
+
+def writable_cache_root() -> Path:
+    """The first of :func:`cache_roots` that can be written to (where a new build goes)."""
+    for root in cache_roots():
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(root, os.W_OK):
+            return root
+    raise BuildError(f"no writable build cache among {[str(r) for r in cache_roots()]}")
+
+
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported without its CUDA_HOME warning (noise on machines without a GPU)."""
+    cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_logger.level
+    cpp_logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        cpp_logger.setLevel(level)
+    return cpp_extension
+
+
+def cuda_home() -> Path | None:
+    """The CUDA toolkit holding ``bin/nvcc`` and ``include/cuda_runtime.h``.
+
+    torch guesses from ``which nvcc``, which is wrong when ``nvcc`` on PATH is a wrapper script (as
+    ``/usr/local/bin/nvcc`` is on the dev machines), so check the usual places ourselves.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), _cpp_extension().CUDA_HOME,
+                  "/usr/local/cuda"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "bin" / "nvcc").exists() and \
+                (Path(candidate) / "include" / "cuda_runtime.h").exists():
+            return Path(candidate)
+    return None
+
+
+def compiler_flags(kind: str) -> tuple[list[str], list[str], list[str]]:
+    """``(cflags, cuda_cflags, ldflags)`` for one extension, architectures excepted."""
+    cflags = ["-O3", "-Wno-psabi"]
+    ldflags: list[str] = []
+    if kind == "cpu" and sys.platform.startswith("linux"):
+        # at::parallel_for's OpenMP pragmas are compiled into our code; libgomp resolves to torch's own copy.
+        cflags.append("-fopenmp")
+        ldflags.append("-fopenmp")
+    cuda_cflags = ["-O3"] if kind == "cuda" else []
+    return cflags, cuda_cflags, ldflags
+
+
+def source_files(kind: str) -> list[Path]:
+    return [CSRC / name for name in SOURCES[kind]]
+
+
+def build_key(kind: str) -> str:
+    """Hash of everything that makes a build reusable: all of csrc/, versions, platform and flags."""
+    digest = hashlib.sha256()
+    for path in sorted(CSRC.iterdir()):
+        if path.suffix in {".h", ".cpp", ".cu", ".cuh"}:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(repr((kind, torch.__version__, torch.version.cuda, sys.version_info[:2], platform.machine(),
+                        compiler_flags(kind))).encode())
+    return digest.hexdigest()[:16]
+
+
+def build_name(kind: str) -> str:
+    """Folder name of a build: the extension name and :func:`build_key`."""
+    return f"{EXTENSION_NAMES[kind]}-{build_key(kind)}"
+
+
+def parse_archs(arch_list: str) -> list[str]:
+    archs = [a for a in arch_list.replace(" ", ";").split(";") if a]
+    if not archs:
+        raise BuildError(f"empty CUDA architecture list {arch_list!r}")
+    return archs
+
+
+def arch_flags(archs: list[str]) -> list[str]:
+    flags = []
+    for arch in archs:
+        number = arch.split("+")[0].replace(".", "")
+        if not number.isdigit():
+            raise BuildError(f"bad CUDA architecture {arch!r} (expected e.g. 8.0 or 9.0+PTX)")
+        flags.append(f"-gencode=arch=compute_{number},code=sm_{number}")
+        if arch.endswith("+PTX"):
+            flags.append(f"-gencode=arch=compute_{number},code=compute_{number}")
+    return flags
+
+
+def device_archs() -> list[str]:
+    """Architectures of the visible GPUs (newest with PTX); the default list when none is visible."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return parse_archs(os.environ["TORCH_CUDA_ARCH_LIST"])
+    if not torch.cuda.is_available():
+        return parse_archs(DEFAULT_CUDA_ARCHS)
+    caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    return [f"{major}.{minor}" for major, minor in caps[:-1]] + [f"{caps[-1][0]}.{caps[-1][1]}+PTX"]
+
+
+def archs_cover(archs: list[str], capability: tuple[int, int]) -> bool:
+    """Whether a build for ``archs`` runs on a device of ``capability`` (exact SASS, or older PTX to JIT)."""
+    for arch in archs:
+        major, minor = (int(x) for x in arch.split("+")[0].split("."))
+        if (major, minor) == capability or (arch.endswith("+PTX") and (major, minor) <= capability):
+            return True
+    return False
+
+
+def is_loaded(kind: str) -> bool:
+    """Whether the ``kind`` extension is already loaded into this process."""
+    return kind in _loaded
+
+
+def _read_marker(folder: Path) -> tuple[Path, list[str]] | None:
+    marker = folder / MARKER
+    if not marker.is_file():
+        return None
+    lines = marker.read_text().split("\n")
+    library = folder / lines[0].strip()
+    archs = parse_archs(lines[1]) if len(lines) > 1 and lines[1].strip() else []
+    return (library, archs) if library.is_file() else None
+
+
+@contextlib.contextmanager
+def _build_environment(kind: str):
+    """ninja on PATH (a venv's ninja is not, unless activated) and torch pointed at the right CUDA toolkit."""
+    cpp_extension = _cpp_extension()
+    saved_path, saved_home = os.environ.get("PATH", ""), cpp_extension.CUDA_HOME
+    if shutil.which("ninja") is None:
+        dirs = [str(Path(sys.executable).parent)]
+        with contextlib.suppress(ImportError):
+            import ninja
+
+            dirs.insert(0, ninja.BIN_DIR)
+        os.environ["PATH"] = os.pathsep.join(dirs + [saved_path])
+    if kind == "cuda":
+        home = cuda_home()
+        if home is None:
+            raise BuildError("no CUDA toolkit found (set CUDA_HOME to the folder holding bin/nvcc)")
+        cpp_extension.CUDA_HOME = str(home)  # read by cpp_extension when it writes the ninja file
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved_path
+        cpp_extension.CUDA_HOME = saved_home
+
+
+def _compile(kind: str, folder: Path, archs: list[str], verbose: bool) -> Path:
+    cpp_extension = _cpp_extension()
+    cflags, cuda_cflags, ldflags = compiler_flags(kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _build_environment(kind):
+        try:
+            library = cpp_extension.load(
+                name=EXTENSION_NAMES[kind], sources=[str(p) for p in source_files(kind)],
+                extra_cflags=cflags, extra_cuda_cflags=cuda_cflags + arch_flags(archs), extra_ldflags=ldflags,
+                extra_include_paths=[str(CSRC)], build_directory=str(folder), with_cuda=kind == "cuda",
+                is_python_module=False, verbose=verbose)
+        except BuildError:
+            raise
+        except Exception as exc:  # compiler errors arrive as RuntimeError, a missing tool as OSError, ...
+            raise BuildError(f"building {EXTENSION_NAMES[kind]} in {folder} failed: {exc}") from exc
+    library = Path(library)
+    tmp = folder / f"{MARKER}.{os.getpid()}"
+    tmp.write_text(f"{library.name}\n{';'.join(archs)}\n")
+    tmp.replace(folder / MARKER)  # atomic: readers see no marker or a complete one
+    return library
+
+
+def _find_build(name: str, tag: str, capability: tuple[int, int] | None) -> Path | None:
+    """A finished build: the exact folder first, then (CUDA) another architecture set that runs on the device."""
+    for root in cache_roots():
+        found = _read_marker(root / name / tag if tag else root / name)
+        if found:
+            return found[0]
+    if tag and capability is not None:
+        for root in cache_roots():
+            for folder in sorted(root.glob(f"{name}/*")):
+                found = _read_marker(folder)
+                if found and archs_cover(found[1], capability):
+                    return found[0]
+    return None
+
+
+def load(kind: str, *, jit: bool = True, archs: list[str] | None = None, verbose: bool = False) -> Path:
+    """Load the ``kind`` extension into this process (building it first if needed); returns the library path.
+
+    Raises :class:`BuildError` with the reason when it can be neither loaded nor built. ``jit=False`` only loads
+    a finished build. For ``cuda``, ``archs`` defaults to the visible GPUs' architectures.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown extension kind {kind!r}; expected one of {KINDS}")
+    with _lock:
+        if kind in _loaded:
+            return _loaded[kind]
+        name = build_name(kind)
+        wanted = (archs or device_archs()) if kind == "cuda" else []
+        # CUDA builds get one sub-folder per architecture set.
+        tag = "-".join(a.replace(".", "").replace("+PTX", "ptx") for a in wanted)
+        capability = torch.cuda.get_device_capability() if kind == "cuda" and torch.cuda.is_available() else None
+        library = _find_build(name, tag, capability)
+        if library is None:
+            if not jit:
+                raise BuildError(f"no finished build {name} in {[str(r) for r in cache_roots()]}; "
+                                 f"run `python -m ops.build`")
+            folder = writable_cache_root() / name
+            folder = folder / tag if tag else folder
+            log.info("building %s in %s (once; later runs reuse it)", EXTENSION_NAMES[kind], folder)
+            library = _compile(kind, folder, wanted, verbose)
+        else:
+            try:
+                torch.ops.load_library(str(library))
+            except Exception as exc:
+                raise BuildError(f"loading {library} failed: {exc}") from exc
+        _loaded[kind] = library
+        return library
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.build", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu", choices=("yes", "no"), default="yes", help="build the CPU kernel (default yes)")
+    parser.add_argument("--cuda", choices=("auto", "yes", "no"), default="auto",
+                        help="build the CUDA kernel: auto (when nvcc is found), yes (fail without it) or no")
+    parser.add_argument("--cuda-arch", default=None,
+                        help=f"CUDA architectures, e.g. '8.0;9.0+PTX' (default: $TORCH_CUDA_ARCH_LIST, the visible "
+                             f"GPUs, or {DEFAULT_CUDA_ARCHS!r} without a GPU)")
+    parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    kinds = ["cpu"] if args.cpu == "yes" else []
+    if args.cuda == "yes" or (args.cuda == "auto" and torch.version.cuda and cuda_home() is not None):
+        kinds.append("cuda")
+    elif args.cuda == "auto":
+        print("cuda: skipped (no CUDA build of torch or no nvcc; set CUDA_HOME to build it)")
+    status = 0
+    for kind in kinds:
+        archs = parse_archs(args.cuda_arch) if kind == "cuda" and args.cuda_arch else None
+        try:
+            library = load(kind, archs=archs, verbose=args.verbose)
+        except BuildError as exc:
+            print(f"{kind}: FAILED: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        extra = ""
+        if kind == "cpu":
+            extra = f" (instruction sets: {', '.join(torch.ops.adaptiveclick_msda_cpu.instruction_sets())})"
+        print(f"{kind}: {library}{extra}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+// CPU multi-scale deformable attention: the `adaptiveclick_msda_cpu` operator library.
+//
+// Registers torch.ops.adaptiveclick_msda_cpu.{forward, backward, instruction_sets, select_instruction_set}.
+// Work is split with at::parallel_for (PyTorch's OpenMP pool, so torch.set_num_threads applies): the forward over
+// output rows (n, q), the backward over (n, head) pairs so that every thread owns a disjoint slice of grad_value.
+// The kernels (msda_cpu_kernel.h) are compiled for AVX-512, AVX2 and the baseline ISA; the best one the running CPU
+// supports is chosen at load time. Supported dtypes: float32, float64, bfloat16 and float16 (the reduced-precision
+// types are computed and accumulated in float32).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <c10/util/StringUtil.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "msda_checks.h"
+
+namespace adaptiveclick_msda {
+
+// Largest channel chunk kept on the stack when D is not a multiple of 16.
+constexpr int64_t kMaxRuntimeWidth = 64;
+
+template <typename scalar_t> struct AccType { using type = float; };
+template <> struct AccType<double> { using type = double; };
+
+// One bilinear corner of one sampling point: where its value row starts and how much it weighs.
+template <typename acc_t> struct Tap {
+  int64_t offset;  // element offset of value[n, s, m, 0] from value[n, 0, 0, 0]
+  acc_t weight;    // attention weight * bilinear weight
+};
+template <typename acc_t> struct GradTap {
+  int64_t offset;
+  acc_t weight, dwx, dwy;  // bilinear weight and its derivatives in pixel x and y
+  int32_t point;           // l * P + p
+};
+
+template <typename scalar_t> struct ForwardArgs {
+  Dims dims;
+  const scalar_t *value, *loc, *attn;
+  const int64_t *shapes, *starts;
+  scalar_t* out;
+};
+template <typename scalar_t> struct BackwardArgs {
+  Dims dims;
+  const scalar_t *value, *loc, *attn, *grad_out;
+  const int64_t *shapes, *starts;
+  typename AccType<scalar_t>::type* grad_value;  // float32 accumulator for the reduced-precision types
+  scalar_t *grad_loc, *grad_attn;
+};
+
+// Kernels for channel widths {64, 32, 16, any}.
+template <typename scalar_t> struct KernelTable {
+  void (*forward[4])(const ForwardArgs<scalar_t>&, int64_t, int64_t);
+  void (*backward[4])(const BackwardArgs<scalar_t>&, int64_t, int64_t);
+};
+
+}  // namespace adaptiveclick_msda
+
+// ---- the kernels, once per instruction set ------------------------------------------------------------------
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MSDA_MULTI_ISA 1
+#else
+#define MSDA_MULTI_ISA 0
+#endif
+
+#define MSDA_ISA baseline
+#define MSDA_VEC_BYTES 16
+#include "msda_cpu_kernel.h"
+#undef MSDA_ISA
+#undef MSDA_VEC_BYTES
+
+#if MSDA_MULTI_ISA
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define MSDA_ISA avx2
+#define MSDA_VEC_BYTES 32
+#include "msda_cpu_kernel.h"
+#undef MSDA_ISA
+#undef MSDA_VEC_BYTES
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
+#define MSDA_ISA avx512
+#define MSDA_VEC_BYTES 64
+#include "msda_cpu_kernel.h"
+#undef MSDA_ISA
+#undef MSDA_VEC_BYTES
+#pragma GCC pop_options
+#endif
+
+namespace adaptiveclick_msda {
+namespace {
+
+std::vector<std::string> supported_instruction_sets() {
+  std::vector<std::string> names;
+#if MSDA_MULTI_ISA
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
+    names.emplace_back("avx512");
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    names.emplace_back("avx2");
+#endif
+  names.emplace_back("baseline");
+  return names;
+}
+
+// Index into supported_instruction_sets() order: 0 = avx512, 1 = avx2, 2 = baseline.
+std::atomic<int> g_isa{-1};
+
+int isa_index(const std::string& name) {
+  if (name == "avx512") return 0;
+  if (name == "avx2") return 1;
+  if (name == "baseline") return 2;
+  return -1;
+}
+
+int current_isa() {
+  int isa = g_isa.load();
+  if (isa < 0) {
+    isa = isa_index(supported_instruction_sets().front());
+    g_isa.store(isa);
+  }
+  return isa;
+}
+
+template <typename scalar_t>
+KernelTable<scalar_t> kernels() {
+#if MSDA_MULTI_ISA
+  switch (current_isa()) {
+    case 0: return avx512::kernel_table<scalar_t>();
+    case 1: return avx2::kernel_table<scalar_t>();
+    default: break;
+  }
+#endif
+  return baseline::kernel_table<scalar_t>();
+}
+
+int width_slot(int64_t channels) {
+  if (channels % 64 == 0) return 0;
+  if (channels == 32) return 1;
+  if (channels % 16 == 0) return 2;
+  return 3;
+}
+
+// Values of spatial_shapes and level_start_index must describe the value tensor exactly; on the CPU this is
+// cheap to verify, and it rules out any out-of-bounds read in the kernels.
+void check_levels(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index, int64_t spatial) {
+  const int64_t* shapes = spatial_shapes.data_ptr<int64_t>();
+  const int64_t* starts = level_start_index.data_ptr<int64_t>();
+  int64_t total = 0;
+  for (int64_t l = 0; l < spatial_shapes.size(0); ++l) {
+    TORCH_CHECK(shapes[2 * l] > 0 && shapes[2 * l + 1] > 0, "ms_deform_attn: spatial_shapes[", l,
+                "] must be positive, got (", shapes[2 * l], ", ", shapes[2 * l + 1], ")");
+    TORCH_CHECK(starts[l] == total, "ms_deform_attn: level_start_index[", l, "] must be ", total,
+                " (the sum of H*W of the levels before it), got ", starts[l]);
+    total += shapes[2 * l] * shapes[2 * l + 1];
+  }
+  TORCH_CHECK(total == spatial, "ms_deform_attn: spatial_shapes add up to ", total,
+              " positions but value has S = ", spatial);
+}
+
+at::Tensor forward(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+                   const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
+  const Dims d = check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                              at::Tensor(), c10::DeviceType::CPU);
+  check_levels(spatial_shapes, level_start_index, d.spatial);
+  at::Tensor out = at::empty({d.batch, d.queries, d.heads * d.channels}, value.options());
+  const int64_t rows = d.batch * d.queries;
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
+    const ForwardArgs<scalar_t> args{d,
+                                     value.data_ptr<scalar_t>(),
+                                     sampling_locations.data_ptr<scalar_t>(),
+                                     attention_weights.data_ptr<scalar_t>(),
+                                     spatial_shapes.data_ptr<int64_t>(),
+                                     level_start_index.data_ptr<int64_t>(),
+                                     out.data_ptr<scalar_t>()};
+    const auto fn = kernels<scalar_t>().forward[width_slot(d.channels)];
+    // A grain of a few rows keeps scheduling overhead negligible next to rows * heads * L * P samples.
+    const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, d.heads * d.levels * d.points));
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                                        const at::Tensor& level_start_index,
+                                                        const at::Tensor& sampling_locations,
+                                                        const at::Tensor& attention_weights,
+                                                        const at::Tensor& grad_output) {
+  const Dims d = check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                              grad_output, c10::DeviceType::CPU);
+  check_levels(spatial_shapes, level_start_index, d.spatial);
+  const bool reduced = value.scalar_type() == at::kBFloat16 || value.scalar_type() == at::kHalf;
+  at::Tensor grad_value_acc = at::zeros(value.sizes(), value.options().dtype(reduced ? at::kFloat : value.scalar_type()));
+  at::Tensor grad_loc = at::empty(sampling_locations.sizes(), sampling_locations.options());
+  at::Tensor grad_attn = at::empty(attention_weights.sizes(), attention_weights.options());
+  if (grad_loc.numel() > 0 && value.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
+      using acc_t = typename AccType<scalar_t>::type;
+      const BackwardArgs<scalar_t> args{d,
+                                        value.data_ptr<scalar_t>(),
+                                        sampling_locations.data_ptr<scalar_t>(),
+                                        attention_weights.data_ptr<scalar_t>(),
+                                        grad_output.data_ptr<scalar_t>(),
+                                        spatial_shapes.data_ptr<int64_t>(),
+                                        level_start_index.data_ptr<int64_t>(),
+                                        grad_value_acc.data_ptr<acc_t>(),
+                                        grad_loc.data_ptr<scalar_t>(),
+                                        grad_attn.data_ptr<scalar_t>()};
+      const auto fn = kernels<scalar_t>().backward[width_slot(d.channels)];
+      at::parallel_for(0, d.batch * d.heads, 1, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
+    });
+  } else {
+    grad_loc.zero_();
+    grad_attn.zero_();
+  }
+  at::Tensor grad_value = reduced ? grad_value_acc.to(value.scalar_type()) : grad_value_acc;
+  return {grad_value, grad_loc, grad_attn};
+}
+
+std::vector<std::string> instruction_sets() { return supported_instruction_sets(); }
+
+// Switches the kernels to one of instruction_sets() (for tests and benchmarks); returns the previous choice.
+std::string select_instruction_set(const std::string& name) {
+  const std::vector<std::string> supported = supported_instruction_sets();
+  TORCH_CHECK(std::find(supported.begin(), supported.end(), name) != supported.end(),
+              "ms_deform_attn: instruction set '", name, "' is not supported by this CPU/build; choose one of ",
+              c10::Join(", ", supported));
+  const char* names[] = {"avx512", "avx2", "baseline"};
+  const std::string previous = names[current_isa()];
+  g_isa.store(isa_index(name));
+  return previous;
+}
+
+}  // namespace
+}  // namespace adaptiveclick_msda
+
+TORCH_LIBRARY(adaptiveclick_msda_cpu, m) {
+  m.def("forward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, Tensor sampling_locations, "
+        "Tensor attention_weights) -> Tensor");
+  m.def("backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, Tensor sampling_locations, "
+        "Tensor attention_weights, Tensor grad_output) -> (Tensor, Tensor, Tensor)");
+  m.def("instruction_sets() -> str[]", &adaptiveclick_msda::instruction_sets);
+  m.def("select_instruction_set(str name) -> str", &adaptiveclick_msda::select_instruction_set);
+}
+
+TORCH_LIBRARY_IMPL(adaptiveclick_msda_cpu, CPU, m) {
+  m.impl("forward", &adaptiveclick_msda::forward);
+  m.impl("backward", &adaptiveclick_msda::backward);
+}
