@@ -104,11 +104,17 @@ class ImageFetcher:
         try:
             return self._download(url, authenticated=True)
         except ImageError as exc:
-            if exc.status_code == 404 and path.startswith("/data/upload/"):
-                key = path[len("/data/"):].split("?", 1)[0]
-                proxy = f"{self.label_studio.base_url}/storage-data/uploaded/?filepath={quote(key)}"
+            # a missing upload answers 404, or 500 from Label Studio's file view on local disk; with cloud-backed
+            # default storage uploads are only served by the storage proxy
+            if exc.status_code not in (404, 502) or not path.startswith("/data/upload/"):
+                raise
+            key = path[len("/data/"):].split("?", 1)[0]
+            proxy = f"{self.label_studio.base_url}/storage-data/uploaded/?filepath={quote(key)}"
+            try:
                 return self._download(proxy, authenticated=True)
-            raise
+            except ImageError:
+                raise ImageError(f"Label Studio has no uploaded file {path} ({exc}; the storage proxy has none "
+                                 "either)", 404) from None
 
     def _local_file(self, path: str) -> bytes:
         values = parse_qs(urlparse(path).query, keep_blank_values=True).get("d")
