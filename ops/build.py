@@ -9,7 +9,9 @@ Both ways write to one persistent cache, ``$ADAPTIVECLICK_CACHE/torch_extensions
 ``~/.cache/adaptiveclick/torch_extensions``; a temporary directory if that is not writable), in a folder named after
 a hash of the sources, the torch/CUDA/Python versions and the compiler flags. A finished build leaves a
 ``BUILD_OK`` marker naming the library; later processes load it directly with ``torch.ops.load_library`` (no
-compiler needed), and a changed source or torch version simply builds into a new folder.
+compiler needed), and a changed source or torch version simply builds into a new folder. A failed build leaves
+``BUILD_FAILED`` with the error, so later processes fall back at once instead of recompiling; ``python -m ops.build``
+retries it and prints the whole compiler log.
 
 Two extensions, two operator namespaces:
 
@@ -42,6 +44,7 @@ KINDS = ("cpu", "cuda")
 EXTENSION_NAMES = {"cpu": "adaptiveclick_msda_cpu", "cuda": "adaptiveclick_msda_cuda"}
 SOURCES = {"cpu": ["msda_cpu.cpp"], "cuda": ["msda_cuda.cu"]}
 MARKER = "BUILD_OK"
+FAILED_MARKER = "BUILD_FAILED"  # holds the error, so that every new process does not repeat a failing compile
 # Architectures for a build on a machine without a GPU (a Docker build): the data-centre and workstation GPUs
 # CUDA 13 supports, with PTX of the newest for anything later.
 DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
@@ -221,10 +224,13 @@ def _compile(kind: str, folder: Path, archs: list[str], verbose: bool) -> Path:
                 extra_cflags=cflags, extra_cuda_cflags=cuda_cflags + arch_flags(archs), extra_ldflags=ldflags,
                 extra_include_paths=[str(CSRC)], build_directory=str(folder), with_cuda=kind == "cuda",
                 is_python_module=False, verbose=verbose)
-        except BuildError:
-            raise
         except Exception as exc:  # compiler errors arrive as RuntimeError, a missing tool as OSError, ...
-            raise BuildError(f"building {EXTENSION_NAMES[kind]} in {folder} failed: {exc}") from exc
+            error = exc if isinstance(exc, BuildError) else BuildError(
+                f"building {EXTENSION_NAMES[kind]} in {folder} failed: {exc}")
+            with contextlib.suppress(OSError):
+                (folder / FAILED_MARKER).write_text(str(error))
+            raise error from exc
+    (folder / FAILED_MARKER).unlink(missing_ok=True)
     library = Path(library)
     tmp = folder / f"{MARKER}.{os.getpid()}"
     tmp.write_text(f"{library.name}\n{';'.join(archs)}\n")
@@ -247,11 +253,14 @@ def _find_build(name: str, tag: str, capability: tuple[int, int] | None) -> Path
     return None
 
 
-def load(kind: str, *, jit: bool = True, archs: list[str] | None = None, verbose: bool = False) -> Path:
+def load(kind: str, *, jit: bool = True, archs: list[str] | None = None, retry_failed: bool = False,
+         verbose: bool = False) -> Path:
     """Load the ``kind`` extension into this process (building it first if needed); returns the library path.
 
     Raises :class:`BuildError` with the reason when it can be neither loaded nor built. ``jit=False`` only loads
-    a finished build. For ``cuda``, ``archs`` defaults to the visible GPUs' architectures.
+    a finished build. A build that failed before is not retried (its error is raised again) unless
+    ``retry_failed``, as ``python -m ops.build`` does. For ``cuda``, ``archs`` defaults to the visible GPUs'
+    architectures.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown extension kind {kind!r}; expected one of {KINDS}")
@@ -270,6 +279,10 @@ def load(kind: str, *, jit: bool = True, archs: list[str] | None = None, verbose
                                  f"run `python -m ops.build`")
             folder = writable_cache_root() / name
             folder = folder / tag if tag else folder
+            failed = folder / FAILED_MARKER
+            if failed.is_file() and not retry_failed:
+                raise BuildError(f"an earlier build failed (delete {failed} or run `python -m ops.build` to retry): "
+                                 f"{failed.read_text()}")
             log.info("building %s in %s (once; later runs reuse it)", EXTENSION_NAMES[kind], folder)
             library = _compile(kind, folder, wanted, verbose)
         else:
@@ -302,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         archs = parse_archs(args.cuda_arch) if kind == "cuda" and args.cuda_arch else None
         try:
-            library = load(kind, archs=archs, verbose=args.verbose)
+            library = load(kind, archs=archs, retry_failed=True, verbose=args.verbose)
         except BuildError as exc:
             print(f"{kind}: FAILED: {exc}", file=sys.stderr)
             status = 1

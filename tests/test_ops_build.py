@@ -1,0 +1,136 @@
+"""``ops.build``: cache location and keys, CUDA toolkit and architecture handling, loading a finished build in a
+fresh process, and the ahead-of-time command building the CUDA kernel with nvcc (compile and link, no GPU needed)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ops import build
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cache_roots_follow_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(build.CACHE_ENV, str(tmp_path / "c"))
+    assert build.cache_roots()[0] == tmp_path / "c" / "torch_extensions"
+    assert build.writable_cache_root() == tmp_path / "c" / "torch_extensions"
+    monkeypatch.delenv(build.CACHE_ENV)
+    assert build.cache_roots()[0] == Path.home() / ".cache" / "adaptiveclick" / "torch_extensions"
+
+
+def test_unusable_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # the cache folder cannot be created below a file (whoever runs the tests)
+    monkeypatch.setenv(build.CACHE_ENV, str(blocked / "cache"))
+    monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert build.writable_cache_root() == build.cache_roots()[1]
+    assert build.cache_roots()[1].parent == tmp_path / "tmp" and build.cache_roots()[1].is_dir()
+
+
+def test_build_key_tracks_the_sources(monkeypatch, tmp_path):
+    copy = tmp_path / "csrc"
+    shutil.copytree(build.CSRC, copy)
+    monkeypatch.setattr(build, "CSRC", copy)
+    key = build.build_key("cpu")
+    assert key == build.build_key("cpu") and key != build.build_key("cuda")
+    (copy / "msda_checks.h").write_text((copy / "msda_checks.h").read_text() + "\n// changed\n")
+    assert build.build_key("cpu") != key  # a header change rebuilds too
+    assert build.build_name("cpu").startswith("adaptiveclick_msda_cpu-")
+
+
+@pytest.mark.parametrize("archs, flags", [
+    ("8.0", ["-gencode=arch=compute_80,code=sm_80"]),
+    ("8.6;9.0+PTX", ["-gencode=arch=compute_86,code=sm_86", "-gencode=arch=compute_90,code=sm_90",
+                     "-gencode=arch=compute_90,code=compute_90"]),
+    ("7.5 12.0", ["-gencode=arch=compute_75,code=sm_75", "-gencode=arch=compute_120,code=sm_120"]),
+])
+def test_arch_flags(archs, flags):
+    assert build.arch_flags(build.parse_archs(archs)) == flags
+
+
+@pytest.mark.parametrize("bad", ["", "ampere", "8.x"])
+def test_bad_arch_lists_are_clear_errors(bad):
+    with pytest.raises(build.BuildError, match="architecture"):
+        build.arch_flags(build.parse_archs(bad))
+
+
+def test_archs_cover():
+    assert build.archs_cover(["8.0", "9.0"], (9, 0))
+    assert not build.archs_cover(["8.0", "8.6"], (8, 9))  # SASS does not run on another minor version
+    assert build.archs_cover(["8.0", "8.6+PTX"], (9, 0))  # PTX is compiled for newer devices at load time
+    assert not build.archs_cover(["9.0+PTX"], (8, 0))
+
+
+def test_device_archs_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    assert build.device_archs() == build.parse_archs(build.DEFAULT_CUDA_ARCHS)
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.9")
+    assert build.device_archs() == ["8.9"]
+
+
+def test_cuda_home_skips_wrapper_scripts(monkeypatch, tmp_path):
+    """A directory with bin/nvcc but no CUDA headers (a wrapper on PATH) is not a toolkit."""
+    wrapper, toolkit = tmp_path / "wrapper", tmp_path / "toolkit"
+    (wrapper / "bin").mkdir(parents=True)
+    (wrapper / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    for sub in ("bin/nvcc", "include/cuda_runtime.h"):
+        (toolkit / sub).parent.mkdir(parents=True, exist_ok=True)
+        (toolkit / sub).write_text("")
+    monkeypatch.setenv("CUDA_HOME", str(wrapper))
+    monkeypatch.setenv("CUDA_PATH", str(toolkit))
+    assert build.cuda_home() == toolkit
+
+
+def test_unknown_kind():
+    with pytest.raises(ValueError, match="unknown extension kind 'rocm'"):
+        build.load("rocm")
+
+
+def run_python(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_fresh_process_loads_the_finished_build_without_compiling(tmp_path):
+    """After one build, new processes only load the library: no compiler involved (CXX is broken here)."""
+    build.load("cpu")  # the suite's shared build, in the default cache
+    env = {**os.environ, "CXX": "/bin/false", "PATH": "/nonexistent"}
+    proc = run_python(["-c", "from ops import build; import torch; print(build.load('cpu', jit=False)); "
+                             "print(torch.ops.adaptiveclick_msda_cpu.instruction_sets())"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert build.build_name("cpu") in proc.stdout and "baseline" in proc.stdout
+
+
+def test_no_finished_build_without_jit(tmp_path):
+    env = {**os.environ, build.CACHE_ENV: str(tmp_path / "empty"), "TMPDIR": str(tmp_path)}
+    proc = run_python(["-c", "from ops import build; build.load('cpu', jit=False)"], env)
+    assert proc.returncode != 0
+    assert "no finished build adaptiveclick_msda_cpu-" in proc.stderr and "python -m ops.build" in proc.stderr
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason="torch is not a CUDA build")
+def test_ahead_of_time_command_builds_the_cuda_kernel(tmp_path):
+    """`python -m ops.build` compiles msda_cuda.cu with nvcc and links it; no GPU needed (one architecture here
+    to keep CI short; the Docker build uses the default list)."""
+    if build.cuda_home() is None:
+        pytest.skip("no CUDA toolkit (nvcc) on this machine")
+    env = {**os.environ, build.CACHE_ENV: str(tmp_path / "cache")}
+    proc = run_python(["-m", "ops.build", "--cpu", "no", "--cuda", "yes", "--cuda-arch", "8.0"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    library = Path(proc.stdout.split("cuda: ", 1)[1].split()[0])
+    assert library.is_file() and library.parent.name == "80"
+    assert (library.parent / build.MARKER).read_text().split("\n")[1] == "8.0"
+
+
+def test_ahead_of_time_command_reports_failures(tmp_path):
+    env = {**os.environ, build.CACHE_ENV: str(tmp_path / "cache"), "CXX": "/bin/false", "TMPDIR": str(tmp_path)}
+    proc = run_python(["-m", "ops.build", "--cuda", "no"], env, timeout=120)
+    assert proc.returncode == 1
+    assert "cpu: FAILED: building adaptiveclick_msda_cpu" in proc.stderr
