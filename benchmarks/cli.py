@@ -1,6 +1,7 @@
 """Print latency and speed figures. Each benchmark measures its variants side by side in one run.
 
   predictor  per-click latency of predictors (baseline, AdaptiveClick) on GrabCut images
+  http       per-click /predict latency over HTTP vs the bare predictor; brush RLE vs label-studio-sdk
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .common import default_datasets_root
 # name -> module (with add_arguments(parser) and main(args)) under benchmarks/
 BENCHMARKS = {
     "predictor": "benchmarks.predictor_latency",
+    "http": "benchmarks.http_backend",
 }
 
 
