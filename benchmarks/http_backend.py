@@ -1,0 +1,226 @@
+"""Per-click /predict latency over HTTP against the bare predictor, side by side; brush RLE against the sdk.
+
+For each predictor spec the script starts ``adaptiveclick serve`` (gunicorn, one worker) on loopback, serves GrabCut
+images from a local HTTP server, and replays the same NoC click sequences (i) through HTTP the way Label Studio
+sends them (all clicks of the object in every request) and (ii) on the bare predictor in this process
+(``set_image`` once, then ``step`` per click). The server overhead of a click is
+``(HTTP p50 - bare p50) / bare p50`` for clicks after the first. The RLE part times ``backend.rle.encode_rle``
+against ``label_studio_sdk.converter.brush.mask2rle`` on 3840x2160 masks and checks the bytes are identical.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import requests
+
+from backend.label_config import recommended_config
+from backend.rle import encode_rle
+from evaluation.datasets import GrabCutDataset
+from model import Clicker, load_predictor
+
+from .common import machine_line, percentiles, print_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ImageServer:
+    """Serves a folder over HTTP on loopback (the images the backend fetches)."""
+
+    def __init__(self, folder: Path) -> None:
+        class QuietHandler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        handler = functools.partial(QuietHandler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class BackendProcess:
+    """``adaptiveclick serve`` in a subprocess, for one predictor spec."""
+
+    def __init__(self, spec: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "LOG_LEVEL": "WARNING"}
+        for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
+            env.pop(name, None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port",
+                                      str(self.port), "--predictor", spec, "--timeout", "600"],
+                                     cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"backend exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.3)
+        raise RuntimeError("backend did not start within 300 s")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def click_sequences(predictor, samples, clicks: int) -> list[list[tuple[int, int, bool]]]:
+    """NoC click sequences (the Clicker answering the predictor), computed once and replayed by both sides."""
+    sequences = []
+    for sample in samples:
+        predictor.set_image(sample.image)
+        clicker, probs, roi = Clicker(sample.gt), None, None
+        for _ in range(clicks):
+            clicker.make_next_click(probs > 0.49 if probs is not None else np.zeros_like(sample.mask))
+            step = predictor.step(clicker.get_clicks(), probs, roi)
+            probs, roi = step.probs, step.roi
+        sequences.append([(int(c.y), int(c.x), c.is_positive) for c in clicker.get_clicks()])
+    return sequences
+
+
+def time_bare(predictor, image, clicks) -> list[float]:
+    """Seconds per click on the bare predictor; the first includes set_image."""
+    times, probs, roi = [], None, None
+    start = time.perf_counter()
+    predictor.set_image(image)
+    for k in range(len(clicks)):
+        step = predictor.step(clicks[:k + 1], probs, roi)
+        probs, roi = step.probs, step.roi
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    return times
+
+
+def time_http(session, backend_url, image_url, shape, clicks, task_id) -> list[float]:
+    """Seconds per click over HTTP, each request carrying all clicks so far (as Label Studio sends them)."""
+    h, w = shape
+    config, regions, times = recommended_config(), [], []
+    for y, x, positive in clicks:
+        regions.append({"type": "keypointlabels", "is_positive": positive, "original_width": w,
+                        "original_height": h, "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h,
+                                                        "keypointlabels": ["Object"]}})
+        body = {"tasks": [{"id": task_id, "data": {"image": image_url}}], "project": "1.1", "label_config": config,
+                "params": {"context": {"result": regions}}}
+        start = time.perf_counter()
+        response = session.post(backend_url + "/predict", json=body, timeout=600)
+        times.append(time.perf_counter() - start)
+        response.raise_for_status()
+    return times
+
+
+def bench_spec(spec: str, samples, files: list[Path], image_server: ImageServer, clicks: int, rounds: int) -> dict:
+    predictor = load_predictor(spec)
+    sequences = click_sequences(predictor, samples, clicks)
+    backend = BackendProcess(spec)
+    bare, http = {"first": [], "later": []}, {"first": [], "later": []}
+    try:
+        session = requests.Session()
+        # warm-up: first-call allocations on both sides
+        time_http(session, backend.url, f"{image_server.url}/{files[0].name}", samples[0].mask.shape,
+                  sequences[0][:2], task_id=-1)
+        time_bare(predictor, samples[0].image, sequences[0][:2])
+        for r in range(rounds):
+            for i, (sample, file, clicks_i) in enumerate(zip(samples, files, sequences)):
+                task_id = r * len(samples) + i  # a new task each round: the first click fetches the image again
+                url = f"{image_server.url}/{file.name}"
+                sides = [("http", lambda: time_http(session, backend.url, url, sample.mask.shape, clicks_i, task_id)),
+                         ("bare", lambda: time_bare(predictor, sample.image, clicks_i))]
+                for name, run in (sides if (r + i) % 2 == 0 else sides[::-1]):  # alternate who goes first
+                    times = run()
+                    target = http if name == "http" else bare
+                    target["first"].append(times[0])
+                    target["later"] += times[1:]
+    finally:
+        backend.close()
+    return {"spec": spec, "version": predictor.model_version, "bare": {k: percentiles(v) for k, v in bare.items()},
+            "http": {k: percentiles(v) for k, v in http.items()}}
+
+
+def bench_rle(data_root: Path, repeats: int) -> list[list]:
+    from label_studio_sdk.converter import brush
+
+    yy, xx = np.mgrid[:2160, :3840]
+    masks = {"ellipse 3840x2160": (yy - 1000) ** 2 / 800**2 + (xx - 1900) ** 2 / 1500**2 < 1}
+    real = GrabCutDataset(data_root / "GrabCut")[0].mask.astype(np.uint8)
+    masks["GrabCut mask upscaled to 3840x2160"] = cv2.resize(real, (3840, 2160), interpolation=cv2.INTER_NEAREST) > 0
+    rows = []
+    for name, mask in masks.items():
+        ours, sdk = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a = encode_rle(mask)
+            ours.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            b = brush.mask2rle(mask.astype(np.uint8) * 255)
+            sdk.append(time.perf_counter() - start)
+        rows.append([name, f"{np.median(ours) * 1e3:.2f}", f"{np.median(sdk) * 1e3:.1f}",
+                     f"{np.median(sdk) / np.median(ours):.1f}x", "yes" if a == b else "NO", len(a)])
+    return rows
+
+
+def run(specs: list[str], data_root: Path, images: int, clicks: int, rounds: int, rle_repeats: int) -> list[dict]:
+    dataset = GrabCutDataset(data_root / "GrabCut")
+    samples = [dataset[i] for i in range(min(images, len(dataset)))]
+    folder = Path(tempfile.mkdtemp(prefix="adaptiveclick-bench-"))
+    files = []
+    for sample in samples:
+        source = next((data_root / "GrabCut" / "data_GT").glob(sample.name + ".*"))
+        files.append(Path(shutil.copy(source, folder / source.name)))
+    image_server = ImageServer(folder)
+    try:
+        results = [bench_spec(spec, samples, files, image_server, clicks, rounds) for spec in specs]
+    finally:
+        image_server.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"machine: {machine_line()}")
+    rows = []
+    for r in results:
+        bare, http = r["bare"]["later"]["p50"], r["http"]["later"]["p50"]
+        rows.append([r["spec"], r["version"], f"{r['bare']['first']['p50'] * 1e3:.1f}",
+                     f"{r['http']['first']['p50'] * 1e3:.1f}", f"{bare * 1e3:.1f}", f"{http * 1e3:.1f}",
+                     f"{(http - bare) * 1e3:+.1f}", f"{(http - bare) / bare * 100:+.1f}%", r["http"]["later"]["n"]])
+    print_table(["predictor", "model version", "bare first (ms)", "HTTP first (ms)", "bare later p50 (ms)",
+                 "HTTP later p50 (ms)", "overhead (ms)", "overhead", "later clicks timed"], rows,
+                title=f"Per-click latency: /predict over HTTP vs the bare predictor ({len(samples)} GrabCut images x "
+                      f"{clicks} clicks x {rounds} rounds; first click includes image fetch/decode and set_image)")
+    print_table(["mask", "ours p50 (ms)", "sdk p50 (ms)", "speed-up", "identical bytes", "RLE bytes"],
+                bench_rle(data_root, rle_repeats), title="Brush RLE encoding (backend.rle vs label_studio_sdk)")
+    return results
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--specs", default="baseline,random:base",
+                        help="comma-separated predictor specs (default: baseline,random:base)")
+    parser.add_argument("--images", type=int, default=3, help="GrabCut images (default 3)")
+    parser.add_argument("--clicks", type=int, default=5, help="clicks per image (default 5)")
+    parser.add_argument("--rounds", type=int, default=2, help="repetitions of every session (default 2)")
+    parser.add_argument("--rle-repeats", type=int, default=15, help="timed RLE encodings per mask (default 15)")
+
+
+def main(args) -> int:
+    run([s for s in args.specs.split(",") if s], args.data_root, args.images, args.clicks, args.rounds,
+        args.rle_repeats)
+    return 0

@@ -1,0 +1,79 @@
+"""``adaptiveclick serve``: gunicorn configuration (one worker, threads, model built after the fork), argument and
+settings errors, and the JSON log format."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import pytest
+
+from backend.logs import JsonFormatter
+from backend.server import DEFAULT_HOST, DEFAULT_PORT, add_arguments, gunicorn_application, run
+from backend.settings import Settings
+from cli import build_parser
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_match_label_studio_ml():
+    args = parse()
+    assert (args.host, args.port, args.predictor) == (DEFAULT_HOST, DEFAULT_PORT, None) == ("0.0.0.0", 9090, None)
+    assert build_parser().parse_args(["serve", "--port", "9191"]).port == 9191
+
+
+def test_gunicorn_config_loads_the_model_in_the_worker():
+    app = gunicorn_application(Settings(threads=6, log_level="WARNING"), "127.0.0.1:9999", timeout=77)
+    cfg = app.cfg
+    assert cfg.bind == ["127.0.0.1:9999"] and cfg.workers == 1 and cfg.threads == 6
+    assert cfg.worker_class_str == "gthread" and cfg.preload_app is False and cfg.timeout == 77
+    assert cfg.logconfig_dict["formatters"]["json"]["()"] == "backend.logs.JsonFormatter"
+    wsgi = app.load()  # what the worker does after the fork
+    assert wsgi.extensions["adaptiveclick"]["holder"].version == "baseline-grabcut-v1"
+
+
+def test_bad_arguments_and_settings_exit_with_a_message(capsys, monkeypatch):
+    assert run(parse("--port", "70000")) == 2
+    assert "not a TCP port" in capsys.readouterr().out
+    assert run(parse("--predictor", "random:tiny")) == 2
+    assert "ADAPTIVECLICK_PREDICTOR" in capsys.readouterr().out
+    monkeypatch.setenv("LABEL_STUDIO_URL", "not-a-url")
+    assert run(parse()) == 2
+    assert "LABEL_STUDIO_URL" in capsys.readouterr().out
+
+
+def test_json_log_lines():
+    record = logging.LogRecord("backend.app", logging.WARNING, __file__, 1, "request %s", ("x",), None)
+    record.status = 400
+    record.path = "/predict"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["level"] == "warning" and line["msg"] == "request x" and line["logger"] == "backend.app"
+    assert line["status"] == 400 and line["path"] == "/predict" and line["ts"].endswith("Z")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert "ValueError: boom" in json.loads(JsonFormatter().format(record))["exc"]
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO"])
+def test_log_level_is_applied(level):
+    from backend.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(level)
+        assert root.level == getattr(logging, level)
+        assert isinstance(root.handlers[0].formatter, JsonFormatter)
+        assert logging.getLogger("gunicorn.access").disabled
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        logging.getLogger("gunicorn.access").disabled = False
