@@ -2,6 +2,7 @@
 
   predictor  per-click latency of predictors (baseline, AdaptiveClick) on GrabCut images
   http       per-click /predict latency over HTTP vs the bare predictor; brush RLE vs label-studio-sdk
+  msda       multi-scale deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .common import default_datasets_root
 BENCHMARKS = {
     "predictor": "benchmarks.predictor_latency",
     "http": "benchmarks.http_backend",
+    "msda": "benchmarks.msda",
 }
 
 
