@@ -111,9 +111,11 @@ class SessionCache:
         for n in range(len(clicks), 0, -1):
             state = self.get(("step", model_version, image_key, clicks[:n]), count=False)
             if state is not None:
-                self.hits += 1
+                with self._lock:
+                    self.hits += 1
                 return n, state
-        self.misses += 1
+        with self._lock:
+            self.misses += 1
         return 0, None
 
     def put_step(self, model_version: str, image_key: Hashable, clicks: Sequence[ClickKey],

@@ -9,7 +9,7 @@
 | ``MODEL_DIR`` | ``./models`` | where model versions are kept (the registry the hot-swap watcher reads) |
 | ``BASIC_AUTH_USER`` / ``BASIC_AUTH_PASS`` | unset | require HTTP Basic auth on every route when both are set |
 | ``LOG_LEVEL`` | ``INFO`` | ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` |
-| ``LOCAL_FILES_DOCUMENT_ROOT`` | unset | read ``/data/local-files/?d=PATH`` from this folder instead of through Label Studio |
+| ``LOCAL_FILES_DOCUMENT_ROOT`` | unset | read ``/data/local-files/?d=PATH`` from this folder, not via Label Studio |
 | ``ADAPTIVECLICK_CACHE_MB`` | ``2048`` | session cache budget (decoded images and per-click masks) |
 | ``ADAPTIVECLICK_MAX_IMAGE_MB`` | ``64`` | largest image file accepted |
 | ``ADAPTIVECLICK_MAX_IMAGE_PIXELS`` | ``50000000`` | largest decoded image accepted (width x height) |

@@ -26,7 +26,8 @@ from backend.settings import Settings
 from conftest import REPO, free_port
 from model import Clicker, GrabCutPredictor
 
-pytestmark = pytest.mark.slow
+# the first test also installs Label Studio when its cached virtualenv is missing (a few minutes)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 LABEL_STUDIO_VERSION = "1.23.2"
 INSTALL_TIMEOUT_S = 1200
@@ -92,7 +93,8 @@ class LabelStudio:
         return response
 
     def create_project(self, title: str) -> int:
-        return self.api("POST", "/api/projects", json={"title": title, "label_config": recommended_config()}).json()["id"]
+        body = {"title": title, "label_config": recommended_config()}
+        return self.api("POST", "/api/projects", json=body).json()["id"]
 
     def upload(self, project: int, path: Path) -> dict:
         with path.open("rb") as f:
