@@ -36,6 +36,7 @@ def isa(request, cpu_ops):
     if request.param not in cpu_ops.instruction_sets():
         pytest.skip(f"this CPU lacks {request.param}")
     previous = cpu_ops.select_instruction_set(request.param)
+    assert cpu_ops.instruction_set() == request.param
     yield request.param
     cpu_ops.select_instruction_set(previous)
 
@@ -174,6 +175,11 @@ def test_bad_grad_output_shape(cpu_ops):
     inputs = random_inputs(1, ((4, 4),), 2, 8, 2, 3)
     with pytest.raises(RuntimeError, match=r"grad_output must be \[N, Lq, M\*D\]"):
         cpu_ops.backward(*inputs.args(), torch.zeros(1, 3, 15))
+
+
+def test_best_instruction_set_is_the_default(cpu_ops):
+    assert cpu_ops.instruction_set() == cpu_ops.instruction_sets()[0]
+    assert cpu_ops.instruction_sets()[-1] == "baseline"
 
 
 def test_unknown_instruction_set(cpu_ops):

@@ -1,6 +1,7 @@
 // CPU multi-scale deformable attention: the `adaptiveclick_msda_cpu` operator library.
 //
-// Registers torch.ops.adaptiveclick_msda_cpu.{forward, backward, instruction_sets, select_instruction_set}.
+// Registers torch.ops.adaptiveclick_msda_cpu.{forward, backward} and, to inspect or pin the kernel variant,
+// {instruction_sets, instruction_set, select_instruction_set}.
 // Work is split with at::parallel_for (PyTorch's OpenMP pool, so torch.set_num_threads applies): the forward over
 // output rows (n, q), the backward over (n, head) pairs so that every thread owns a disjoint slice of grad_value.
 // The kernels (msda_cpu_kernel.h) are compiled for AVX-512, AVX2 and the baseline ISA; the best one the running CPU
@@ -231,14 +232,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& value,
 
 std::vector<std::string> instruction_sets() { return supported_instruction_sets(); }
 
+const char* const kIsaNames[] = {"avx512", "avx2", "baseline"};
+
+std::string instruction_set() { return kIsaNames[current_isa()]; }
+
 // Switches the kernels to one of instruction_sets() (for tests and benchmarks); returns the previous choice.
 std::string select_instruction_set(const std::string& name) {
   const std::vector<std::string> supported = supported_instruction_sets();
   TORCH_CHECK(std::find(supported.begin(), supported.end(), name) != supported.end(),
               "ms_deform_attn: instruction set '", name, "' is not supported by this CPU/build; choose one of ",
               c10::Join(", ", supported));
-  const char* names[] = {"avx512", "avx2", "baseline"};
-  const std::string previous = names[current_isa()];
+  const std::string previous = kIsaNames[current_isa()];
   g_isa.store(isa_index(name));
   return previous;
 }
@@ -252,6 +256,7 @@ TORCH_LIBRARY(adaptiveclick_msda_cpu, m) {
   m.def("backward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, Tensor sampling_locations, "
         "Tensor attention_weights, Tensor grad_output) -> (Tensor, Tensor, Tensor)");
   m.def("instruction_sets() -> str[]", &adaptiveclick_msda::instruction_sets);
+  m.def("instruction_set() -> str", &adaptiveclick_msda::instruction_set);
   m.def("select_instruction_set(str name) -> str", &adaptiveclick_msda::select_instruction_set);
 }
 
