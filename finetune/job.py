@@ -1,0 +1,218 @@
+"""A whole fine-tune job: gather the data, train (possibly under torchrun), gate, publish.
+
+The output folder holds everything a job needs to be resumed and inspected::
+
+    OUT/train_config.json     the training configuration, the network configuration, the starting point
+    OUT/records.json          the training and validation images (dataset images or imported Label Studio tasks)
+    OUT/data/                 imported Label Studio images, masks and import report (manifest.json)
+    OUT/checkpoints/last.pt   the latest training state
+    OUT/metrics.jsonl, metrics.png, status.json
+    OUT/model.pth             the fine-tuned weights
+    OUT/gate.json             the gate's decision and the published version, if any
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .data import (dataset_records, records_from_json, records_to_json, split_records, validation_samples)
+from .distributed import barrier, init_distributed, shutdown
+from .metrics_log import write_json_atomic, write_status
+from .config import TrainConfig
+from .trainer import CONFIG_FILE, WEIGHTS_FILE, Trainer, checkpoint_path, load_config, save_config
+
+log = logging.getLogger(__name__)
+
+RECORDS_FILE = "records.json"
+GATE_FILE = "gate.json"
+
+
+@dataclass
+class JobOptions:
+    """What ``adaptiveclick finetune`` was asked to do (see finetune.cli for the meaning of each option)."""
+
+    output: Path
+    train: TrainConfig = field(default_factory=TrainConfig)
+    steps: int | None = None
+    epochs: float | None = None
+    resume: bool = False
+    init: str = ""
+    size: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    data_root: Path | None = None
+    ls_exports: list[Path] = field(default_factory=list)
+    ls_project: str | None = None
+    ls_url: str | None = None
+    ls_api_key: str | None = None
+    ls_image_key: str | None = None
+    ls_labels: list[str] | None = None
+    val_fraction: float = 0.2
+    val_max_images: int = 0
+    device: str = "auto"
+    workers: int = 2
+    progress: bool = True
+    registry: str | None = None
+    force: bool = False
+    publish: bool = True
+    version: str | None = None
+
+
+class JobError(RuntimeError):
+    """The job cannot start or go on (bad data, nothing to train on, an output folder in use...)."""
+
+
+def gather_records(opts: JobOptions, context) -> list:
+    """Image records of every requested source. Label Studio is read and imported by the main process; the
+    others read the import's manifest."""
+    from .labelstudio import fetch_tasks, image_fetcher, import_tasks, load_export, read_manifest
+
+    records = []
+    for spec in opts.datasets:
+        name, _, root = spec.partition("=")
+        records += dataset_records(name.strip(), opts.data_root, root.strip() or None)
+    if not (opts.ls_exports or opts.ls_project):
+        return records
+    data_dir = opts.output / "data"
+    if context.is_main:
+        tasks = [task for path in opts.ls_exports for task in load_export(path)]
+        if opts.ls_project:
+            tasks += fetch_tasks(opts.ls_url, opts.ls_api_key, opts.ls_project)
+        imported, report = import_tasks(tasks, image_fetcher(opts.ls_url, opts.ls_api_key), data_dir,
+                                        opts.ls_image_key, opts.ls_labels)
+        log.info("Label Studio import", extra={"tasks": report.tasks, "tasks_used": report.tasks_used,
+                                               "objects": report.objects, "skipped": report.reasons()})
+    barrier(context)
+    return records + (imported if context.is_main else read_manifest(data_dir)[0])
+
+
+def steps_for(opts: JobOptions, config: TrainConfig, train_images: int, world_size: int) -> int:
+    if opts.steps is not None:
+        return opts.steps
+    if opts.epochs is not None:
+        per_step = config.batch_size * config.accumulation * world_size
+        return max(1, math.ceil(opts.epochs * train_images / per_step))
+    return config.steps
+
+
+def prepare(opts: JobOptions, context) -> tuple[TrainConfig, dict, list, list]:
+    """``(train config, saved run description, train records, val records)`` for a new or resumed run."""
+    out = opts.output
+    if opts.resume and (out / CONFIG_FILE).is_file():
+        saved = load_config(out)
+        config = TrainConfig.from_dict(saved["train"])
+        records = json.loads((out / RECORDS_FILE).read_text())
+        train, val = records_from_json(records["train"]), records_from_json(records["val"])
+        config.steps = steps_for(opts, config, len(train), context.world_size)  # a resume may change the length
+        return config, saved, train, val
+    if not opts.resume and (checkpoint_path(out).exists() or (out / CONFIG_FILE).exists()):
+        raise JobError(f"{out} already holds a fine-tune run: pass --resume to continue it, or choose another "
+                       "--output")
+    if not (opts.datasets or opts.ls_exports or opts.ls_project):
+        raise JobError("no training data: pass --dataset, --ls-export or --ls-project")
+    if not opts.init:
+        raise JobError("no starting point: pass --init CHECKPOINT|mae:PATH|random[:SIZE]|registry")
+    out.mkdir(parents=True, exist_ok=True)
+    if context.is_main:
+        write_status(out, "preparing")
+    records = gather_records(opts, context)
+    train, val = split_records(records, opts.val_fraction, opts.train.seed)
+    if not train:
+        raise JobError(f"no usable training images among {len(records)} (see {out / 'data' / 'manifest.json'} "
+                       "for the reasons annotations were skipped)")
+    config = opts.train
+    config.steps = steps_for(opts, config, len(train), context.world_size)
+    saved = {"init": opts.init, "size": opts.size, "val_fraction": opts.val_fraction,
+             "val_max_images": opts.val_max_images, "images": {"train": len(train), "val": len(val)}}
+    if context.is_main:
+        write_json_atomic(out / RECORDS_FILE, {"train": records_to_json(train), "val": records_to_json(val)})
+    return config, saved, train, val
+
+
+def starting_network(opts: JobOptions, saved: dict):
+    """``(network, description, resolved --init)``; ``--init registry`` resolves to the current version's
+    weights (hash-pinned), so that the run records exactly what it started from."""
+    from .network import build_adaptiveclick_from, build_initial_network
+    from .registry import open_registry
+
+    if "model_config" in saved:  # resuming: weights come from the checkpoint
+        return build_adaptiveclick_from(saved["model_config"]), saved["init_description"], saved["init"]
+    init = opts.init
+    if init == "registry":
+        if not opts.registry:
+            raise JobError("--init registry needs --registry")
+        current = open_registry(opts.registry).current()
+        if current is None:
+            raise JobError(f"--init registry: {opts.registry} has no current version yet")
+        init = current.predictor_spec().split(",version=")[0]
+    net, description = build_initial_network(init, opts.size, opts.train.seed)
+    return net, description, init
+
+
+def run_job(opts: JobOptions) -> dict:
+    """Run the job; returns a summary (training, gate, published version). Raises JobError on bad input."""
+    context = init_distributed(opts.device)
+    out = opts.output
+    try:
+        config, saved, train, val = prepare(opts, context)
+        net, description, init = starting_network(opts, saved)
+        if context.is_main and "model_config" not in saved:
+            saved.update(init=init, model_config=asdict(net.config), init_description=description)
+            save_config(out, config, saved)
+        limit = saved.get("val_max_images", opts.val_max_images) or None
+        samples = validation_samples(val[:limit]) if val else []
+        trainer = Trainer(config, net, train, out, context, samples, workers=opts.workers, progress=opts.progress)
+        if opts.resume and checkpoint_path(out).exists():
+            trainer.load_checkpoint(checkpoint_path(out))
+        summary = {"training": trainer.run(), "init": description, "images": saved["images"]}
+        if context.is_main:
+            summary["gate"] = gate_and_publish(opts, net, samples, config, summary, context)
+            write_status(out, "finished", step=trainer.step, steps=config.steps, summary=summary)
+        return summary
+    except BaseException as exc:
+        if context.is_main and out.is_dir():
+            write_status(out, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutdown(context)
+
+
+def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summary: dict, context) -> dict | None:
+    """Compare with the served weights (or the starting weights when nothing is served yet) and publish to the
+    registry. Main process only, after training."""
+    from .gate import GateDecision, gate, publish_candidate
+    from .network import build_initial_network, load_network
+    from .registry import open_registry
+    from .validation import network_predictor
+
+    if not opts.registry:
+        return None
+    registry = open_registry(opts.registry)
+    current_info = registry.current()
+    if current_info is not None:
+        current_net, current_name = load_network(registry.fetch_weights(current_info.version)), current_info.version
+    else:
+        saved = load_config(opts.output)
+        current_name = f"starting weights: {saved['init_description']}"
+        current_net = build_initial_network(saved["init"], saved.get("size"), config.seed)[0]
+    if samples:
+        candidate = network_predictor(net.eval(), "candidate", context.device, config.crop_size)
+        current = network_predictor(current_net.eval(), current_name, context.device, config.crop_size)
+        decision = gate(candidate, current, samples, config.val_clicks, opts.force, current_name)
+    else:
+        decision = GateDecision(opts.force, "no validation samples" + (": forced" if opts.force else
+                                                                       ": not published (use --force)"),
+                                {}, None, current_name, opts.force)
+    info = publish_candidate(registry, opts.output / WEIGHTS_FILE, decision, _config_record(config),
+                             {"training": summary["training"], "images": summary["images"]}, opts.version,
+                             current_info.version if current_info else None) if opts.publish else None
+    result = {**decision.to_json(), "registry": registry.uri, "published": info.version if info else None,
+              "predictor_spec": info.predictor_spec() if info else None}
+    write_json_atomic(opts.output / GATE_FILE, result)
+    return result
+
+
+def _config_record(config: TrainConfig) -> dict:
+    return {"train": asdict(config)}

@@ -1,0 +1,133 @@
+"""The network a fine-tune starts from, and the weights file it produces.
+
+Starting points (``--init``):
+
+* a released/fine-tuned AdaptiveClick checkpoint: a path, ``http(s)://`` URL or ``s3://`` URI (optionally
+  ``#sha256=...``), loaded strictly with :func:`model.load_adaptiveclick`;
+* ``mae:PATH``: the ViT initialised from an MAE pre-training checkpoint, the rest random (how the paper trains);
+* ``random`` (``random:base``/``random:huge``/``random:tiny``): seeded random weights. ``tiny`` is a small
+  network with the same architecture for tests and smoke runs only; it is never a useful model.
+
+The weights file is the reference layout ``{"state_dict", "config"}``; ``config["adaptiveclick_config"]`` records
+the architecture so that a ``tiny`` (or any non-released) network can be rebuilt from the file alone.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from model import AdaptiveClick, AdaptiveClickConfig, build_adaptiveclick, load_adaptiveclick, load_mae_backbone
+from model.build import CONFIGS
+from model.checkpoint import CheckpointError, describe_mismatch, read_checkpoint, split_checkpoint
+
+TINY_CONFIG = AdaptiveClickConfig(
+    "tiny", patch_size=16, embed_dim=96, depth=4, num_heads=3, fpn_dims=(32, 64, 96, 128), conv_dim=64,
+    mask_dim=64, encoder_layers=1, encoder_ffn=128, hidden_dim=64, nheads=4, decoder_ffn=128)
+SIZES = {**CONFIGS, "tiny": TINY_CONFIG}
+#: parameters the segmentation forward pass never uses (kept for checkpoint compatibility, frozen in training)
+UNUSED_PARAMETERS = ("backbone.cls_token", "backbone.fc_norm.weight", "backbone.fc_norm.bias",
+                     "backbone.head.weight", "backbone.head.bias")
+ARCH_KEY = "adaptiveclick_config"
+
+
+def config_for(size: str) -> AdaptiveClickConfig:
+    try:
+        return SIZES[size]
+    except KeyError:
+        raise ValueError(f"unknown network size {size!r}; expected one of {', '.join(SIZES)}") from None
+
+
+def config_from_dict(values: dict) -> AdaptiveClickConfig:
+    values = dict(values)
+    values["fpn_dims"] = tuple(values["fpn_dims"])
+    try:
+        return AdaptiveClickConfig(**values)
+    except TypeError as exc:
+        raise CheckpointError(f"unreadable network configuration in checkpoint: {exc}") from None
+
+
+def build_adaptiveclick_from(values: dict) -> AdaptiveClick:
+    """A randomly initialised network of a recorded configuration (``asdict(AdaptiveClickConfig)``)."""
+    return build_adaptiveclick(config_from_dict(values)).train()
+
+
+def build_initial_network(init: str, size: str | None = None, seed: int = 0) -> tuple[AdaptiveClick, str]:
+    """``(network in train mode on CPU, a description of the starting point)``."""
+    init = (init or "").strip()
+    if not init:
+        raise ValueError("no starting point: use --init CHECKPOINT, mae:PATH or random[:SIZE]")
+    if init == "random" or init.startswith("random:"):
+        size = init.partition(":")[2] or size or "base"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_adaptiveclick(config_for(size))
+        return net.train(), f"random:{size} (seed {seed})"
+    if init.startswith("mae:"):
+        source = init[len("mae:"):]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_adaptiveclick(config_for(size or "base"))
+        missing, _ = load_mae_backbone(net, source)
+        return net.train(), f"mae:{source} ({len(missing)} backbone keys not in MAE)"
+    return load_network(init).train(), init
+
+
+def load_network(source: str | Path) -> AdaptiveClick:
+    """A network from a weights file written by :func:`save_weights` or any released AdaptiveClick checkpoint
+    (path/URL/s3, optional ``#sha256=HEX``), in eval mode on CPU."""
+    text = str(source)
+    path, _, fragment = text.partition("#")
+    sha256 = None
+    for item in filter(None, fragment.split(",")):
+        key, _, value = item.partition("=")
+        if key.strip() == "sha256":
+            sha256 = value.strip()
+    state_dict, config = split_checkpoint(read_checkpoint(path, sha256))
+    arch = config.get(ARCH_KEY) if isinstance(config, dict) else None
+    if not isinstance(arch, dict):
+        return load_adaptiveclick(path, sha256=sha256)
+    net = build_adaptiveclick(config_from_dict(arch))
+    problem = describe_mismatch(net, state_dict)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} does not fit its recorded configuration: {problem}")
+    net.load_state_dict(state_dict, strict=True)
+    return net.eval()
+
+
+def freeze_unused(net: AdaptiveClick) -> None:
+    """Parameters without gradient must not require one (DistributedDataParallel would wait for them)."""
+    params = dict(net.named_parameters())
+    for name in UNUSED_PARAMETERS:
+        params[name].requires_grad_(False)
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` to a temporary file next to ``path``, fsync, then rename over it: a crash at any moment
+    leaves either the previous file or the new one, never a truncated one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the result is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(net: AdaptiveClick, path: str | Path, info: dict | None = None) -> Path:
+    """Write the serving weights file ``{"state_dict", "config"}`` atomically."""
+    config = {ARCH_KEY: asdict(net.config), **(info or {})}
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    atomic_torch_save({"state_dict": state, "config": config}, path)
+    return Path(path)
