@@ -56,8 +56,8 @@ def _kernel_ready(kind: str) -> str | None:
         try:
             build.load(kind)
             return None
-        except build.BuildError as exc:
-            reason = str(exc)
+        except Exception as exc:  # BuildError, or anything unforeseen: never let it break the caller
+            reason = str(exc) if isinstance(exc, build.BuildError) else f"{type(exc).__name__}: {exc}"
             _failures[kind] = reason
             log.warning(
                 "multi-scale deformable attention: the compiled %s kernel is unavailable, using the slower PyTorch "

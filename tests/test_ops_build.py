@@ -93,6 +93,22 @@ def test_unknown_kind():
         build.load("rocm")
 
 
+def path_without(tool: str, shim: Path) -> str:
+    """PATH with ``tool`` removed: folders holding it are replaced by ``shim``, holding links to everything else
+    in them (the situation of a venv that was not activated, where pip's ninja is not on PATH)."""
+    shim.mkdir(exist_ok=True)
+    folders = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if not folder or not (Path(folder) / tool).exists():
+            folders.append(folder)
+            continue
+        for entry in Path(folder).iterdir():
+            if entry.name != tool and not (shim / entry.name).exists():
+                (shim / entry.name).symlink_to(entry)
+        folders.append(str(shim))
+    return os.pathsep.join(dict.fromkeys(folders))
+
+
 def run_python(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -118,10 +134,13 @@ def test_no_finished_build_without_jit(tmp_path):
 @pytest.mark.skipif(torch.version.cuda is None, reason="torch is not a CUDA build")
 def test_ahead_of_time_command_builds_the_cuda_kernel(tmp_path):
     """`python -m ops.build` compiles msda_cuda.cu with nvcc and links it; no GPU needed (one architecture here
-    to keep CI short; the Docker build uses the default list)."""
+    to keep CI short; the Docker build uses the default list). ninja is kept off PATH, as in a venv that was
+    never activated: the build must find pip's ninja by itself."""
     if build.cuda_home() is None:
         pytest.skip("no CUDA toolkit (nvcc) on this machine")
-    env = {**os.environ, build.CACHE_ENV: str(tmp_path / "cache")}
+    path = path_without("ninja", tmp_path / "bin")
+    assert shutil.which("ninja", path=path) is None
+    env = {**os.environ, build.CACHE_ENV: str(tmp_path / "cache"), "PATH": path}
     proc = run_python(["-m", "ops.build", "--cpu", "no", "--cuda", "yes", "--cuda-arch", "8.0"], env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     library = Path(proc.stdout.split("cuda: ", 1)[1].split()[0])
