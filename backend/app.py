@@ -110,7 +110,10 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         g.log.update(project=project_id(parsed.project), clicks=outcome.clicks, network_runs=outcome.network_runs,
                      cached_clicks=outcome.cached_clicks, image_cached=outcome.image_cached,
                      model_ms=round(outcome.seconds_model * 1e3, 1), model_version=outcome.model_version)
-        return jsonify({"results": outcome.results, "model_version": outcome.model_version})
+        response = jsonify({"results": outcome.results, "model_version": outcome.model_version})
+        # the predictor's share of the request, so clients can tell model time from server overhead
+        response.headers["Server-Timing"] = f"model;dur={outcome.seconds_model * 1e3:.2f}"
+        return response
 
     @app.post("/webhook")
     def webhook():

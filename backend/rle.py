@@ -22,7 +22,7 @@ RLE_SIZES = (3, 4, 8, 16)
 WORD_SIZE = 8
 CHANNELS = 4  # RGBA
 MAX_CHUNK = 1 << 16  # the longest run one 16-bit token can hold
-BOOL_CHUNK = 1 << 19  # pixels per step of the bool change search (64 KiB of packed bits)
+BOOL_CHUNK = 1 << 20  # pixels per step of the bool change search (128 KiB of packed bits)
 
 
 class RleError(ValueError):

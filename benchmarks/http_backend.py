@@ -4,7 +4,9 @@ For each predictor spec the script starts ``adaptiveclick serve`` (gunicorn, one
 images from a local HTTP server, and replays the same NoC click sequences (i) through HTTP the way Label Studio
 sends them (all clicks of the object in every request) and (ii) on the bare predictor in this process
 (``set_image`` once, then ``step`` per click). The server overhead of a click is
-``(HTTP p50 - bare p50) / bare p50`` for clicks after the first. The RLE part times ``backend.rle.encode_rle``
+``(HTTP p50 - bare p50) / bare p50`` for clicks after the first; as a second, load-independent figure each request's
+latency minus the model time the server reports for it (``Server-Timing``) is the time spent outside the model
+(HTTP, JSON, cache, threshold, RLE). The RLE part times ``backend.rle.encode_rle``
 against ``label_studio_sdk.converter.brush.mask2rle`` on 3840x2160 masks and checks the bytes are identical.
 """
 from __future__ import annotations
@@ -100,8 +102,22 @@ def click_sequences(predictor, samples, clicks: int) -> list[list[tuple[int, int
     return sequences
 
 
+def in_worker_thread(fn):
+    """Run ``fn`` in a fresh thread, as gunicorn's gthread worker runs each request: torch's CPU thread pool
+    behaves differently in the main thread (slower on a busy machine), which would flatter the server."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(fn()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
 def time_bare(predictor, image, clicks) -> list[float]:
     """Seconds per click on the bare predictor; the first includes set_image."""
+    return in_worker_thread(lambda: _time_bare(predictor, image, clicks))
+
+
+def _time_bare(predictor, image, clicks) -> list[float]:
     times, probs, roi = [], None, None
     start = time.perf_counter()
     predictor.set_image(image)
@@ -114,8 +130,10 @@ def time_bare(predictor, image, clicks) -> list[float]:
     return times
 
 
-def time_http(session, backend_url, image_url, shape, clicks, task_id) -> list[float]:
-    """Seconds per click over HTTP, each request carrying all clicks so far (as Label Studio sends them)."""
+def time_http(session, backend_url, image_url, shape, clicks, task_id,
+              model_times: list[float] | None = None) -> list[float]:
+    """Seconds per click over HTTP, each request carrying all clicks so far (as Label Studio sends them). The
+    server's own model time per request (its Server-Timing header) is appended to ``model_times``."""
     h, w = shape
     config, regions, times = recommended_config(), [], []
     for y, x, positive in clicks:
@@ -128,6 +146,9 @@ def time_http(session, backend_url, image_url, shape, clicks, task_id) -> list[f
         response = session.post(backend_url + "/predict", json=body, timeout=600)
         times.append(time.perf_counter() - start)
         response.raise_for_status()
+        if model_times is not None:
+            timing = response.headers.get("Server-Timing", "model;dur=nan")
+            model_times.append(float(timing.split("dur=")[1]) / 1e3)
     return times
 
 
@@ -136,6 +157,7 @@ def bench_spec(spec: str, samples, files: list[Path], image_server: ImageServer,
     sequences = click_sequences(predictor, samples, clicks)
     backend = BackendProcess(spec)
     bare, http = {"first": [], "later": []}, {"first": [], "later": []}
+    overhead = []  # per later click: HTTP latency minus the server's model time for that very request
     try:
         session = requests.Session()
         # warm-up: first-call allocations on both sides
@@ -146,17 +168,21 @@ def bench_spec(spec: str, samples, files: list[Path], image_server: ImageServer,
             for i, (sample, file, clicks_i) in enumerate(zip(samples, files, sequences)):
                 task_id = r * len(samples) + i  # a new task each round: the first click fetches the image again
                 url = f"{image_server.url}/{file.name}"
-                sides = [("http", lambda: time_http(session, backend.url, url, sample.mask.shape, clicks_i, task_id)),
+                model_times: list[float] = []
+                sides = [("http", lambda: time_http(session, backend.url, url, sample.mask.shape, clicks_i, task_id,
+                                                    model_times)),
                          ("bare", lambda: time_bare(predictor, sample.image, clicks_i))]
                 for name, run in (sides if (r + i) % 2 == 0 else sides[::-1]):  # alternate who goes first
                     times = run()
                     target = http if name == "http" else bare
                     target["first"].append(times[0])
                     target["later"] += times[1:]
+                    if name == "http":
+                        overhead += [t - m for t, m in zip(times[1:], model_times[1:])]
     finally:
         backend.close()
     return {"spec": spec, "version": predictor.model_version, "bare": {k: percentiles(v) for k, v in bare.items()},
-            "http": {k: percentiles(v) for k, v in http.items()}}
+            "http": {k: percentiles(v) for k, v in http.items()}, "overhead": percentiles(overhead)}
 
 
 def bench_rle(data_root: Path, repeats: int) -> list[list]:
@@ -198,12 +224,14 @@ def run(specs: list[str], data_root: Path, images: int, clicks: int, rounds: int
     print(f"machine: {machine_line()}")
     rows = []
     for r in results:
-        bare, http = r["bare"]["later"]["p50"], r["http"]["later"]["p50"]
+        bare, http, extra = r["bare"]["later"]["p50"], r["http"]["later"]["p50"], r["overhead"]["p50"]
         rows.append([r["spec"], r["version"], f"{r['bare']['first']['p50'] * 1e3:.1f}",
                      f"{r['http']['first']['p50'] * 1e3:.1f}", f"{bare * 1e3:.1f}", f"{http * 1e3:.1f}",
-                     f"{(http - bare) * 1e3:+.1f}", f"{(http - bare) / bare * 100:+.1f}%", r["http"]["later"]["n"]])
+                     f"{(http - bare) / bare * 100:+.1f}%", f"{extra * 1e3:.1f}", f"{extra / bare * 100:.1f}%",
+                     r["http"]["later"]["n"]])
     print_table(["predictor", "model version", "bare first (ms)", "HTTP first (ms)", "bare later p50 (ms)",
-                 "HTTP later p50 (ms)", "overhead (ms)", "overhead", "later clicks timed"], rows,
+                 "HTTP later p50 (ms)", "HTTP vs bare", "non-model time per request p50 (ms)",
+                 "non-model / bare", "later clicks timed"], rows,
                 title=f"Per-click latency: /predict over HTTP vs the bare predictor ({len(samples)} GrabCut images x "
                       f"{clicks} clicks x {rounds} rounds; first click includes image fetch/decode and set_image)")
     print_table(["mask", "ours p50 (ms)", "sdk p50 (ms)", "speed-up", "identical bytes", "RLE bytes"],
