@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "msda_checks.h"

@@ -87,10 +87,22 @@ inline void store_vec(scalar_t* p, VecF v) {
   for (int i = 0; i < kVecBytes / 4; ++i) p[i] = static_cast<scalar_t>(v[i]);
 }
 
-template <typename V> inline auto horizontal_sum(V v) -> decltype(v[0] + v[0]) {
-  decltype(v[0] + v[0]) s = 0;
-  for (size_t i = 0; i < sizeof(V) / sizeof(v[0]); ++i) s += v[i];
-  return s;
+// Sum of the lanes, by halving (log2 of the lanes vector adds, then 4 scalar ones).
+template <typename V>
+inline auto horizontal_sum(V v) -> std::remove_reference_t<decltype(v[0])> {
+  using T = std::remove_reference_t<decltype(v[0])>;
+  constexpr size_t kLanes = sizeof(V) / sizeof(T);
+  if constexpr (kLanes > 4) {
+    typedef T Half __attribute__((vector_size(sizeof(V) / 2)));
+    Half lo, hi;
+    __builtin_memcpy(&lo, &v, sizeof lo);
+    __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
+    return horizontal_sum(lo + hi);
+  } else {
+    T s = 0;
+    for (size_t i = 0; i < kLanes; ++i) s += v[i];
+    return s;
+  }
 }
 
 // ---- taps -----------------------------------------------------------------------------------------------------
@@ -228,53 +240,72 @@ inline void backward_any(const scalar_t* value_n, acc_t* grad_value_n, const sca
   }
 }
 
+// Scratch space of one thread for backward_head.
+template <typename acc_t>
+struct BackwardScratch {
+  explicit BackwardScratch(const Dims& d)
+      : taps(static_cast<size_t>(d.levels * d.points * 4)), scales(taps.size()), dots(taps.size()),
+        point_grads(static_cast<size_t>(d.levels * d.points * 3)) {}
+  std::vector<GradTap<acc_t>> taps;
+  std::vector<acc_t> scales, dots, point_grads;
+};
+
+// Gradients of one (row = n * Lq + q, head m): scatter into grad_value, write grad_loc and grad_attn.
+template <typename scalar_t, int kWidth, typename acc_t>
+inline void backward_head(const BackwardArgs<scalar_t>& a, int64_t n, int64_t row, int64_t m,
+                          BackwardScratch<acc_t>& scratch) {
+  const Dims& d = a.dims;
+  const scalar_t* value_n = a.value + n * d.spatial * d.heads * d.channels;
+  acc_t* grad_value_n = a.grad_value + n * d.spatial * d.heads * d.channels;
+  const int64_t point0 = (row * d.heads + m) * d.levels * d.points;
+  const scalar_t* g = a.grad_out + (row * d.heads + m) * d.channels;
+  GradTap<acc_t>* taps = scratch.taps.data();
+  acc_t *scales = scratch.scales.data(), *dots = scratch.dots.data(), *point_grads = scratch.point_grads.data();
+  const size_t n_taps = gather_grad_taps(a, row, m, taps);
+  for (size_t t = 0; t < n_taps; ++t) {
+    scales[t] = to_acc(a.attn[point0 + taps[t].point]) * taps[t].weight;
+    dots[t] = acc_t(0);
+  }
+  if constexpr (kWidth > 0) {
+    for (int64_t c0 = 0; c0 < d.channels; c0 += kWidth)
+      backward_chunk<kWidth>(value_n, grad_value_n, g, taps, scales, n_taps, c0, dots);
+  } else {
+    backward_any(value_n, grad_value_n, g, taps, scales, n_taps, d.channels, dots);
+  }
+  // Per point: sum over its taps of (bilinear weight, d/dx, d/dy) * <grad_output, value row>.
+  std::fill(scratch.point_grads.begin(), scratch.point_grads.end(), acc_t(0));
+  for (size_t t = 0; t < n_taps; ++t) {
+    acc_t* pg = point_grads + 3 * static_cast<size_t>(taps[t].point);
+    pg[0] += taps[t].weight * dots[t];
+    pg[1] += taps[t].dwx * dots[t];
+    pg[2] += taps[t].dwy * dots[t];
+  }
+  for (int64_t l = 0; l < d.levels; ++l) {
+    const acc_t h = static_cast<acc_t>(a.shapes[2 * l]), w = static_cast<acc_t>(a.shapes[2 * l + 1]);
+    for (int64_t p = 0; p < d.points; ++p) {
+      const int64_t lp = l * d.points + p, i = point0 + lp;
+      const acc_t weight = to_acc(a.attn[i]);
+      const acc_t* pg = point_grads + 3 * lp;
+      a.grad_attn[i] = static_cast<scalar_t>(pg[0]);
+      a.grad_loc[2 * i] = static_cast<scalar_t>(weight * w * pg[1]);
+      a.grad_loc[2 * i + 1] = static_cast<scalar_t>(weight * h * pg[2]);
+    }
+  }
+}
+
 // Backward for work items [begin, end) of the flattened (n, m) index. Each (n, m) owns the disjoint slice
-// grad_value[n, :, m, :], so threads never write the same memory and no atomics are needed.
+// grad_value[n, :, m, :], so threads never write the same memory and no atomics are needed. Queries are the outer
+// loop and this range's heads the inner one, so locations, weights and grad_output are read sequentially.
 template <typename scalar_t, int kWidth>
 void backward_range(const BackwardArgs<scalar_t>& a, int64_t begin, int64_t end) {
   using acc_t = typename AccType<scalar_t>::type;
   const Dims& d = a.dims;
-  const size_t max_taps = static_cast<size_t>(d.levels * d.points * 4);
-  std::vector<GradTap<acc_t>> taps(max_taps);
-  std::vector<acc_t> scales(max_taps), dots(max_taps), point_grads(static_cast<size_t>(d.levels * d.points * 3));
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t n = item / d.heads, m = item % d.heads;
-    const scalar_t* value_n = a.value + n * d.spatial * d.heads * d.channels;
-    acc_t* grad_value_n = a.grad_value + n * d.spatial * d.heads * d.channels;
+  BackwardScratch<acc_t> scratch(d);
+  for (int64_t n = begin / d.heads; n * d.heads < end; ++n) {
+    const int64_t m_begin = std::max<int64_t>(begin - n * d.heads, 0);
+    const int64_t m_end = std::min<int64_t>(end - n * d.heads, d.heads);
     for (int64_t q = 0; q < d.queries; ++q) {
-      const int64_t row = n * d.queries + q;
-      const int64_t point0 = (row * d.heads + m) * d.levels * d.points;
-      const scalar_t* g = a.grad_out + (row * d.heads + m) * d.channels;
-      const size_t n_taps = gather_grad_taps(a, row, m, taps.data());
-      for (size_t t = 0; t < n_taps; ++t) {
-        scales[t] = to_acc(a.attn[point0 + taps[t].point]) * taps[t].weight;
-        dots[t] = acc_t(0);
-      }
-      if constexpr (kWidth > 0) {
-        for (int64_t c0 = 0; c0 < d.channels; c0 += kWidth)
-          backward_chunk<kWidth>(value_n, grad_value_n, g, taps.data(), scales.data(), n_taps, c0, dots.data());
-      } else {
-        backward_any(value_n, grad_value_n, g, taps.data(), scales.data(), n_taps, d.channels, dots.data());
-      }
-      // Per point: sum over its taps of (bilinear weight, d/dx, d/dy) * <grad_output, value row>.
-      std::fill(point_grads.begin(), point_grads.end(), acc_t(0));
-      for (size_t t = 0; t < n_taps; ++t) {
-        acc_t* pg = &point_grads[3 * static_cast<size_t>(taps[t].point)];
-        pg[0] += taps[t].weight * dots[t];
-        pg[1] += taps[t].dwx * dots[t];
-        pg[2] += taps[t].dwy * dots[t];
-      }
-      for (int64_t l = 0; l < d.levels; ++l) {
-        const acc_t h = static_cast<acc_t>(a.shapes[2 * l]), w = static_cast<acc_t>(a.shapes[2 * l + 1]);
-        for (int64_t p = 0; p < d.points; ++p) {
-          const int64_t lp = l * d.points + p, i = point0 + lp;
-          const acc_t weight = to_acc(a.attn[i]);
-          const acc_t* pg = &point_grads[3 * static_cast<size_t>(lp)];
-          a.grad_attn[i] = static_cast<scalar_t>(pg[0]);
-          a.grad_loc[2 * i] = static_cast<scalar_t>(weight * w * pg[1]);
-          a.grad_loc[2 * i + 1] = static_cast<scalar_t>(weight * h * pg[2]);
-        }
-      }
+      for (int64_t m = m_begin; m < m_end; ++m) backward_head<scalar_t, kWidth>(a, n, n * d.queries + q, m, scratch);
     }
   }
 }
