@@ -204,7 +204,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& value,
                               grad_output, c10::DeviceType::CPU);
   check_levels(spatial_shapes, level_start_index, d.spatial);
   const bool reduced = value.scalar_type() == at::kBFloat16 || value.scalar_type() == at::kHalf;
-  at::Tensor grad_value_acc = at::zeros(value.sizes(), value.options().dtype(reduced ? at::kFloat : value.scalar_type()));
+  const at::ScalarType acc_type = reduced ? at::kFloat : value.scalar_type();
+  at::Tensor grad_value_acc = at::zeros(value.sizes(), value.options().dtype(acc_type));
   at::Tensor grad_loc = at::empty(sampling_locations.sizes(), sampling_locations.options());
   at::Tensor grad_attn = at::empty(attention_weights.sizes(), attention_weights.options());
   if (grad_loc.numel() > 0 && value.numel() > 0) {
