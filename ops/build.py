@@ -4,6 +4,7 @@ Ahead of time (the Dockerfile runs this once at image build time)::
 
     python -m ops.build                      # CPU kernel, plus the CUDA kernel when nvcc is found
     python -m ops.build --cuda yes --cuda-arch "8.0;8.6;8.9;9.0+PTX"
+    python -m ops.build --prune              # also delete builds left behind by older sources/torch versions
 
 Both ways write to one persistent cache, ``$ADAPTIVECLICK_CACHE/torch_extensions`` (default
 ``~/.cache/adaptiveclick/torch_extensions``; a temporary directory if that is not writable), in a folder named after
@@ -294,6 +295,18 @@ def load(kind: str, *, jit: bool = True, archs: list[str] | None = None, retry_f
         return library
 
 
+def prune() -> list[Path]:
+    """Delete builds of other sources or versions (a changed key leaves the old folder behind); returns them."""
+    current = {build_name(kind) for kind in KINDS}
+    removed = []
+    for root in cache_roots():
+        for folder in sorted(root.glob("adaptiveclick_msda_*-*")):
+            if folder.is_dir() and folder.name not in current:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", choices=("yes", "no"), default="yes", help="build the CPU kernel (default yes)")
@@ -303,9 +316,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"CUDA architectures, e.g. '8.0;9.0+PTX' (default: $TORCH_CUDA_ARCH_LIST, the visible "
                              f"GPUs, or {DEFAULT_CUDA_ARCHS!r} without a GPU)")
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
+    parser.add_argument("--prune", action="store_true", help="first delete builds of other sources/versions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    if args.prune:
+        for folder in prune():
+            print(f"removed {folder}")
     kinds = ["cpu"] if args.cpu == "yes" else []
     if args.cuda == "yes" or (args.cuda == "auto" and torch.version.cuda and cuda_home() is not None):
         kinds.append("cuda")

@@ -88,6 +88,18 @@ def test_cuda_home_skips_wrapper_scripts(monkeypatch, tmp_path):
     assert build.cuda_home() == toolkit
 
 
+def test_prune_keeps_only_current_builds(monkeypatch, tmp_path):
+    monkeypatch.setenv(build.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    root = build.writable_cache_root()
+    keep = [root / build.build_name("cpu"), root / build.build_name("cuda") / "80", root / "unrelated"]
+    stale = [root / "adaptiveclick_msda_cpu-0123456789abcdef", root / "adaptiveclick_msda_cuda-0123456789abcdef"]
+    for folder in keep + stale:
+        folder.mkdir(parents=True)
+    assert sorted(build.prune()) == sorted(stale)
+    assert all(folder.is_dir() for folder in keep) and not any(folder.exists() for folder in stale)
+
+
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown extension kind 'rocm'"):
         build.load("rocm")
