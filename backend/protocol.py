@@ -194,6 +194,3 @@ def parse_setup_request(body: Any) -> tuple[str | None, InteractiveConfig | None
     config = parse_label_config(schema) if schema else None
     return project_id(body.get("project")), config
 
-
-def check_label_config(xml: Any) -> InteractiveConfig:
-    return parse_label_config(xml)
