@@ -21,12 +21,14 @@ from typing import Any
 import torch
 
 from .adaptiveclick import AdaptiveClick
-from .build import CONFIGS, build_adaptiveclick
+from .build import CONFIGS, AdaptiveClickConfig, build_adaptiveclick
 from .vit import resize_pos_embed
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "ADAPTIVECLICK_CACHE"
+#: key of the checkpoint config under which fine-tuned weights record their architecture (``asdict`` of the config)
+ARCHITECTURE_KEY = "adaptiveclick_config"
 
 
 class CheckpointError(ValueError):
@@ -183,10 +185,24 @@ def describe_mismatch(net: torch.nn.Module, state_dict: dict[str, torch.Tensor])
     return "; ".join(parts)
 
 
+def recorded_architecture(config: dict) -> AdaptiveClickConfig | None:
+    """The architecture a checkpoint written by fine-tuning records in its config, None for released ones."""
+    values = config.get(ARCHITECTURE_KEY) if isinstance(config, dict) else None
+    if not isinstance(values, dict):
+        return None
+    try:
+        return AdaptiveClickConfig(**{**values, "fpn_dims": tuple(values["fpn_dims"])})
+    except (TypeError, KeyError) as exc:
+        raise CheckpointError(f"unreadable {ARCHITECTURE_KEY} in checkpoint config: {exc}") from None
+
+
 def load_adaptiveclick(source: str | Path, sha256: str | None = None, size: str | None = None) -> AdaptiveClick:
-    """Build the network that fits a checkpoint and load it strictly (eval mode, CPU)."""
-    state_dict, _config = split_checkpoint(read_checkpoint(source, sha256))
-    net = build_adaptiveclick(size or infer_size(state_dict))
+    """Build the network that fits a checkpoint and load it strictly (eval mode, CPU).
+
+    The architecture is ``size`` if given, else the one recorded in the checkpoint's config by fine-tuning (which
+    may be a small test network), else the released configuration the backbone width identifies."""
+    state_dict, config = split_checkpoint(read_checkpoint(source, sha256))
+    net = build_adaptiveclick(size or recorded_architecture(config) or infer_size(state_dict))
     problem = describe_mismatch(net, state_dict)
     if problem:
         raise CheckpointError(f"checkpoint {source} does not fit AdaptiveClick-{net.config.name}: {problem}")
