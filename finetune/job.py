@@ -155,8 +155,10 @@ def run_job(opts: JobOptions) -> dict:
     """Run the job; returns a summary (training, gate, published version). Raises JobError on bad input."""
     context = init_distributed(opts.device)
     out = opts.output
+    owns_output = False  # a refused start must not mark somebody else's run as failed
     try:
         config, saved, train, val = prepare(opts, context)
+        owns_output = True
         net, description, init = starting_network(opts, saved)
         if context.is_main and "model_config" not in saved:
             saved.update(init=init, model_config=asdict(net.config), init_description=description)
@@ -172,7 +174,7 @@ def run_job(opts: JobOptions) -> dict:
             write_status(out, "finished", step=trainer.step, steps=config.steps, summary=summary)
         return summary
     except BaseException as exc:
-        if context.is_main and out.is_dir():
+        if context.is_main and owns_output:
             write_status(out, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:

@@ -9,7 +9,8 @@ Starting points (``--init``):
   network with the same architecture for tests and smoke runs only; it is never a useful model.
 
 The weights file is the reference layout ``{"state_dict", "config"}``; ``config["adaptiveclick_config"]`` records
-the architecture so that a ``tiny`` (or any non-released) network can be rebuilt from the file alone.
+the architecture, so that :func:`model.load_adaptiveclick` (and hence the backend's ``load_predictor``) rebuilds a
+``tiny`` (or any non-released) network from the file alone.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 
 from model import AdaptiveClick, AdaptiveClickConfig, build_adaptiveclick, load_adaptiveclick, load_mae_backbone
 from model.build import CONFIGS
-from model.checkpoint import CheckpointError, describe_mismatch, read_checkpoint, split_checkpoint
+from model.checkpoint import ARCHITECTURE_KEY, recorded_architecture
 
 TINY_CONFIG = AdaptiveClickConfig(
     "tiny", patch_size=16, embed_dim=96, depth=4, num_heads=3, fpn_dims=(32, 64, 96, 128), conv_dim=64,
@@ -31,7 +32,6 @@ SIZES = {**CONFIGS, "tiny": TINY_CONFIG}
 #: parameters the segmentation forward pass never uses (kept for checkpoint compatibility, frozen in training)
 UNUSED_PARAMETERS = ("backbone.cls_token", "backbone.fc_norm.weight", "backbone.fc_norm.bias",
                      "backbone.head.weight", "backbone.head.bias")
-ARCH_KEY = "adaptiveclick_config"
 
 
 def config_for(size: str) -> AdaptiveClickConfig:
@@ -42,12 +42,8 @@ def config_for(size: str) -> AdaptiveClickConfig:
 
 
 def config_from_dict(values: dict) -> AdaptiveClickConfig:
-    values = dict(values)
-    values["fpn_dims"] = tuple(values["fpn_dims"])
-    try:
-        return AdaptiveClickConfig(**values)
-    except TypeError as exc:
-        raise CheckpointError(f"unreadable network configuration in checkpoint: {exc}") from None
+    """An architecture saved as ``asdict(AdaptiveClickConfig)`` (JSON turns its tuple into a list)."""
+    return recorded_architecture({ARCHITECTURE_KEY: values})
 
 
 def build_adaptiveclick_from(values: dict) -> AdaptiveClick:
@@ -79,23 +75,9 @@ def build_initial_network(init: str, size: str | None = None, seed: int = 0) -> 
 def load_network(source: str | Path) -> AdaptiveClick:
     """A network from a weights file written by :func:`save_weights` or any released AdaptiveClick checkpoint
     (path/URL/s3, optional ``#sha256=HEX``), in eval mode on CPU."""
-    text = str(source)
-    path, _, fragment = text.partition("#")
-    sha256 = None
-    for item in filter(None, fragment.split(",")):
-        key, _, value = item.partition("=")
-        if key.strip() == "sha256":
-            sha256 = value.strip()
-    state_dict, config = split_checkpoint(read_checkpoint(path, sha256))
-    arch = config.get(ARCH_KEY) if isinstance(config, dict) else None
-    if not isinstance(arch, dict):
-        return load_adaptiveclick(path, sha256=sha256)
-    net = build_adaptiveclick(config_from_dict(arch))
-    problem = describe_mismatch(net, state_dict)
-    if problem:
-        raise CheckpointError(f"checkpoint {path} does not fit its recorded configuration: {problem}")
-    net.load_state_dict(state_dict, strict=True)
-    return net.eval()
+    path, _, fragment = str(source).partition("#")
+    options = dict(item.partition("=")[::2] for item in fragment.split(",") if item.strip())
+    return load_adaptiveclick(path, sha256=options.get("sha256") or None)
 
 
 def freeze_unused(net: AdaptiveClick) -> None:
@@ -127,7 +109,7 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 
 def save_weights(net: AdaptiveClick, path: str | Path, info: dict | None = None) -> Path:
     """Write the serving weights file ``{"state_dict", "config"}`` atomically."""
-    config = {ARCH_KEY: asdict(net.config), **(info or {})}
+    config = {ARCHITECTURE_KEY: asdict(net.config), **(info or {})}
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     atomic_torch_save({"state_dict": state, "config": config}, path)
     return Path(path)

@@ -92,3 +92,18 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
     monkeypatch.undo()
     assert torch.load(target, weights_only=True) == {"step": 1}
     assert os.listdir(tmp_path) == ["state.pt"]
+
+
+def test_the_backend_loader_serves_fine_tuned_weights(tmp_path):
+    """model.load_predictor (what the backend uses) rebuilds the recorded architecture: the full loop can run on
+    a tiny network in CI. (Uses the small model/checkpoint.py change that reads ``adaptiveclick_config``.)"""
+    import numpy as np
+
+    from model import load_predictor
+
+    net, _ = build_initial_network("random:tiny", seed=2)
+    path = save_weights(net, tmp_path / "model.pth")
+    predictor = load_predictor(f"{path}#version=ft-test,device=cpu")
+    assert predictor.model_version == "ft-test" and same_weights(net, predictor.net)
+    predictor.set_image(np.zeros((40, 50, 3), np.uint8))
+    assert predictor.predict([(10, 10, True)]).shape == (40, 50)

@@ -1,0 +1,149 @@
+"""finetune.job: Label Studio export -> train -> gate -> S3 registry; kill -9 and resume; refusals."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from label_studio_sdk.converter.brush import encode_rle
+
+from finetune.config import TrainConfig
+from finetune.gate import is_better
+from finetune.job import JobError, JobOptions, run_job
+from finetune.network import load_network
+from finetune.registry import open_registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny test network gains nothing from threads, and OpenMP threads spinning against other processes on
+    a busy 2-core machine slow it down many times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
+    """A Label Studio JSON export whose brush annotations are GrabCut's object masks."""
+    from evaluation.datasets import open_dataset
+
+    dataset = open_dataset("GrabCut", data_root)
+    tasks = []
+    for task_id, image_id in enumerate(dataset.image_ids[:count], start=1):
+        mask = dataset.read_annotation(image_id).labels > 0
+        rgba = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 4, axis=2)
+        region = {"id": f"r{task_id}", "type": "brushlabels", "from_name": "mask", "to_name": "image",
+                  "original_width": mask.shape[1], "original_height": mask.shape[0], "image_rotation": 0,
+                  "value": {"format": "rle", "rle": encode_rle(rgba.flatten()), "brushlabels": ["Object"]}}
+        tasks.append({"id": task_id, "data": {"image": str(dataset.image_path(image_id))},
+                      "annotations": [{"id": task_id, "result": [region], "was_cancelled": False}]})
+    path.write_text(json.dumps(tasks))
+    return path
+
+
+def small_options(output: Path, seed: int = 0, **overrides) -> JobOptions:
+    train = TrainConfig(batch_size=1, crop_size=96, checkpoint_every=2, val_clicks=2, seed=seed)
+    values = dict(output=output, train=train, steps=2, init="random:tiny", val_fraction=0.3, val_max_images=1,
+                  device="cpu", workers=0, progress=False)
+    values.update(overrides)
+    return JobOptions(**values)
+
+
+def test_label_studio_export_trains_gates_and_publishes_to_s3(data_root, tmp_path, s3_bucket, monkeypatch):
+    monkeypatch.setenv("ADAPTIVECLICK_CACHE", str(tmp_path / "cache"))
+    export = grabcut_export(data_root, tmp_path / "export.json")
+    registry_uri = f"s3://{s3_bucket}/project-1"
+
+    first = run_job(small_options(tmp_path / "run1", ls_exports=[export], registry=registry_uri, force=True,
+                                  version="v1"))
+    assert first["images"]["train"] + first["images"]["val"] == 8 and first["images"]["val"] >= 1
+    assert first["gate"]["published"] == "v1" and first["gate"]["publish"]
+    registry = open_registry(registry_uri)
+    v1 = registry.current()
+    assert v1.version == "v1" and v1.metrics["noc90"] == first["gate"]["candidate"]["noc90"]
+    assert v1.metrics["gate"]["compared_with"].startswith("starting weights: random:tiny")
+    assert v1.metrics["training"]["steps"] == 2 and v1.config["train"]["crop_size"] == 96
+    served = load_network(v1.predictor_spec().split(",version=")[0])
+    trained = torch.load(tmp_path / "run1" / "model.pth", weights_only=True)["state_dict"]
+    assert all(torch.equal(served.state_dict()[k], trained[k]) for k in trained)
+    status = json.loads((tmp_path / "run1" / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 2
+    manifest = json.loads((tmp_path / "run1" / "data" / "manifest.json").read_text())
+    assert manifest["report"]["tasks_used"] == 8
+
+    second = run_job(small_options(tmp_path / "run2", ls_exports=[export], registry=registry_uri,
+                                   init="registry", seed=1))
+    gate = second["gate"]
+    assert gate["current_name"] == "v1"
+    assert gate["publish"] == is_better(gate["candidate"], gate["current"])
+    expected = gate["published"] if gate["publish"] else "v1"
+    assert registry.current().version == expected
+    assert json.loads((tmp_path / "run2" / "gate.json").read_text())["current_name"] == "v1"
+
+
+def test_a_run_is_never_overwritten_and_needs_data_and_a_start(data_root, tmp_path):
+    with pytest.raises(JobError, match="no training data"):
+        run_job(small_options(tmp_path / "a"))
+    with pytest.raises(JobError, match="starting point"):
+        run_job(small_options(tmp_path / "b", datasets=["GrabCut"], data_root=data_root, init=""))
+    run_job(small_options(tmp_path / "c", datasets=["GrabCut"], data_root=data_root, steps=1))
+    with pytest.raises(JobError, match="--resume"):
+        run_job(small_options(tmp_path / "c", datasets=["GrabCut"], data_root=data_root))
+    assert json.loads((tmp_path / "c" / "status.json").read_text())["state"] == "finished"
+
+
+def cli(*args: str, output: Path, data_root: Path) -> list[str]:
+    return [sys.executable, "-m", "cli", "finetune", "--dataset", "GrabCut", "--data-root", str(data_root),
+            "--init", "random:tiny", "--output", str(output), "--batch-size", "1", "--input-size", "96",
+            "--workers", "0", "--val-fraction", "0.1", "--val-max-images", "1", "--val-clicks", "2",
+            "--no-progress", "--device", "cpu", *args]
+
+
+def test_kill_9_mid_run_then_resume_finishes_like_an_uninterrupted_run(data_root, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    steps = ["--steps", "8", "--checkpoint-every", "2"]
+    run = subprocess.Popen(cli(*steps, output=tmp_path / "killed", data_root=data_root), cwd=REPO, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and run.poll() is None:
+        status = _status(tmp_path / "killed")
+        if checkpoint.exists() and status.get("step", 0) >= 3:
+            break
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before it could be killed: " + run.stderr.read().decode()[-2000:]
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    killed_at = _status(tmp_path / "killed")["step"]
+    assert 3 <= killed_at < 8 and torch.load(checkpoint, weights_only=True)["step"] in (2, 4, 6)
+
+    resumed = subprocess.run(cli("--resume", output=tmp_path / "killed", data_root=data_root), cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight = subprocess.run(cli(*steps, output=tmp_path / "straight", data_root=data_root), cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    a = torch.load(tmp_path / "killed" / "model.pth", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "straight" / "model.pth", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    entries = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in entries if e["kind"] == "train"] == list(range(1, 9))
+    assert _status(tmp_path / "killed")["state"] == "finished"
+
+
+def _status(out: Path) -> dict:
+    try:
+        return json.loads((out / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
