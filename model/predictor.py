@@ -125,7 +125,7 @@ class AdaptiveClickPredictor(Predictor):
         self._image_tensor: torch.Tensor | None = None
 
     def _prepare_image(self, image: np.ndarray) -> None:
-        rgb = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]
+        rgb = torch.tensor(image, device=self.device).permute(2, 0, 1)[None]  # a copy: the array may be read-only
         self._image_tensor = rgb.to(torch.float32).div_(255.0)  # [1, 3, H, W]
 
     @torch.inference_mode()
