@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
 from werkzeug.exceptions import HTTPException
 
-from model import Predictor, load_predictor
+from model import Predictor, PredictorSpec, load_predictor, parse_spec
 
 from .cache import SessionCache
 from .errors import BackendError, BadRequest
@@ -24,9 +24,11 @@ from .images import ImageFetcher
 from .metrics import Metrics
 from .model_holder import ModelHolder
 from .protocol import parse_predict_request, parse_setup_request, project_id
+from .registry_watcher import RegistryWatcher
 from .service import SegmentationService
 from .settings import Settings
-from .webhook import Handler, WebhookDispatcher, log_handler, parse_webhook
+from .training import FinetuneLauncher
+from .webhook import Handler, WebhookDispatcher, parse_webhook
 
 logger = logging.getLogger("backend.app")
 
@@ -34,24 +36,35 @@ MAX_BODY_BYTES = 64 << 20  # interactive requests carry the task with its annota
 
 
 def create_app(settings: Settings | None = None, predictor: Predictor | None = None,
-               fetcher: ImageFetcher | None = None, webhook_handler: Handler = log_handler) -> Flask:
+               fetcher: ImageFetcher | None = None, webhook_handler: Handler | None = None,
+               watch_registry: bool = False) -> Flask:
     """Build the app. Without ``predictor`` it loads ``settings.predictor`` (call this in the serving process,
-    after any fork). ``fetcher`` and ``webhook_handler`` replace the defaults (tests, the fine-tune trigger)."""
+    after any fork). ``fetcher`` and ``webhook_handler`` replace the defaults (tests); the default webhook handler
+    starts fine-tune jobs. ``watch_registry`` starts the hot-swap watcher on the model registry."""
     settings = settings or Settings.from_env()
+    device = None if settings.device == "auto" else settings.device
     if predictor is None:
-        predictor = load_predictor(settings.predictor, device=None if settings.device == "auto" else settings.device)
+        predictor = load_predictor(settings.predictor, device=device)
     holder = ModelHolder(predictor)
     cache = SessionCache(settings.cache_bytes)
     service = SegmentationService(holder, cache, fetcher or ImageFetcher.from_settings(settings), settings.threshold)
-    webhooks = WebhookDispatcher(webhook_handler)
     metrics = Metrics()
     metrics.set_model_version(holder.version)
+    watcher = RegistryWatcher(holder, settings.registry_uri, _with_device(settings.predictor, device),
+                              settings.registry_poll_seconds,
+                              on_swap=lambda version: (metrics.model_swaps.inc(), metrics.set_model_version(version)),
+                              on_reject=lambda version, reason: metrics.model_rejections.inc())
+    launcher = FinetuneLauncher(settings, has_registry_version=lambda: _has_current(watcher))
+    webhooks = WebhookDispatcher(webhook_handler or launcher.handle_event)
     metrics.add_collector(lambda: _scrape_time_metrics(cache, webhooks))
+    if watch_registry:
+        watcher.start()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["adaptiveclick"] = {"settings": settings, "holder": holder, "cache": cache, "service": service,
-                                       "webhooks": webhooks, "metrics": metrics}
+                                       "webhooks": webhooks, "metrics": metrics, "watcher": watcher,
+                                       "launcher": launcher}
 
     @app.before_request
     def _start():
@@ -125,12 +138,36 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         result = webhooks.dispatch(event)
         return jsonify({"status": "ok", "result": result}), 201
 
+    @app.get("/jobs")
+    def jobs():
+        return jsonify({"jobs": [launcher.status(p).to_json() for p in launcher.projects()],
+                        "registry": watcher.registry.uri, "rejected_versions": watcher.rejected})
+
+    @app.get("/jobs/<int:project>")
+    def job(project: int):
+        return jsonify(launcher.status(project).to_json())
+
     @app.get("/metrics")
     def prometheus():
         metrics.set_model_version(holder.version)
         return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _with_device(spec: str, device: str | None) -> str:
+    """The served spec with the device the backend was told to use, so new versions land on it too."""
+    parsed = parse_spec(spec)
+    if device and not parsed.is_baseline:
+        return str(PredictorSpec(parsed.source, {**parsed.options, "device": device}))
+    return spec
+
+
+def _has_current(watcher: RegistryWatcher) -> bool:
+    try:
+        return watcher.registry.current_pointer() is not None
+    except Exception:  # an unreadable registry offers no starting point
+        return False
 
 
 def _json_body() -> Any:

@@ -23,6 +23,11 @@ class Metrics:
                                      registry=self.registry)
         self.model_info = Gauge("adaptiveclick_model_info", "The served model version (value 1)", ["version"],
                                 registry=self.registry)
+        self.model_swaps = Counter("adaptiveclick_model_swaps", "Registry versions swapped in",
+                                   registry=self.registry)
+        self.model_rejections = Counter("adaptiveclick_model_rejections",
+                                        "Registry versions rejected (not loadable or failing the smoke test)",
+                                        registry=self.registry)
         self.webhook_events = Counter("adaptiveclick_webhook_events", "Webhook events by action",
                                       ["action"], registry=self.registry)
 

@@ -71,7 +71,7 @@ def gunicorn_application(settings: Settings, bind: str, timeout: int = 120):
             configure_logging(settings.log_level)  # in the worker, after gunicorn set up its own logging
             from .app import create_app
 
-            app = create_app(settings)
+            app = create_app(settings, watch_registry=True)
             logger.info("backend ready", extra={"model_version": app.extensions["adaptiveclick"]["holder"].version,
                                                 "bind": bind, "threads": settings.threads})
             return app

@@ -6,7 +6,11 @@
 | ``DEVICE`` / ``ADAPTIVECLICK_DEVICE`` | ``auto`` | ``cpu``, ``cuda``, ``cuda:1``, ``auto`` |
 | ``LABEL_STUDIO_URL`` | unset | Label Studio's base URL, for uploads, local files and presigned cloud URLs |
 | ``LABEL_STUDIO_API_KEY`` | unset | a personal access token (JWT refresh token) or a legacy token |
-| ``MODEL_DIR`` | ``./models`` | where model versions are kept (the registry the hot-swap watcher reads) |
+| ``MODEL_DIR`` | ``./models`` | working folder: fine-tune jobs (``jobs/``) and the default registry (``registry/``) |
+| ``MODEL_REGISTRY`` | ``$MODEL_DIR/registry`` | model registry (folder or ``s3://bucket/prefix``) whose current version is served |
+| ``MODEL_REGISTRY_POLL_SECONDS`` | ``10`` | how often the registry pointer is read (``0`` disables the watcher) |
+| ``FINETUNE_MIN_ANNOTATIONS`` | ``0`` | start a fine-tune after this many new annotations of a project (``0``: only on request) |
+| ``FINETUNE_ARGS`` | empty | extra arguments for the ``adaptiveclick finetune`` jobs the backend starts |
 | ``BASIC_AUTH_USER`` / ``BASIC_AUTH_PASS`` | unset | require HTTP Basic auth on every route when both are set |
 | ``LOG_LEVEL`` | ``INFO`` | ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` |
 | ``LOCAL_FILES_DOCUMENT_ROOT`` | unset | read ``/data/local-files/?d=PATH`` from this folder, not via Label Studio |
@@ -20,6 +24,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
@@ -51,6 +56,10 @@ class Settings:
     fetch_timeout: float = 30.0
     threads: int = 4
     threshold: float = PROB_THRESHOLD
+    model_registry: str | None = None
+    registry_poll_seconds: float = 10.0
+    finetune_min_annotations: int = 0
+    finetune_args: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -80,6 +89,21 @@ class Settings:
             raise SettingsError("ADAPTIVECLICK_FETCH_TIMEOUT must be positive")
         if not 0.0 < self.threshold < 1.0:
             raise SettingsError("ADAPTIVECLICK_THRESHOLD must lie strictly between 0 and 1")
+        if self.registry_poll_seconds < 0:
+            raise SettingsError("MODEL_REGISTRY_POLL_SECONDS cannot be negative")
+        if self.finetune_min_annotations < 0:
+            raise SettingsError("FINETUNE_MIN_ANNOTATIONS cannot be negative")
+        try:
+            shlex.split(self.finetune_args)
+        except ValueError as exc:
+            raise SettingsError(f"FINETUNE_ARGS cannot be parsed as shell words: {exc}") from None
+        if self.model_registry and "://" in self.model_registry and not self.model_registry.startswith("s3://"):
+            raise SettingsError(f"MODEL_REGISTRY must be a folder or s3://bucket/prefix, got {self.model_registry!r}")
+
+    @property
+    def registry_uri(self) -> str:
+        """Where fine-tunes publish and the watcher looks: MODEL_REGISTRY, else ``MODEL_DIR/registry``."""
+        return self.model_registry or str(Path(self.model_dir) / "registry")
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
@@ -125,6 +149,10 @@ class Settings:
             "fetch_timeout": number("ADAPTIVECLICK_FETCH_TIMEOUT", float),
             "threads": number("ADAPTIVECLICK_THREADS", int),
             "threshold": number("ADAPTIVECLICK_THRESHOLD", float),
+            "model_registry": text("MODEL_REGISTRY"),
+            "registry_poll_seconds": number("MODEL_REGISTRY_POLL_SECONDS", float),
+            "finetune_min_annotations": number("FINETUNE_MIN_ANNOTATIONS", int),
+            "finetune_args": text("FINETUNE_ARGS"),
         }
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

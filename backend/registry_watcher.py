@@ -1,0 +1,129 @@
+"""Hot swap: follow the model registry's current pointer and swap the served predictor without downtime.
+
+A background thread reads the pointer (one small object) every ``MODEL_REGISTRY_POLL_SECONDS``. When it names a
+version other than the one served, the watcher downloads the weights (sha256-checked by the registry), builds the
+predictor with the same options as the configured one (device, mode, flip, ...), checks that it answers a click,
+and only then swaps it into the :class:`~backend.model_holder.ModelHolder`: requests already running finish on the
+old predictor, later ones use the new one. A version that fails any step is rejected (logged, counted) and not
+retried until the pointer moves; the old model keeps serving.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+import numpy as np
+
+from finetune.registry import Registry, RegistryError, open_registry
+from model import Predictor, load_predictor, parse_spec
+from model.spec import PredictorSpec
+
+from .model_holder import ModelHolder
+
+logger = logging.getLogger(__name__)
+
+#: spec options that describe the weights rather than how to run them: never carried over to a new version
+WEIGHT_OPTIONS = ("sha256", "version", "size")
+
+Loader = Callable[[PredictorSpec], Predictor]
+
+
+def version_spec(weights: str, sha256: str, version: str, served_spec: str) -> PredictorSpec:
+    """The spec of a registry version, keeping the run options (device, mode, flip, ...) of the served spec."""
+    options = {k: v for k, v in parse_spec(served_spec).options.items() if k not in WEIGHT_OPTIONS}
+    return PredictorSpec(weights, {**options, "sha256": sha256, "version": version})
+
+
+def smoke_test(predictor: Predictor) -> None:
+    """Refuse a predictor that cannot answer one click with probabilities of the right shape."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    probs = np.asarray(predictor.predict([(48, 64, True)]))
+    if probs.shape != image.shape[:2] and probs.shape != (96, 128):
+        raise ValueError(f"smoke test: probabilities of shape {probs.shape} for a 96x128 image")
+    if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+        raise ValueError("smoke test: probabilities are not finite values in [0, 1]")
+
+
+def _prepare_and_check(predictor: Predictor) -> Predictor:
+    predictor.set_image(np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    smoke_test(predictor)
+    return predictor
+
+
+class RegistryWatcher:
+    """Args:
+        holder: the served model.
+        registry: where fine-tunes publish (a :class:`finetune.registry.Registry` or its URI).
+        served_spec: the configured predictor spec, whose run options new versions inherit.
+        poll_seconds: time between pointer reads.
+        loader: builds a predictor from a spec (tests substitute it).
+        on_swap / on_reject: callbacks ``(version)`` / ``(version, reason)`` for metrics.
+    """
+
+    def __init__(self, holder: ModelHolder, registry: Registry | str, served_spec: str, poll_seconds: float = 10.0,
+                 loader: Loader = load_predictor, on_swap: Callable[[str], None] | None = None,
+                 on_reject: Callable[[str, str], None] | None = None) -> None:
+        self.holder = holder
+        self.registry = open_registry(registry) if isinstance(registry, str) else registry
+        self.served_spec = served_spec
+        self.poll_seconds = poll_seconds
+        self.loader = loader
+        self.on_swap = on_swap or (lambda version: None)
+        self.on_reject = on_reject or (lambda version, reason: None)
+        self.rejected: dict[str, str] = {}  # version -> why it was not served
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._poll_lock = threading.Lock()
+
+    def poll_once(self) -> str:
+        """Check the pointer once: ``"empty"``, ``"unchanged"``, ``"rejected"`` or ``"swapped"``."""
+        with self._poll_lock:
+            try:
+                pointer = self.registry.current_pointer()
+            except RegistryError as exc:
+                logger.warning("registry unreadable", extra={"registry": self.registry.uri, "error": str(exc)})
+                return "unchanged"
+            if not pointer:
+                return "empty"
+            version = str(pointer.get("version"))
+            if version == self.holder.version or version in self.rejected:
+                return "unchanged"
+            try:
+                info = self.registry.read_version(version)
+                weights = self.registry.fetch_weights(version)
+                predictor = _prepare_and_check(self.loader(version_spec(str(weights), info.sha256, version,
+                                                                        self.served_spec)))
+            except Exception as exc:  # any failure: keep serving the old model, remember why
+                reason = f"{type(exc).__name__}: {exc}"
+                self.rejected[version] = reason
+                logger.error("registry version rejected; the current model keeps serving",
+                             extra={"version": version, "error": reason, "serving": self.holder.version})
+                self.on_reject(version, reason)
+                return "rejected"
+            old = self.holder.swap(predictor, version)
+            logger.info("model swapped", extra={"version": version, "previous": old.version,
+                                                "registry": self.registry.uri})
+            self.on_swap(version)
+            return "swapped"
+
+    def start(self) -> "RegistryWatcher":
+        """Poll in a daemon thread (first poll right away, so a restart picks up the current version)."""
+        if self._thread is None and self.poll_seconds > 0:
+            self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # never let the watcher die: log and try again next period
+                logger.exception("registry watcher error")
+            self._stop.wait(self.poll_seconds)

@@ -1,0 +1,234 @@
+"""Fine-tune jobs started by the backend: Label Studio's "Start training" or an annotation-count threshold.
+
+A job is the ``adaptiveclick finetune`` command run as a separate process (never in a request thread, and the
+backend never imports training code), at most one per project at a time, in its own folder
+``MODEL_DIR/jobs/project-<id>/<UTC time>/`` with its log (``job.log``), the fine-tune's own ``status.json`` and,
+when it ends, ``exit.json``. "One at a time" holds across worker processes and backend restarts: the job keeps an
+exclusive ``flock`` on ``MODEL_DIR/jobs/project-<id>/job.lock`` (inherited from the launcher) for as long as it runs.
+
+The job publishes to the backend's registry; the registry watcher then swaps the new version in if the gate let
+it through.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from model import parse_spec
+
+from .settings import Settings
+from .webhook import ProjectCounts, WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 40
+
+
+class JobRunning(RuntimeError):
+    """A fine-tune of this project is already running."""
+
+
+class NoStartingWeights(RuntimeError):
+    """Nothing to fine-tune from: no registry version, no checkpoint served, no --init in FINETUNE_ARGS."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    project: int
+    state: str  # "none", "running", "succeeded", "failed", "interrupted"
+    folder: str | None = None
+    started_at: str | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    progress: dict | None = None  # the fine-tune's status.json
+    log_tail: list[str] | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return f.read().decode("utf-8", "replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+class FinetuneLauncher:
+    """Starts and reports fine-tune jobs. ``python`` and ``command_prefix`` exist for tests."""
+
+    def __init__(self, settings: Settings, has_registry_version=lambda: False,
+                 command_prefix: list[str] | None = None) -> None:
+        self.settings = settings
+        self.jobs_root = Path(settings.model_dir) / "jobs"
+        self.has_registry_version = has_registry_version
+        self.command_prefix = command_prefix or [sys.executable, "-m", "cli", "finetune"]
+        self._lock = threading.Lock()
+        self._baseline_annotations: dict[int, int] = {}  # project -> net annotations when its last job started
+
+    # -- commands -------------------------------------------------------------------------------------------------
+
+    def init_argument(self) -> list[str]:
+        """``--init`` for a new job: the registry's current version, else the served checkpoint."""
+        extra = shlex.split(self.settings.finetune_args)
+        if "--init" in extra or any(a.startswith("--init=") for a in extra):
+            return []
+        if self.has_registry_version():
+            return ["--init", "registry"]
+        spec = parse_spec(self.settings.predictor)
+        if spec.is_baseline or spec.is_random:
+            raise NoStartingWeights(
+                "no starting weights: the registry has no version yet and the served predictor "
+                f"({spec.source}) is not an AdaptiveClick checkpoint; set FINETUNE_ARGS='--init CHECKPOINT' "
+                "(or mae:PATH) or serve a checkpoint")
+        sha = spec.option("sha256")
+        return ["--init", f"{spec.source}#sha256={sha}" if sha else spec.source]
+
+    def command(self, project: int, folder: Path) -> list[str]:
+        return [*self.command_prefix, "--ls-project", str(project), "--output", str(folder / "run"),
+                "--registry", self.settings.registry_uri, "--no-progress", *self.init_argument(),
+                *shlex.split(self.settings.finetune_args)]
+
+    # -- starting ---------------------------------------------------------------------------------------------------
+
+    def start(self, project: int, reason: str) -> JobStatus:
+        """Launch a job for ``project`` (JobRunning if one runs, NoStartingWeights if there is nothing to tune)."""
+        project_dir = self.jobs_root / f"project-{project}"
+        project_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(project_dir / "job.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JobRunning(f"a fine-tune of project {project} is already running") from None
+            folder = project_dir / _utc_stamp()
+            folder.mkdir()
+            command = self.command(project, folder)
+            (folder / "job.json").write_text(json.dumps(
+                {"project": project, "reason": reason, "started_at": datetime.now(timezone.utc).isoformat(),
+                 "command": command}, indent=1))
+            env = dict(os.environ)
+            for name, value in (("LABEL_STUDIO_URL", self.settings.label_studio_url),
+                                ("LABEL_STUDIO_API_KEY", self.settings.label_studio_api_key)):
+                if value:
+                    env[name] = value  # by environment, not argv: `ps` must not show the key
+            with open(folder / "job.log", "ab") as log:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           env=env, cwd=os.getcwd(), pass_fds=(lock_fd,), start_new_session=True)
+        finally:
+            os.close(lock_fd)  # the child holds its own copy of the locked descriptor until it exits
+        threading.Thread(target=self._reap, args=(process, folder), daemon=True, name=f"finetune-{project}").start()
+        logger.info("fine-tune started", extra={"project": project, "reason": reason, "pid": process.pid,
+                                                "folder": str(folder)})
+        return self.status(project)
+
+    @staticmethod
+    def _reap(process: subprocess.Popen, folder: Path) -> None:
+        code = process.wait()
+        tmp = folder / "exit.json.tmp"
+        tmp.write_text(json.dumps({"exit_code": code, "finished_at": datetime.now(timezone.utc).isoformat()}))
+        os.replace(tmp, folder / "exit.json")
+        log = logger.info if code == 0 else logger.error
+        log("fine-tune finished", extra={"folder": str(folder), "exit_code": code})
+
+    # -- status ----------------------------------------------------------------------------------------------------
+
+    def _is_locked(self, project: int) -> bool:
+        path = self.jobs_root / f"project-{project}" / "job.lock"
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def status(self, project: int) -> JobStatus:
+        """The latest job of a project, from its folder (so it survives backend restarts)."""
+        project_dir = self.jobs_root / f"project-{project}"
+        folders = sorted(p for p in project_dir.glob("*") if p.is_dir()) if project_dir.is_dir() else []
+        if not folders:
+            return JobStatus(project, "none")
+        folder = folders[-1]
+        job = _read_json(folder / "job.json") or {}
+        done = _read_json(folder / "exit.json")
+        progress = _read_json(folder / "run" / "status.json")
+        if done is not None:
+            state = "succeeded" if done.get("exit_code") == 0 else "failed"
+        elif self._is_locked(project):
+            state = "running"
+        else:  # ended while no backend process was watching: the fine-tune's own status tells how
+            state = {"finished": "succeeded", "failed": "failed"}.get((progress or {}).get("state"), "interrupted")
+        return JobStatus(project, state, str(folder), job.get("started_at"), job.get("reason"),
+                         None if done is None else done.get("exit_code"), progress, _tail(folder / "job.log"))
+
+    def projects(self) -> list[int]:
+        if not self.jobs_root.is_dir():
+            return []
+        return sorted(int(p.name.split("-", 1)[1]) for p in self.jobs_root.glob("project-*")
+                      if p.name.split("-", 1)[1].isdigit())
+
+    # -- the webhook handler ---------------------------------------------------------------------------------------
+
+    def handle_event(self, event: WebhookEvent, counts: ProjectCounts) -> dict:
+        """START_TRAINING starts a job; annotation events start one when FINETUNE_MIN_ANNOTATIONS new annotations
+        have accumulated since the project's last job."""
+        if event.action == "START_TRAINING":
+            return self._try_start(event.project_id, "START_TRAINING", counts)
+        threshold = self.settings.finetune_min_annotations
+        with self._lock:
+            new = counts.annotations - self._baseline_annotations.get(event.project_id, 0)
+        if threshold and new >= threshold:
+            return self._try_start(event.project_id, f"{new} new annotations (threshold {threshold})", counts)
+        return {"status": "counted", "new_annotations": new, "threshold": threshold}
+
+    def _try_start(self, project: int, reason: str, counts: ProjectCounts) -> dict:
+        try:
+            status = self.start(project, reason)
+        except JobRunning as exc:
+            return {"status": "already running", "message": str(exc)}
+        except NoStartingWeights as exc:
+            logger.warning("fine-tune not started", extra={"project": project, "error": str(exc)})
+            return {"status": "not started", "message": str(exc)}
+        with self._lock:
+            self._baseline_annotations[project] = counts.annotations
+        return {"status": "started", "job": status.folder}
+
+
+def wait_for(launcher: FinetuneLauncher, project: int, timeout: float) -> JobStatus:
+    """Poll until the project's latest job has ended (used by tests and scripts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = launcher.status(project)
+        if status.state != "running" or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)

@@ -1,0 +1,243 @@
+"""Hot swap from the model registry, and the fine-tune jobs the backend starts."""
+from __future__ import annotations
+
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from werkzeug.serving import make_server
+
+from backend.app import create_app
+from backend.model_holder import ModelHolder
+from backend.registry_watcher import RegistryWatcher, version_spec
+from backend.settings import Settings, SettingsError
+from backend.training import FinetuneLauncher, wait_for
+from backend.webhook import ProjectCounts, WebhookDispatcher, parse_webhook
+from finetune.network import TINY_CONFIG, save_weights
+from finetune.registry import open_registry
+from model import GrabCutPredictor, build_adaptiveclick
+
+
+def tiny_weights(path: Path, seed: int) -> Path:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return save_weights(build_adaptiveclick(TINY_CONFIG), path)
+
+
+@pytest.fixture()
+def registry(tmp_path):
+    return open_registry(tmp_path / "registry")
+
+
+def test_version_spec_keeps_run_options_not_weight_options():
+    spec = version_spec("/r/w.pth", "ab" * 32, "ft-1", "old.pth#sha256=00,device=cpu,mode=plain,version=x")
+    assert spec.source == "/r/w.pth"
+    assert spec.options == {"device": "cpu", "mode": "plain", "sha256": "ab" * 32, "version": "ft-1"}
+
+
+def test_watcher_swaps_rejects_broken_versions_and_keeps_serving(registry, tmp_path):
+    holder = ModelHolder(GrabCutPredictor())
+    watcher = RegistryWatcher(holder, registry, "baseline", poll_seconds=0)
+    assert watcher.poll_once() == "empty"
+
+    registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
+    assert watcher.poll_once() == "swapped"
+    assert holder.version == "ft-a"
+    assert holder.current().predictor.model_version == "ft-a"
+    assert watcher.poll_once() == "unchanged"
+
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint at all")
+    registry.publish(tmp_path / "broken.pth", version="ft-broken")
+    assert watcher.poll_once() == "rejected"
+    assert holder.version == "ft-a"  # the old model keeps serving
+    assert "ft-broken" in watcher.rejected and "cannot read checkpoint" in watcher.rejected["ft-broken"]
+    assert watcher.poll_once() == "unchanged"  # not retried while the pointer stays
+
+    registry.publish(tiny_weights(tmp_path / "b.pth", 2), version="ft-b")
+    assert watcher.poll_once() == "swapped" and holder.version == "ft-b"
+
+
+def test_watcher_rejects_weights_that_do_not_match_their_manifest(registry, tmp_path):
+    holder = ModelHolder(GrabCutPredictor())
+    info = registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
+    Path(info.weights_uri).write_bytes(Path(info.weights_uri).read_bytes()[:-10])  # corrupted after publishing
+    watcher = RegistryWatcher(holder, registry, "baseline", poll_seconds=0)
+    assert watcher.poll_once() == "rejected"
+    assert "IntegrityError" in watcher.rejected["ft-a"]
+    assert holder.version == GrabCutPredictor.model_version
+
+
+def test_requests_during_a_swap_all_succeed_and_name_their_version(registry, tmp_path, data_root):
+    """A real threaded HTTP server: clients click continuously while the watcher swaps twice."""
+    from evaluation.datasets import GrabCutDataset
+
+    sample = GrabCutDataset(data_root / "GrabCut")[0]
+    image_path = tmp_path / "image.png"
+    import cv2
+
+    cv2.imwrite(str(image_path), sample.image[:, :, ::-1])
+    settings = Settings(model_dir=tmp_path / "models", model_registry=str(registry.uri),
+                        local_files_document_root=tmp_path, registry_poll_seconds=0.05)
+    app = create_app(settings, predictor=GrabCutPredictor(), watch_registry=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    import requests
+
+    url = f"http://127.0.0.1:{server.server_port}/predict"
+    body = {"tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d={image_path.name}"}}],
+            "label_config": Path("backend/label_config.xml").read_text(),
+            "params": {"context": {"result": [{
+                "type": "keypointlabels", "from_name": "click", "to_name": "image", "original_width": 481,
+                "original_height": 321, "is_positive": True, "id": "k1",
+                "value": {"x": 48.0, "y": 65.0, "width": 0.5, "keypointlabels": ["Object"]}}]}}}
+    failures, versions, stop = [], [], threading.Event()
+
+    def click():
+        while not stop.is_set():
+            response = requests.post(url, json=body, timeout=60)
+            if response.status_code != 200:
+                failures.append((response.status_code, response.text))
+            else:
+                versions.append(response.json()["results"][0]["model_version"])
+
+    clients = [threading.Thread(target=click) for _ in range(3)]
+    for c in clients:
+        c.start()
+    try:
+        time.sleep(0.5)
+        registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
+        deadline = time.monotonic() + 60
+        while "ft-a" not in versions and time.monotonic() < deadline:
+            time.sleep(0.05)
+        registry.publish(tiny_weights(tmp_path / "b.pth", 2), version="ft-b")
+        while "ft-b" not in versions and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join()
+        server.shutdown()
+        app.extensions["adaptiveclick"]["watcher"].stop()
+    assert not failures, failures[:3]
+    assert versions[0] == GrabCutPredictor.model_version and versions[-1] == "ft-b"
+    assert "ft-a" in versions and len(versions) > 6
+    # a version never reappears after the next one took over
+    order = [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
+    assert order == [GrabCutPredictor.model_version, "ft-a", "ft-b"]
+
+
+FAKE_FINETUNE = textwrap.dedent("""
+    import json, os, sys, time
+    args = sys.argv[1:]
+    out = args[args.index("--output") + 1]
+    os.makedirs(out, exist_ok=True)
+    print("fake finetune", " ".join(args), "key" if os.environ.get("LABEL_STUDIO_API_KEY") else "no key", flush=True)
+    with open(os.path.join(out, "status.json"), "w") as f:
+        json.dump({"state": "running", "step": 1}, f)
+    while not os.path.exists(os.path.join(out, "..", "release")):
+        time.sleep(0.05)
+    with open(os.path.join(out, "status.json"), "w") as f:
+        json.dump({"state": "finished", "step": 2}, f)
+    sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
+""")
+
+
+@pytest.fixture()
+def launcher(tmp_path):
+    script = tmp_path / "fake_finetune.py"
+    script.write_text(FAKE_FINETUNE)
+    settings = Settings(model_dir=tmp_path / "models", predictor="baseline", label_studio_api_key="secret",
+                        label_studio_url="http://ls.example", finetune_args="--init random:tiny --steps 3",
+                        finetune_min_annotations=2)
+    return FinetuneLauncher(settings, command_prefix=[sys.executable, str(script)])
+
+
+def release(status) -> None:
+    (Path(status.folder) / "release").touch()
+
+
+def test_start_training_runs_one_job_per_project(launcher):
+    dispatcher = WebhookDispatcher(launcher.handle_event)
+    start = parse_webhook({"action": "START_TRAINING", "project": {"id": 7}})
+    assert dispatcher.dispatch(start)["status"] == "started"
+    assert dispatcher.dispatch(start)["status"] == "already running"
+    status = launcher.status(7)
+    assert status.state == "running" and status.reason == "START_TRAINING"
+    release(status)
+    done = wait_for(launcher, 7, timeout=30)
+    assert done.state == "succeeded" and done.exit_code == 0 and done.progress["state"] == "finished"
+    log = "\n".join(done.log_tail)
+    assert "--ls-project 7" in log and "--init random:tiny --steps 3" in log and "--registry" in log
+    assert "key" in log and "secret" not in log  # the key travels by environment, never on the command line
+    assert dispatcher.dispatch(start)["status"] == "started"  # the next one may start now
+    release(launcher.status(7))
+    assert wait_for(launcher, 7, timeout=30).state == "succeeded"
+
+
+def test_annotation_threshold_starts_a_job(launcher):
+    dispatcher = WebhookDispatcher(launcher.handle_event)
+
+    def annotate(i):
+        return dispatcher.dispatch(parse_webhook({"action": "ANNOTATION_CREATED", "project": {"id": 3},
+                                                  "annotation": {"id": i}, "task": {"id": i}}))
+
+    assert annotate(1) == {"status": "counted", "new_annotations": 1, "threshold": 2}
+    assert annotate(2)["status"] == "started"
+    release(launcher.status(3))
+    assert wait_for(launcher, 3, timeout=30).state == "succeeded"
+    assert annotate(3)["new_annotations"] == 1  # counted from the last job's start
+
+
+def test_failed_and_interrupted_jobs_are_reported(launcher, monkeypatch):
+    monkeypatch.setenv("FAKE_EXIT", "3")
+    status = launcher.start(5, "test")
+    release(status)
+    assert wait_for(launcher, 5, timeout=30).state == "failed"
+    assert launcher.status(5).exit_code == 3
+    assert launcher.status(99).state == "none"
+
+
+def test_jobs_need_starting_weights(tmp_path):
+    launcher = FinetuneLauncher(Settings(model_dir=tmp_path))
+    result = launcher.handle_event(parse_webhook({"action": "START_TRAINING", "project": {"id": 1}}),
+                                   ProjectCounts())
+    assert result["status"] == "not started" and "FINETUNE_ARGS" in result["message"]
+    served = FinetuneLauncher(Settings(model_dir=tmp_path, predictor="/w/model.pth#sha256=ab,device=cpu"))
+    assert served.init_argument() == ["--init", "/w/model.pth#sha256=ab"]
+    from_registry = FinetuneLauncher(Settings(model_dir=tmp_path), has_registry_version=lambda: True)
+    assert from_registry.init_argument() == ["--init", "registry"]
+
+
+def test_jobs_endpoints(launcher, tmp_path):
+    app = create_app(launcher.settings, predictor=GrabCutPredictor(), webhook_handler=launcher.handle_event)
+    client = app.test_client()
+    assert client.get("/jobs").get_json()["jobs"] == []
+    response = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 4}})
+    assert response.status_code == 201 and response.get_json()["result"]["status"] == "started"
+    job = client.get("/jobs/4").get_json()
+    assert job["state"] == "running" and job["project"] == 4
+    assert [j["project"] for j in client.get("/jobs").get_json()["jobs"]] == [4]
+    release(launcher.status(4))
+    wait_for(launcher, 4, timeout=30)
+    assert client.get("/jobs/4").get_json()["state"] == "succeeded"
+
+
+def test_settings_validation():
+    assert Settings(model_dir=Path("/m")).registry_uri == "/m/registry"
+    assert Settings(model_registry="s3://b/p").registry_uri == "s3://b/p"
+    for bad in ({"model_registry": "ftp://x"}, {"registry_poll_seconds": -1}, {"finetune_min_annotations": -2},
+                {"finetune_args": "--init 'unterminated"}):
+        with pytest.raises(SettingsError):
+            Settings(**bad)
+    env = {"MODEL_REGISTRY": "s3://bucket/models", "MODEL_REGISTRY_POLL_SECONDS": "2.5",
+           "FINETUNE_MIN_ANNOTATIONS": "10", "FINETUNE_ARGS": "--steps 100"}
+    settings = Settings.from_env(env)
+    assert (settings.model_registry, settings.registry_poll_seconds, settings.finetune_min_annotations,
+            settings.finetune_args) == ("s3://bucket/models", 2.5, 10, "--steps 100")
+    assert np.isclose(Settings.from_env({}).registry_poll_seconds, 10.0)
