@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .data import (dataset_records, records_from_json, records_to_json, split_records, validation_samples)
-from .distributed import barrier, init_distributed, shutdown
+from .distributed import gather_objects, init_distributed, shutdown
 from .metrics_log import write_json_atomic, write_status
 from .config import TrainConfig
 from .trainer import CONFIG_FILE, WEIGHTS_FILE, Trainer, checkpoint_path, load_config, save_config
@@ -76,15 +76,23 @@ def gather_records(opts: JobOptions, context) -> list:
     if not (opts.ls_exports or opts.ls_project):
         return records
     data_dir = opts.output / "data"
+    imported, error = [], None
     if context.is_main:
-        tasks = [task for path in opts.ls_exports for task in load_export(path)]
-        if opts.ls_project:
-            tasks += fetch_tasks(opts.ls_url, opts.ls_api_key, opts.ls_project)
-        imported, report = import_tasks(tasks, image_fetcher(opts.ls_url, opts.ls_api_key), data_dir,
-                                        opts.ls_image_key, opts.ls_labels)
-        log.info("Label Studio import", extra={"tasks": report.tasks, "tasks_used": report.tasks_used,
-                                               "objects": report.objects, "skipped": report.reasons()})
-    barrier(context)
+        try:
+            tasks = [task for path in opts.ls_exports for task in load_export(path)]
+            if opts.ls_project:
+                tasks += fetch_tasks(opts.ls_url, opts.ls_api_key, opts.ls_project)
+            imported, report = import_tasks(tasks, image_fetcher(opts.ls_url, opts.ls_api_key), data_dir,
+                                            opts.ls_image_key, opts.ls_labels)
+            log.info("Label Studio import", extra={"tasks": report.tasks, "tasks_used": report.tasks_used,
+                                                   "objects": report.objects, "skipped": report.reasons()})
+        except Exception as exc:
+            if not context.enabled:
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+    main_error = gather_objects(error, context)[0]  # the other processes wait here, and learn of a failure
+    if main_error:
+        raise JobError(f"Label Studio import failed: {main_error}")
     return records + (imported if context.is_main else read_manifest(data_dir)[0])
 
 
@@ -107,6 +115,8 @@ def prepare(opts: JobOptions, context) -> tuple[TrainConfig, dict, list, list]:
         train, val = records_from_json(records["train"]), records_from_json(records["val"])
         config.steps = steps_for(opts, config, len(train), context.world_size)  # a resume may change the length
         return config, saved, train, val
+    if opts.resume and not (opts.datasets or opts.ls_exports or opts.ls_project):
+        raise JobError(f"--resume: {out} holds no fine-tune run to resume (it has no {CONFIG_FILE})")
     if not opts.resume and (checkpoint_path(out).exists() or (out / CONFIG_FILE).exists()):
         raise JobError(f"{out} already holds a fine-tune run: pass --resume to continue it, or choose another "
                        "--output")

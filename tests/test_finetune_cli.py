@@ -46,6 +46,7 @@ def test_steps_and_epochs_exclude_each_other(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     ([], "no training data"),
+    (["--resume"], "holds no fine-tune run to resume"),
     (["--dataset", "GrabCut"], "no starting point"),
     (["--dataset", "NoSuchSet", "--init", "random:tiny"], "unknown dataset"),
     (["--ls-export", "/nonexistent/export.json", "--init", "random:tiny"], "cannot read Label Studio export"),
