@@ -201,6 +201,8 @@ def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summar
 
     if not opts.registry:
         return None
+    if (opts.output / GATE_FILE).is_file():  # a resumed run that had already been through the gate
+        return json.loads((opts.output / GATE_FILE).read_text())
     registry = open_registry(opts.registry)
     current_info = registry.current()
     if current_info is not None:

@@ -81,6 +81,9 @@ def test_label_studio_export_trains_gates_and_publishes_to_s3(data_root, tmp_pat
     manifest = json.loads((tmp_path / "run1" / "data" / "manifest.json").read_text())
     assert manifest["report"]["tasks_used"] == 8
 
+    again = run_job(small_options(tmp_path / "run1", resume=True, registry=registry_uri))
+    assert again["gate"]["published"] == "v1" and [v.version for v in registry.list_versions()] == ["v1"]
+
     second = run_job(small_options(tmp_path / "run2", ls_exports=[export], registry=registry_uri,
                                    init="registry", seed=1))
     gate = second["gate"]
