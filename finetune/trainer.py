@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .augment import AugmentConfig
-from .config import PRECISIONS, TrainConfig  # noqa: F401  (re-exported)
+from .config import TrainConfig
 from .click_sampling import ClickSampler, ClickSamplerConfig, next_clicks
 from .criterion import AdaptiveClickCriterion
 from .data import ClickTrainingSet, ImageRecord, PositionSampler
 from .distributed import (DistributedContext, barrier, gather_objects, mean_over_processes,
                           parameter_fingerprint)
 from .metrics_log import MetricsLog, write_status
-from .network import atomic_torch_save, build_adaptiveclick_from, freeze_unused, save_weights
+from .network import atomic_torch_save, freeze_unused, save_weights
 from .validation import network_predictor, noc_metrics
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,19 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 class Trainer:
+    """Trains ``net`` on ``records`` in this process (one of a torchrun group when ``context`` says so).
+
+    Args:
+        config: what to compute (steps, batch, recipe, precision, seed...).
+        net: the starting network (moved to ``context.device``; its unused parameters are frozen).
+        records: training images.
+        out_dir: run folder (checkpoints, metrics, weights).
+        context: rank, world size and device (:func:`finetune.distributed.init_distributed`).
+        val_samples: evaluation samples for NoC validation (none: no validation).
+        workers: data-loading processes.
+        progress: show a progress bar (main process only).
+    """
+
     def __init__(self, config: TrainConfig, net, records: Sequence[ImageRecord], out_dir: str | Path,
                  context: DistributedContext, val_samples: Sequence = (), workers: int = 2,
                  progress: bool = True) -> None:
