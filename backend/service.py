@@ -18,7 +18,7 @@ import numpy as np
 from .cache import ClickKey, SessionCache, StepState
 from .errors import BadRequest
 from .images import ImageFetcher
-from .model_holder import ModelHolder
+from .model_holder import ModelHolder, ServedModel
 from .protocol import (BoxPrompt, Interaction, PointPrompt, PredictRequest, brush_prediction, parse_interaction,
                        project_id, task_image_url)
 from .rle import encode_rle
@@ -59,14 +59,53 @@ def prompts_to_clicks(prompts: Sequence[PointPrompt | BoxPrompt], height: int,
         bottom = max(top, percent_to_pixel(prompt.y + prompt.height, height))
         right = max(left, percent_to_pixel(prompt.x + prompt.width, width))
         box = (top, bottom, left, right)
-        clicks.append(((top + bottom) // 2, (left + right) // 2, True))
-        dy = max(2, round(BOX_OUTSIDE_MARGIN * (bottom - top + 1)))
-        dx = max(2, round(BOX_OUTSIDE_MARGIN * (right - left + 1)))
-        cy, cx = (top + bottom) // 2, (left + right) // 2
-        for y, x in ((top - dy, cx), (bottom + dy, cx), (cy, left - dx), (cy, right + dx)):
-            if 0 <= y < height and 0 <= x < width:
-                clicks.append((y, x, False))
+        clicks.extend(box_to_clicks(box, height, width))
     return clicks, box
+
+
+def box_to_clicks(box: tuple[int, int, int, int], height: int, width: int) -> list[ClickKey]:
+    """Clicks for a box ``(top, bottom, left, right)`` in pixels, inclusive: a positive one at its centre and a
+    negative one just outside the middle of each side (those that fall inside the image)."""
+    top, bottom, left, right = box
+    cy, cx = (top + bottom) // 2, (left + right) // 2
+    clicks: list[ClickKey] = [(cy, cx, True)]
+    dy = max(2, round(BOX_OUTSIDE_MARGIN * (bottom - top + 1)))
+    dx = max(2, round(BOX_OUTSIDE_MARGIN * (right - left + 1)))
+    for y, x in ((top - dy, cx), (bottom + dy, cx), (cy, left - dx), (cy, right + dx)):
+        if 0 <= y < height and 0 <= x < width:
+            clicks.append((y, x, False))
+    return clicks
+
+
+def cut_to_box(mask: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``mask`` ``[H, W]`` bool with everything outside the inclusive box ``(top, bottom, left, right)`` cleared."""
+    top, bottom, left, right = box
+    inside = np.zeros_like(mask)
+    inside[top:bottom + 1, left:right + 1] = True
+    return mask & inside
+
+
+@dataclass(frozen=True)
+class ClickRun:
+    """The state after the last click, and how it was obtained."""
+
+    state: StepState | None
+    network_runs: int
+    cached_clicks: int
+    seconds: float
+
+
+def run_clicks(served: ServedModel, cache: SessionCache, image_key: Hashable, image: np.ndarray,
+               clicks: Sequence[ClickKey]) -> ClickRun:
+    """Run ``served`` on ``clicks`` one step at a time, starting from the longest cached prefix, and cache every
+    new step (keyed by the model version), so the answer never depends on what was cached."""
+    cached, state = cache.longest_prefix(served.version, image_key, clicks)
+    start = time.perf_counter()
+    new_states = served.run_steps(image_key, image, clicks, cached, state)
+    seconds = time.perf_counter() - start
+    for k, new in enumerate(new_states, start=cached + 1):
+        cache.put_step(served.version, image_key, clicks[:k], new)
+    return ClickRun(new_states[-1] if new_states else state, len(new_states), cached, seconds)
 
 
 def mask_score(probs: np.ndarray, mask: np.ndarray) -> float:
@@ -104,24 +143,17 @@ class SegmentationService:
         _check_size(interaction, width, height)
         clicks, box = prompts_to_clicks(interaction.prompts, height, width)
 
-        cached, state = self.cache.longest_prefix(served.version, image_key, clicks)
-        start = time.perf_counter()
-        new_states = served.run_steps(image_key, image, clicks, cached, state)
-        seconds = time.perf_counter() - start
-        for k, new in enumerate(new_states, start=cached + 1):
-            self.cache.put_step(served.version, image_key, clicks[:k], new)
-        final: StepState = new_states[-1] if new_states else state
+        run = run_clicks(served, self.cache, image_key, image, clicks)
+        final: StepState = run.state
 
         mask = final.probs > self.threshold
         if box is not None:
-            top, bottom, left, right = box
-            inside = np.zeros_like(mask)
-            inside[top:bottom + 1, left:right + 1] = True
-            mask &= inside
+            mask = cut_to_box(mask, box)
         score = mask_score(final.probs, mask)
         result = brush_prediction(encode_rle(mask), interaction.label, request.config, width, height, score,
                                   served.version, interaction.image_rotation)
-        return PredictOutcome([result], served.version, len(new_states), cached, len(clicks), image_cached, seconds)
+        return PredictOutcome([result], served.version, run.network_runs, run.cached_clicks, len(clicks),
+                              image_cached, run.seconds)
 
     def _image(self, image_key: Hashable, url: str, task_id) -> tuple[np.ndarray, bool]:
         image = self.cache.get_image(image_key)
