@@ -61,9 +61,17 @@ class BuildError(RuntimeError):
 def cache_roots() -> list[Path]:
     """Where builds are looked for, in order: ``$ADAPTIVECLICK_CACHE/torch_extensions`` (default
     ``~/.cache/adaptiveclick/torch_extensions``), then a per-user temporary folder (used when the first is not
-    writable, e.g. a read-only image layer at run time)."""
+    writable, e.g. a read-only image layer at run time), then :func:`installed_root`."""
     base = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "adaptiveclick")
-    return [base / "torch_extensions", Path(tempfile.gettempdir()) / f"adaptiveclick-torch-extensions-{os.getuid()}"]
+    return [base / "torch_extensions", Path(tempfile.gettempdir()) / f"adaptiveclick-torch-extensions-{os.getuid()}",
+            installed_root()]
+
+
+def installed_root() -> Path:
+    """Builds shipped with the Python environment, ``<sys.prefix>/share/adaptiveclick/torch_extensions``. The
+    Docker image builds its kernels there (``ADAPTIVECLICK_CACHE=<sys.prefix>/share/adaptiveclick python -m
+    ops.build``), so a volume mounted over the run-time cache (downloaded weights) does not hide them."""
+    return Path(sys.prefix) / "share" / "adaptiveclick" / "torch_extensions"
 
 
 def writable_cache_root() -> Path:
