@@ -1,0 +1,102 @@
+# syntax=docker/dockerfile:1
+# AdaptiveClick backend: the Label Studio ML backend (`adaptiveclick serve`), also the base of the CVAT function.
+#
+#   docker build -t adaptiveclick-backend:cpu .                                  # CPU image (default)
+#   docker build --build-arg VARIANT=cuda -t adaptiveclick-backend:cuda .        # CUDA 13.0 image
+#   docker build --build-arg VARIANT=cuda --build-arg TORCH_CUDA_ARCH_LIST="9.0" -t adaptiveclick-backend:h100 .
+#
+# Stages: a build stage (Python, torch, the project, the MSDA kernels compiled ahead of time; for CUDA on NVIDIA's
+# devel image with nvcc, no GPU needed) and a runtime stage without compilers. Weights are never part of the image:
+# mount them, or name a URL / s3:// URI in ADAPTIVECLICK_PREDICTOR and the loader fetches them at start into
+# ADAPTIVECLICK_CACHE (a volume in deploy/docker-compose.yml).
+
+ARG VARIANT=cpu
+ARG CUDA_VERSION=13.0.1
+ARG UBUNTU=24.04
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.9
+
+FROM ${UV_IMAGE} AS uv
+
+FROM ubuntu:${UBUNTU} AS toolchain-cpu
+FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU} AS toolchain-cuda
+
+# ---- build ---------------------------------------------------------------------------------------------------------
+FROM toolchain-${VARIANT} AS build
+ARG VARIANT
+# GPU architectures of the CUDA kernel (read by `python -m ops.build`): the data-centre and workstation GPUs CUDA 13
+# supports, plus PTX for later ones. Fewer architectures build faster.
+ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+ARG TORCH_INDEX_CPU=https://download.pytorch.org/whl/cpu
+ARG TORCH_INDEX_CUDA=https://download.pytorch.org/whl/cu130
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+# Python 3.11 (the project's version; Ubuntu 24.04 has 3.12) as a self-contained build in /opt/python, copied
+# unchanged into the runtime stage together with the virtual environment that points at it.
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_PYTHON_PREFERENCE=only-managed
+RUN uv python install 3.11 && uv venv --seed --python 3.11 /opt/venv
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+
+# torch first, from PyTorch's index for the variant (the CPU wheel is a fraction of the CUDA one); the project's
+# `torch==2.14.1` pin is then already met by 2.14.1+cpu / 2.14.1+cu130.
+RUN if [ "$VARIANT" = cuda ]; then index="$TORCH_INDEX_CUDA"; else index="$TORCH_INDEX_CPU"; fi \
+    && python -m pip install --index-url "$index" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+
+WORKDIR /src
+COPY pyproject.toml README.md cli.py ./
+COPY model model
+COPY ops ops
+COPY evaluation evaluation
+COPY backend backend
+COPY finetune finetune
+COPY benchmarks benchmarks
+RUN python -m pip install . && python -c "import cli, backend.app, finetune.cli"
+
+# The MSDA kernels, built once here into the environment (ops.build looks there at run time, see
+# ops.build.installed_root); CUDA: for TORCH_CUDA_ARCH_LIST, without a GPU.
+RUN cuda=no; if [ "$VARIANT" = cuda ]; then cuda=yes; fi \
+    && ADAPTIVECLICK_CACHE=/opt/venv/share/adaptiveclick python -m ops.build --cpu yes --cuda "$cuda" \
+    && rm -rf /opt/venv/share/adaptiveclick/torch_extensions/*/*.o \
+              /opt/venv/share/adaptiveclick/torch_extensions/*/*/*.o
+
+# ---- runtime -------------------------------------------------------------------------------------------------------
+FROM ubuntu:${UBUNTU} AS runtime-cpu
+# NVIDIA's base image: the CUDA runtime's environment for the NVIDIA container toolkit, no compilers
+FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU} AS runtime-cuda
+
+FROM runtime-${VARIANT} AS runtime
+ENV DEBIAN_FRONTEND=noninteractive
+# libgomp1: OpenMP of the compiled CPU kernel
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 adaptiveclick \
+    && useradd --uid 10001 --gid adaptiveclick --create-home --home-dir /home/adaptiveclick adaptiveclick \
+    && mkdir -p /var/cache/adaptiveclick /var/lib/adaptiveclick/models /opt/adaptiveclick \
+    && chown adaptiveclick:adaptiveclick /var/cache/adaptiveclick /var/lib/adaptiveclick /var/lib/adaptiveclick/models
+
+COPY --from=build /opt/python /opt/python
+COPY --from=build /opt/venv /opt/venv
+COPY deploy/healthcheck.py deploy/ensure_bucket.py /opt/adaptiveclick/
+
+# ADAPTIVECLICK_CACHE: downloaded weights and registry versions (mount a volume to keep them across restarts).
+# MODEL_DIR: fine-tune jobs and the default model registry (mount a volume).
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    ADAPTIVECLICK_CACHE=/var/cache/adaptiveclick MODEL_DIR=/var/lib/adaptiveclick/models
+USER adaptiveclick
+WORKDIR /var/lib/adaptiveclick
+EXPOSE 9090
+
+# start-period: the first start may download weights; failures during it do not count.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
+    CMD ["/opt/venv/bin/python", "/opt/adaptiveclick/healthcheck.py", "http://127.0.0.1:9090/health"]
+
+# gunicorn through the product's command: one worker process holding the model (loaded after the fork, never
+# preloaded, so CUDA is safe), ADAPTIVECLICK_THREADS threads for I/O, a 120 s worker timeout, 30 s graceful stop.
+# One GPU per container: run one container per GPU. No ENTRYPOINT, so nuclio (deploy/cvat) can set its own command.
+CMD ["adaptiveclick", "serve", "--host", "0.0.0.0", "--port", "9090"]

@@ -1,0 +1,260 @@
+"""CVAT's interactor protocol over the backend's predictor: plain functions and one class, no nuclio here.
+
+CVAT posts, for every click the annotator makes on an object, the frame and all points so far::
+
+    {"image": "<base64 JPEG/PNG>", "pos_points": [[x, y], ...], "neg_points": [[x, y], ...],
+     "obj_bbox": [[x1, y1], [x2, y2]]}          # obj_bbox optional; coordinates in frame pixels
+
+and expects ``{"mask": [[0 | 255, ...] x W] x H, "points": [[x, y], ...]}``: the mask as CVAT's SAM function
+returns it, and the mask's outer polygon for CVAT versions that only read ``points``.
+
+Click order. CVAT sends positive and negative points in two lists, so the order in which they were made is lost,
+while AdaptiveClick runs click by click (each step sees the previous mask). The clicks are replayed as: the box
+clicks (a positive click at the box centre, negative ones just outside its sides, as the Label Studio backend does),
+then the positive points, then the negative points, each list in CVAT's order (the order they were added). This is
+deterministic, and matches the usual session (find the object with positive clicks, then trim with negative ones).
+Steps are cached per frame and model version (the backend's session cache), so a new negative point costs one
+network run, and a new positive point re-runs the negative points after it.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from backend.cache import ClickKey, SessionCache
+from backend.errors import BackendError, BadRequest, ImageError
+from backend.images import decode_image
+from backend.model_holder import ServedModel
+from backend.service import box_to_clicks, cut_to_box, run_clicks
+from backend.settings import Settings
+from model import Predictor, load_predictor
+
+logger = logging.getLogger(__name__)
+
+MAX_POINTS = 500  # far beyond any annotator; bounds the work one request can ask for
+Box = tuple[int, int, int, int]  # (top, bottom, left, right) in pixels, inclusive
+
+
+@dataclass(frozen=True)
+class InteractorRequest:
+    """A parsed CVAT request; points are ``(x, y)`` in frame pixels, as sent (checked against the frame later)."""
+
+    image_b64: str
+    positives: tuple[tuple[float, float], ...]
+    negatives: tuple[tuple[float, float], ...]
+    box: tuple[tuple[float, float], tuple[float, float]] | None
+    threshold: float | None
+
+
+@dataclass(frozen=True)
+class InteractorResult:
+    mask: np.ndarray  # [H, W] bool
+    polygon: list[list[int]]
+    model_version: str
+    network_runs: int
+    cached_clicks: int
+    seconds_model: float
+
+
+def event_json(body: Any) -> dict:
+    """The event body as a dict: nuclio hands JSON bodies over decoded, other bodies as bytes or str."""
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("request body must be UTF-8 JSON") from None
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object with 'image', 'pos_points' and 'neg_points'")
+    return body
+
+
+def parse_request(body: dict) -> InteractorRequest:
+    """Check the shape of a CVAT body (image size and point bounds are checked once the image is decoded)."""
+    image = body.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise BadRequest("'image' must be the frame as a base64 string (JPEG or PNG)")
+    positives = _points(body, "pos_points")
+    negatives = _points(body, "neg_points")
+    if len(positives) + len(negatives) > MAX_POINTS:
+        raise BadRequest(f"too many points ({len(positives) + len(negatives)}; at most {MAX_POINTS})")
+    box = body.get("obj_bbox")
+    if box in (None, []):
+        box = None
+    else:
+        pairs = _number_pairs(box, "obj_bbox")
+        if len(pairs) != 2:
+            raise BadRequest("'obj_bbox' must be [[x1, y1], [x2, y2]]")
+        box = (pairs[0], pairs[1])
+    if not positives and box is None:  # a box alone is enough: its centre is a positive click
+        raise BadRequest("at least one positive point (or an 'obj_bbox') is needed; 'pos_points' is empty")
+    threshold = body.get("threshold")
+    if threshold is not None:
+        if not _is_number(threshold) or not 0.0 < threshold < 1.0:
+            raise BadRequest("'threshold' must be a number strictly between 0 and 1")
+        threshold = float(threshold)
+    return InteractorRequest(image.strip(), positives, negatives, box, threshold)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number_pairs(value: Any, name: str) -> list[tuple[float, float]]:
+    if not isinstance(value, list):
+        raise BadRequest(f"'{name}' must be a list of [x, y] pairs")
+    pairs = []
+    for item in value:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and all(_is_number(v) for v in item)):
+            raise BadRequest(f"'{name}' must be a list of [x, y] pairs of numbers, got {item!r}")
+        pairs.append((float(item[0]), float(item[1])))
+    return pairs
+
+
+def _points(body: dict, name: str) -> tuple[tuple[float, float], ...]:
+    value = body.get(name)
+    if value is None:
+        return ()
+    return tuple(_number_pairs(value, name))
+
+
+def decode_frame(image_b64: str, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB from base64 (a ``data:`` URI prefix is accepted), EXIF orientation applied."""
+    payload = image_b64.split(",", 1)[1] if image_b64.startswith("data:") else image_b64
+    if len(payload) * 3 // 4 > max_bytes:
+        raise BadRequest(f"image is larger than {max_bytes >> 20} MiB (ADAPTIVECLICK_MAX_IMAGE_MB)", 413)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("'image' is not valid base64") from None
+    try:
+        return decode_image(data, max_pixels, source="image")
+    except ImageError as exc:
+        raise BadRequest(exc.message, 413 if exc.status_code == 413 else 400) from None
+
+
+def pixel_index(value: float, size: int, what: str) -> int:
+    """A CVAT coordinate (pixels, may be fractional, the far edge included) as a pixel index."""
+    if not 0.0 <= value <= size:
+        raise BadRequest(f"{what} lies outside the {size}-pixel image")
+    return min(size - 1, int(math.floor(value)))
+
+
+def clicks_for(request: InteractorRequest, height: int, width: int) -> tuple[list[ClickKey], Box | None]:
+    """Pixel clicks ``(y, x, is_positive)`` in replay order (see the module docstring) and the box, if any."""
+    clicks: list[ClickKey] = []
+    box = None
+    if request.box is not None:
+        (x1, y1), (x2, y2) = request.box
+        left, right = sorted((pixel_index(x1, width, "obj_bbox x"), pixel_index(x2, width, "obj_bbox x")))
+        top, bottom = sorted((pixel_index(y1, height, "obj_bbox y"), pixel_index(y2, height, "obj_bbox y")))
+        box = (top, bottom, left, right)
+        clicks.extend(box_to_clicks(box, height, width))
+    for points, positive in ((request.positives, True), (request.negatives, False)):
+        kind = "positive" if positive else "negative"
+        for x, y in points:
+            clicks.append((pixel_index(y, height, f"{kind} point y={y:g}"),
+                           pixel_index(x, width, f"{kind} point x={x:g}"), positive))
+    return clicks, box
+
+
+def outer_polygon(mask: np.ndarray) -> list[list[int]]:
+    """The outline ``[[x, y], ...]`` of the largest connected part of ``mask`` ``[H, W]`` (``[]`` when there is
+    no part with an area)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return []
+    largest = max(contours, key=cv2.contourArea)
+    if len(largest) < 3:
+        return []
+    return largest.reshape(-1, 2).astype(int).tolist()
+
+
+def mask_rows_json(mask: np.ndarray) -> bytes:
+    """``mask`` ``[H, W]`` bool as the JSON array of rows of 0/255 that CVAT reads.
+
+    ``json.dumps(mask.tolist())`` takes about a second for a 4K frame; writing every value with the same width
+    (``"  0,"`` or ``"255,"``; JSON allows the spaces) lets numpy lay out the whole text at once, ~6x faster.
+    """
+    height, width = mask.shape
+    if height == 0 or width == 0:
+        return b"[]"
+    table = np.frombuffer(b"  0,255,", np.uint8).reshape(2, 4)
+    text = np.empty((height, width * 4 + 2), np.uint8)
+    text[:, 0] = ord("[")
+    text[:, 1:-1] = table[mask.astype(bool).view(np.uint8)].reshape(height, width * 4)
+    text[:, -2] = ord("]")  # over the last value's comma
+    text[:, -1] = ord(",")
+    text[-1, -1] = ord("]")
+    return b"[" + text.tobytes()
+
+
+def response_json(result: InteractorResult) -> bytes:
+    return (b'{"mask":' + mask_rows_json(result.mask) + b',"points":' + json.dumps(result.polygon).encode()
+            + b',"model_version":' + json.dumps(result.model_version).encode() + b"}")
+
+
+class Interactor:
+    """One predictor answering CVAT requests, with the backend's per-frame session cache.
+
+    Args:
+        predictor: what :func:`model.load_predictor` returns.
+        threshold: probability above which a pixel is in the mask (a request may override it).
+        cache_bytes: session cache budget (decoded frames and per-click outputs).
+        max_image_bytes, max_image_pixels: the largest frame accepted (413 beyond).
+    """
+
+    def __init__(self, predictor: Predictor, threshold: float = 0.49, cache_bytes: int = 2048 << 20,
+                 max_image_bytes: int = 64 << 20, max_image_pixels: int = 50_000_000) -> None:
+        self.served = ServedModel(predictor, predictor.model_version)
+        self.cache = SessionCache(cache_bytes)
+        self.threshold = threshold
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Interactor":
+        """The predictor and limits the backend's settings name (``ADAPTIVECLICK_PREDICTOR``, ``DEVICE``, ...)."""
+        device = None if settings.device == "auto" else settings.device
+        return cls(load_predictor(settings.predictor, device=device), settings.threshold, settings.cache_bytes,
+                   settings.max_image_bytes, settings.max_image_pixels)
+
+    @property
+    def model_version(self) -> str:
+        return self.served.version
+
+    def segment(self, request: InteractorRequest) -> InteractorResult:
+        image_key = hashlib.sha256(request.image_b64.encode()).hexdigest()
+        image = self.cache.get_image(image_key)
+        if image is None:
+            image = decode_frame(request.image_b64, self.max_image_bytes, self.max_image_pixels)
+            self.cache.put_image(image_key, image)
+        height, width = image.shape[:2]
+        clicks, box = clicks_for(request, height, width)
+        run = run_clicks(self.served, self.cache, image_key, image, clicks)
+        mask = run.state.probs > (request.threshold or self.threshold)
+        if box is not None:
+            mask = cut_to_box(mask, box)
+        return InteractorResult(mask, outer_polygon(mask), self.served.version, run.network_runs,
+                                run.cached_clicks, run.seconds)
+
+    def handle(self, body: Any) -> tuple[int, bytes, InteractorResult | None]:
+        """``(status, JSON body, result)`` for an event body; errors give ``{"error": message}`` and no result."""
+        try:
+            result = self.segment(parse_request(event_json(body)))
+        except BackendError as exc:
+            return exc.status_code, json.dumps({"error": exc.message}).encode(), None
+        return 200, response_json(result), result
