@@ -73,10 +73,12 @@ class AdaptiveClick(nn.Module):
         maps = self.click_maps(prev_mask, points.to(image.device))
         return self.forward_encoded(self.normalize(rgb), maps)
 
-    def forward_encoded(self, normalized_rgb: torch.Tensor, maps: torch.Tensor) -> dict:
-        """Forward pass from the normalised image ``[B, 3, H, W]`` and the click maps ``[B, 3, H, W]``."""
+    def forward_encoded(self, normalized_rgb: torch.Tensor, maps: torch.Tensor,
+                        image_tokens: torch.Tensor | None = None) -> dict:
+        """Forward pass from the normalised image ``[B, 3, H, W]`` and the click maps ``[B, 3, H, W]``;
+        ``image_tokens`` is ``backbone.patch_embed(normalized_rgb)`` where the caller keeps it between clicks."""
         click_tokens = self.patch_embed_coords(maps)
-        tokens = self.backbone(normalized_rgb, click_tokens)
+        tokens = self.backbone(normalized_rgb, click_tokens, image_tokens)
         grid = self.backbone.token_grid(normalized_rgb.shape[-2], normalized_rgb.shape[-1])
         mask_features, multi_scale = self.pixel_decoder(tokens, grid)
         predictions = self.click_aware_decoder(multi_scale, mask_features, positive_map=maps[:, 1])

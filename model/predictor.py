@@ -127,6 +127,7 @@ class AdaptiveClickPredictor(Predictor):
     def _prepare_image(self, image: np.ndarray) -> None:
         rgb = torch.tensor(image, device=self.device).permute(2, 0, 1)[None]  # a copy: the array may be read-only
         self._image_tensor = rgb.to(torch.float32).div_(255.0)  # [1, 3, H, W]
+        self._region = None  # (roi, normalised network input, its patch tokens): see _region_input
 
     @torch.inference_mode()
     def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction:
@@ -135,28 +136,53 @@ class AdaptiveClickPredictor(Predictor):
             roi = whole_image_roi(h, w)
         else:
             roi = next_roi(prev_mask, clicks, prev_roi, (h, w))
-        prev = torch.zeros((1, 1, h, w), device=self.device) if prev_mask is None else \
-            torch.from_numpy(prev_mask).to(self.device)[None, None]
         rmin, rmax, cmin, cmax = roi
-        crop = torch.cat((self._image_tensor, prev), dim=1)[:, :, rmin:rmax + 1, cmin:cmax + 1]
-        net_input = F.interpolate(crop, size=self.input_size, mode="bilinear", align_corners=True)
+        normalized, image_tokens = self._region_input(roi)
+        if prev_mask is None:
+            prev = torch.zeros((1, 1) + self.input_size, device=self.device)
+        else:
+            prev = torch.from_numpy(prev_mask).to(self.device)[None, None, rmin:rmax + 1, cmin:cmax + 1]
+            prev = F.interpolate(prev, size=self.input_size, mode="bilinear", align_corners=True)
         net_clicks = clicks_to_roi_frame(clicks, roi, self.input_size)
-        logits = self._run_net(net_input, net_clicks)
+        logits = self._run_net(normalized, image_tokens, prev, net_clicks)
         probs = torch.sigmoid(logits)
         probs = F.interpolate(probs, size=(rmax - rmin + 1, cmax - cmin + 1), mode="bilinear", align_corners=True)
         full = torch.zeros((h, w), dtype=torch.float32, device=self.device)
         full[rmin:rmax + 1, cmin:cmax + 1] = probs[0, 0]
         return Prediction(full.cpu().numpy(), roi)
 
-    def _run_net(self, net_input: torch.Tensor, clicks: list[Click]) -> torch.Tensor:
-        """Mask logits ``[1, 1, h, w]`` for one network input ``[1, 4, h, w]``, flip-averaged if enabled."""
+    def _region_input(self, roi: Roi) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised network input ``[B, 3, h, w]`` for ``roi`` and its patch tokens ``[B, N, D]`` (B = 2 with
+        flip averaging: the image and its mirror).
+
+        Only the click half of the input changes between clicks while the zoom-in keeps its region, so the crop,
+        resize, normalisation and the image's patch embedding are computed once per region and image (the patch
+        embedding is linear: image tokens + click-map tokens).
+        """
+        if self._region is not None and self._region[0] == roi:
+            return self._region[1], self._region[2]
+        rmin, rmax, cmin, cmax = roi
+        crop = self._image_tensor[:, :, rmin:rmax + 1, cmin:cmax + 1]
+        rgb = F.interpolate(crop, size=self.input_size, mode="bilinear", align_corners=True)
+        if self.with_flip:
+            rgb = torch.cat([rgb, torch.flip(rgb, dims=[3])], dim=0)
+        normalized = self.net.normalize(rgb)
+        image_tokens = self.net.backbone.patch_embed(normalized)
+        self._region = (roi, normalized, image_tokens)
+        return normalized, image_tokens
+
+    def _run_net(self, normalized: torch.Tensor, image_tokens: torch.Tensor, prev: torch.Tensor,
+                 clicks: list[Click]) -> torch.Tensor:
+        """Mask logits ``[1, 1, h, w]`` from the region's input (see :meth:`_region_input`), the previous
+        probabilities ``[1, 1, h, w]`` and the clicks in input pixels, flip-averaged if enabled."""
         batches = [clicks]
         if self.with_flip:
-            width = net_input.shape[-1]
-            net_input = torch.cat([net_input, torch.flip(net_input, dims=[3])], dim=0)
+            width = prev.shape[-1]
+            prev = torch.cat([prev, torch.flip(prev, dims=[3])], dim=0)
             batches.append([c.moved(c.y, width - c.x - 1) for c in clicks])
         points = clicks_to_points(batches).to(self.device)
-        logits = self.net(net_input, points)["instances"]
+        maps = self.net.click_maps(prev, points)
+        logits = self.net.forward_encoded(normalized, maps, image_tokens)["instances"]
         if self.with_flip:
             logits = 0.5 * (logits[:1] + torch.flip(logits[1:], dims=[3]))
         return logits

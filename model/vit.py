@@ -176,18 +176,21 @@ class VisionTransformer(nn.Module):
         """``[1, gh*gw, D]`` position embedding for a token grid (interpolated away from the training grid)."""
         return resize_pos_embed(self.pos_embed, grid)[:, 1:]
 
-    def forward(self, image: torch.Tensor, click_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, click_tokens: torch.Tensor | None = None,
+                image_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Encode an image whose click tokens are added to its patch tokens.
 
         Args:
             image: ``[B, 3, H, W]`` normalised image.
             click_tokens: optional ``[B, H/p * W/p, D]`` embedded click maps.
+            image_tokens: optional ``self.patch_embed(image)``, ``[B, H/p * W/p, D]``, when the caller already has
+                it (the patch embedding is linear, so the image half is reused between clicks on one region).
 
         Returns:
             ``[B, H/p * W/p, D]`` tokens.
         """
         grid = self.token_grid(image.shape[-2], image.shape[-1])
-        x = self.patch_embed(image)
+        x = self.patch_embed(image) if image_tokens is None else image_tokens
         if click_tokens is not None:
             x = x + click_tokens
         x = x + self.position_embedding(grid)
