@@ -9,7 +9,9 @@
 
 Options (all optional): ``device`` (``cpu``, ``cuda``, ``cuda:1``, ``auto``), ``mode`` (``cvpr``/``plain``),
 ``flip`` (``0``/``1``), ``size`` (``base``/``huge``), ``sha256`` (expected hash of the weights file),
-``version`` (model version to report instead of the derived one).
+``version`` (model version to report instead of the derived one), ``precision`` (``fp32``, ``bf16``, ``int8``: the
+arithmetic of the heavy layers, see :mod:`model.fast`; default on CPU the fastest one the CPU runs natively, fp32 on
+GPUs), ``threads`` (CPU threads for torch, default: torch's choice, one per core).
 The fragment separator ``#`` never reaches a server, so URLs stay intact.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .predictor import EVAL_MODES, Predictor
 
 BASELINE = "baseline"
 RANDOM_PREFIX = "random:"
-KNOWN_OPTIONS = ("device", "mode", "flip", "size", "sha256", "version")
+KNOWN_OPTIONS = ("device", "mode", "flip", "size", "sha256", "version", "precision", "threads")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -84,6 +86,14 @@ def parse_spec(spec: str | PredictorSpec) -> PredictorSpec:
         raise ValueError(f"predictor option mode={mode!r}: expected one of {', '.join(EVAL_MODES)}")
     if parsed.is_random and parsed.source[len(RANDOM_PREFIX):] not in ("base", "huge"):
         raise ValueError(f"{parsed.source!r}: expected random:base or random:huge")
+    from .fast import PRECISIONS
+
+    if parsed.option("precision", "fp32") not in PRECISIONS:
+        raise ValueError(f"predictor option precision={parsed.option('precision')!r}: expected one of "
+                         f"{', '.join(PRECISIONS)}")
+    threads = parsed.option("threads", "1")
+    if not threads.isdigit() or int(threads) < 1:
+        raise ValueError(f"predictor option threads={threads!r}: expected a whole number >= 1")
     return parsed
 
 
@@ -113,6 +123,7 @@ def load_predictor(spec: str | PredictorSpec, device: str | None = None) -> Pred
     from .baseline import GrabCutPredictor
     from .build import build_adaptiveclick
     from .checkpoint import load_adaptiveclick
+    from .fast import check_precision, default_precision, optimize_for_inference
     from .predictor import AdaptiveClickPredictor
 
     spec = parse_spec(spec)
@@ -122,6 +133,10 @@ def load_predictor(spec: str | PredictorSpec, device: str | None = None) -> Pred
             predictor.model_version = spec.option("version")
         return predictor
     torch_device = resolve_device(device or spec.option("device"))
+    precision = spec.option("precision") or default_precision(torch_device)
+    check_precision(precision, torch_device)  # before loading: a clear error on a CPU that lacks the instructions
+    if spec.option("threads"):
+        torch.set_num_threads(int(spec.option("threads")))  # process-wide: torch has one CPU thread pool
     if spec.is_random:
         size = spec.source[len(RANDOM_PREFIX):]
         with torch.random.fork_rng(devices=[]):  # deterministic weights without touching the global RNG
@@ -131,5 +146,6 @@ def load_predictor(spec: str | PredictorSpec, device: str | None = None) -> Pred
     else:
         net = load_adaptiveclick(spec.source, sha256=spec.option("sha256"), size=spec.option("size"))
         version = f"adaptiveclick-{net.config.name}-{weights_version(spec.source, spec.option('sha256'))}"
+    net = optimize_for_inference(net.to(torch_device), precision, torch_device)
     return AdaptiveClickPredictor(net, spec.option("version") or version, device=torch_device,
                                   mode=spec.option("mode", "cvpr"), with_flip=spec.flag("flip", False))

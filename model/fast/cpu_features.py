@@ -1,0 +1,66 @@
+"""What this CPU and this torch build can run fast: instruction sets behind each precision.
+
+The low-precision paths only pay where the CPU has the instructions: int8 needs VNNI (``avx512_vnni``,
+``avx_vnni`` or AMX) for its u8 x s8 dot products, bf16 needs native bf16 dot products (``avx512_bf16`` or AMX);
+without them oneDNN emulates bf16 and is slower than fp32 (the reason a naive CPU autocast ran 30x slower).
+"""
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+import torch
+
+from .int8_linear import int8_support
+
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere: then no low-precision path is assumed)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def precision_support(precision: str, device: torch.device | str = "cpu",
+                      flags: frozenset[str] | None = None) -> str | None:
+    """None when ``precision`` runs natively on ``device``, else why not (for the benchmark and error messages)."""
+    device = torch.device(device)
+    if precision == "fp32":
+        return None
+    if device.type != "cpu":
+        return f"precision={precision} is a CPU path; on {device.type} the network runs in fp32"
+    flags = cpu_flags() if flags is None else flags
+    if precision == "int8":
+        reason = int8_support()
+        if reason:
+            return reason
+        if not flags & set(INT8_FLAGS):
+            return f"instruction set missing: int8 needs one of {', '.join(INT8_FLAGS)} ({cpu_name()})"
+        return None
+    if precision == "bf16":
+        if not torch.backends.mkldnn.is_available():
+            return "this torch build has no oneDNN (mkldnn)"
+        if not flags & set(BF16_FLAGS):
+            return f"instruction set missing: bf16 needs one of {', '.join(BF16_FLAGS)} ({cpu_name()})"
+        return None
+    raise ValueError(f"unknown precision {precision!r}")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
