@@ -46,20 +46,23 @@ def image_server(tmp_path_factory):
     """The image's command with the image's state folders (moved under a temporary folder) and Basic auth on; the
     port is the image's 9090 unless that is taken here."""
     state = tmp_path_factory.mktemp("container")
-    command = image_command()
-    port = free_port()
-    command[command.index("--port") + 1] = str(port)
-    command[command.index("--host") + 1] = "127.0.0.1"  # the container listens on 0.0.0.0; loopback is enough here
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "ADAPTIVECLICK_CACHE": str(state / "cache"), "MODEL_DIR": str(state / "models"),
            "BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "s3cret", "ADAPTIVECLICK_PREDICTOR": "baseline",
            "MODEL_REGISTRY_POLL_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
     log = state / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=state,
-                                start_new_session=True)
+    for attempt in range(2):  # a free port can be taken by another process before the server binds it
+        command = image_command()
+        port = free_port()
+        command[command.index("--port") + 1] = str(port)
+        command[command.index("--host") + 1] = "127.0.0.1"  # the container listens on 0.0.0.0; loopback here
+        with log.open("w") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=state,
+                                    start_new_session=True)
+        if wait_for_server(proc, port, timeout=180):
+            break
+        assert attempt == 0 and "Address already in use" in log.read_text(), log.read_text()[-3000:]
     try:
-        wait_for_port(port, timeout=120)
         yield proc, f"http://127.0.0.1:{port}", log
     finally:
         if proc.poll() is None:
@@ -67,17 +70,36 @@ def image_server(tmp_path_factory):
             proc.wait()
 
 
+def wait_for_server(proc: subprocess.Popen, port: int, timeout: float) -> bool:
+    """True once the port accepts connections, False if the process exits first (its log says why)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            wait_for_port(port, timeout=1.0)
+            return True
+        except TimeoutError:
+            continue
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return False
+
+
 def test_image_command_serves_and_the_healthcheck_sees_it(image_server):
     proc, url, log = image_server
     check = image_healthcheck()
     assert check[1:] == ["/opt/adaptiveclick/healthcheck.py", "http://127.0.0.1:9090/health"]
-    deadline = time.monotonic() + 60
-    while True:  # the port opens before the worker has loaded the model
-        response = requests.get(f"{url}/health", auth=("label-studio", "s3cret"), timeout=10)
-        if response.status_code == 200 or time.monotonic() > deadline:
+    deadline = time.monotonic() + 120
+    response = None
+    while time.monotonic() < deadline:  # the port opens before the worker has loaded the model
+        try:
+            response = requests.get(f"{url}/health", auth=("label-studio", "s3cret"), timeout=30)
+        except requests.RequestException:
+            time.sleep(0.5)
+            continue
+        if response.status_code == 200:
             break
-        time.sleep(0.5)
-    assert response.json()["status"] == "UP", log.read_text()[-2000:]
+    assert response is not None and response.json()["status"] == "UP", log.read_text()[-2000:]
     healthcheck = load_script("healthcheck")
     assert healthcheck.check(f"{url}/health", {"BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "s3cret"}) \
         == (True, "up, model baseline-grabcut-v1")
