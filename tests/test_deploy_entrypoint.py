@@ -99,6 +99,7 @@ def test_image_command_serves_and_the_healthcheck_sees_it(image_server):
             continue
         if response.status_code == 200:
             break
+        time.sleep(0.5)
     assert response is not None and response.json()["status"] == "UP", log.read_text()[-2000:]
     healthcheck = load_script("healthcheck")
     assert healthcheck.check(f"{url}/health", {"BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "s3cret"}) \
