@@ -21,6 +21,7 @@ FROM ubuntu:${UBUNTU} AS toolchain-cpu
 FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU} AS toolchain-cuda
 
 # ---- build ---------------------------------------------------------------------------------------------------------
+# hadolint ignore=DL3006
 FROM toolchain-${VARIANT} AS build
 ARG VARIANT
 # GPU architectures of the CUDA kernel (read by `python -m ops.build`): the data-centre and workstation GPUs CUDA 13
@@ -31,6 +32,8 @@ ARG TORCHVISION_VERSION=0.29.1
 ARG TORCH_INDEX_CPU=https://download.pytorch.org/whl/cpu
 ARG TORCH_INDEX_CUDA=https://download.pytorch.org/whl/cu130
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# the distribution's current compiler; the base image's tag pins the release
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ ca-certificates \
     && rm -rf /var/lib/apt/lists/*
@@ -69,9 +72,11 @@ FROM ubuntu:${UBUNTU} AS runtime-cpu
 # NVIDIA's base image: the CUDA runtime's environment for the NVIDIA container toolkit, no compilers
 FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU} AS runtime-cuda
 
+# hadolint ignore=DL3006
 FROM runtime-${VARIANT} AS runtime
 ENV DEBIAN_FRONTEND=noninteractive
 # libgomp1: OpenMP of the compiled CPU kernel
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
@@ -88,7 +93,7 @@ COPY deploy/healthcheck.py deploy/ensure_bucket.py /opt/adaptiveclick/
 # MODEL_DIR: fine-tune jobs and the default model registry (mount a volume).
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     ADAPTIVECLICK_CACHE=/var/cache/adaptiveclick MODEL_DIR=/var/lib/adaptiveclick/models
-USER adaptiveclick
+USER 10001:10001
 WORKDIR /var/lib/adaptiveclick
 EXPOSE 9090
 

