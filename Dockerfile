@@ -58,8 +58,11 @@ COPY evaluation evaluation
 COPY backend backend
 COPY finetune finetune
 COPY benchmarks benchmarks
-RUN python -m pip install . && python -c "import cli, backend.app, finetune.cli"
+RUN python -m pip install .
 
+# From here on the installed package, not the sources in /src, is what `python -m` imports.
+WORKDIR /opt
+RUN python -c "import cli, backend.app, finetune.cli"
 # The MSDA kernels, built once here into the environment (ops.build looks there at run time, see
 # ops.build.installed_root); CUDA: for TORCH_CUDA_ARCH_LIST, without a GPU.
 RUN cuda=no; if [ "$VARIANT" = cuda ]; then cuda=yes; fi \
