@@ -47,6 +47,18 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 
 
 @pytest.fixture()
+def one_torch_thread():
+    """Tiny test networks gain nothing from threads, and OpenMP threads spinning against other processes on a
+    busy 2-core machine slow them down many times over."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
 def http_dir(tmp_path):
     """Serve ``tmp_path/www`` over HTTP on loopback; yields ``(directory, base_url)``."""
     root = tmp_path / "www"

@@ -22,16 +22,8 @@ from finetune.registry import open_registry
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny test network gains nothing from threads, and OpenMP threads spinning against other processes on
-    a busy 2-core machine slow it down many times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
     """A Label Studio JSON export whose brush annotations are GrabCut's object masks."""

@@ -13,16 +13,8 @@ from finetune.distributed import init_distributed
 from finetune.network import build_initial_network
 from finetune.trainer import CHECKPOINT, WEIGHTS_FILE, Trainer, autocast_dtype
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny test network gains nothing from threads, and OpenMP threads spinning against other processes on
-    a busy 2-core machine slow it down many times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def grabcut(data_root):
