@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ops import build
-from ops.ms_deform_attn import IMPL_ENV, ms_deform_attn
+from ops.dispatch import IMPL_ENV, ms_deform_attn
 from ops.synthetic import MODEL_CHANNELS, MODEL_HEADS, MODEL_LEVELS, MODEL_POINTS, MSDAInputs, random_inputs
 
 from .common import machine_line, print_table

@@ -18,7 +18,7 @@ Two extensions, two operator namespaces:
 
 * ``adaptiveclick_msda_cpu`` (C++ with OpenMP through ATen's thread pool; needs a C++ compiler, never nvcc);
 * ``adaptiveclick_msda_cuda`` (needs nvcc; at run time it is only built when CUDA is usable, because
-  :mod:`ops.ms_deform_attn` only asks for it for CUDA tensors). Its folder holds one sub-folder per set of GPU
+  :mod:`ops.dispatch` only asks for it for CUDA tensors). Its folder holds one sub-folder per set of GPU
   architectures, so an image built for several architectures is reused wherever one of them fits the device.
 """
 from __future__ import annotations

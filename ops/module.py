@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from .ms_deform_attn import ms_deform_attn
+from .dispatch import ms_deform_attn
 
 
 class MSDeformAttn(nn.Module):

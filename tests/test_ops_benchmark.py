@@ -10,7 +10,7 @@ import torch
 
 from benchmarks import msda
 from ops import build
-from ops.ms_deform_attn import IMPL_ENV
+from ops.dispatch import IMPL_ENV
 
 
 def test_prints_every_implementation_with_ratios(capsys, monkeypatch):

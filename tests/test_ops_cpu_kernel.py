@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ops import build, ms_deform_attn_pytorch
-from ops.ms_deform_attn import IMPL_ENV, ms_deform_attn
+from ops.dispatch import IMPL_ENV, ms_deform_attn
 from ops.synthetic import random_inputs
 
 # (batch, levels, heads, channels, points, queries): the model's geometry first, then odd shapes that reach the

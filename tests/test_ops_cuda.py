@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ops import build, implementation_for, ms_deform_attn, ms_deform_attn_pytorch
-from ops.ms_deform_attn import IMPL_ENV
+from ops.dispatch import IMPL_ENV
 from ops.synthetic import random_inputs
 
 pytestmark = [pytest.mark.gpu,

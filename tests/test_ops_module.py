@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ops import MSDeformAttn, build, implementation_for
-from ops.ms_deform_attn import IMPL_ENV
+from ops.dispatch import IMPL_ENV
 from ops.synthetic import level_layout, reference_points
 
 LEVELS = ((14, 14), (28, 28), (56, 56))

@@ -15,11 +15,11 @@ import torch
 
 import ops
 from ops import build, ms_deform_attn_pytorch
-from ops.ms_deform_attn import IMPL_ENV, MSDAUnavailableError, implementation_for, ms_deform_attn, requested_impl
+from ops.dispatch import IMPL_ENV, MSDAUnavailableError, implementation_for, ms_deform_attn, requested_impl
 from ops.synthetic import random_inputs
 
 REPO = Path(__file__).resolve().parents[1]
-dispatch = importlib.import_module("ops.ms_deform_attn")  # the module; ops.ms_deform_attn is the function
+dispatch = importlib.import_module("ops.dispatch")
 
 
 @pytest.fixture()
