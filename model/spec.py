@@ -10,8 +10,8 @@
 Options (all optional): ``device`` (``cpu``, ``cuda``, ``cuda:1``, ``auto``), ``mode`` (``cvpr``/``plain``),
 ``flip`` (``0``/``1``), ``size`` (``base``/``huge``), ``sha256`` (expected hash of the weights file),
 ``version`` (model version to report instead of the derived one), ``precision`` (``fp32``, ``bf16``, ``int8``: the
-arithmetic of the heavy layers, see :mod:`model.fast`; default on CPU the fastest one the CPU runs natively, fp32 on
-GPUs), ``threads`` (CPU threads for torch, default: torch's choice, one per core).
+arithmetic of the heavy layers, see :mod:`model.fast`; default: the fastest one that runs natively and has shown
+parity with fp32, see ``model.fast.optimize.PARITY_MET``; fp32 on GPUs), ``threads`` (CPU threads for torch, default: torch's choice, one per core).
 The fragment separator ``#`` never reaches a server, so URLs stay intact.
 """
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Fast CPU inference for AdaptiveClick: low-precision layers where the CPU has the instructions for them.
 
 ``optimize_for_inference(net, precision)`` converts a network; :func:`model.load_predictor` applies it from the
-spec's ``precision`` option (default on CPU: the fastest precision this CPU runs natively, see
-:func:`default_precision`). The predictor itself reuses the image half of the work between clicks (crop, resize,
-normalisation and patch embedding of the region of interest) whatever the precision.
+spec's ``precision`` option (default: see :func:`default_precision`). The predictor itself reuses the image half of
+the work between clicks (crop, resize, normalisation and patch embedding of the region of interest) whatever the
+precision.
 """
 from .cpu_features import cpu_flags, precision_support
 from .optimize import PRECISIONS, check_precision, default_precision, optimize_for_inference
