@@ -3,6 +3,8 @@
   predictor  per-click latency of predictors (baseline, AdaptiveClick) on GrabCut images
   http       per-click /predict latency over HTTP vs the bare predictor; brush RLE vs label-studio-sdk
   msda       multi-scale deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference
+  cpu        AdaptiveClick per-click latency on the CPU: fp32 eager vs the int8/bf16 variants (+ peak memory)
+  cpu-parity optimised CPU variants vs fp32 eager on NoC click sequences (probabilities, masks, IoU curves)
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ BENCHMARKS = {
     "predictor": "benchmarks.predictor_latency",
     "http": "benchmarks.http_backend",
     "msda": "benchmarks.msda",
+    "cpu": "benchmarks.cpu_inference",
+    "cpu-parity": "benchmarks.cpu_parity",
 }
 
 
