@@ -178,7 +178,7 @@ def run(source: str, variants: list[str], data_root, instances: int, clicks: int
 def print_results(results: list[dict], noc: bool, weights: str) -> None:
     print(f"machine: {machine_line()}")
     print(f"weights: {weights}")
-    headers = ["variant", "dataset", "instances x clicks", "mean |dp|", "mask IoU (p > 0.49)", "min mask IoU",
+    headers = ["variant", "dataset", "instances x clicks", "mean abs dp", "mask IoU (p > 0.49)", "min mask IoU",
                "logit error / logit std", "IoU at fp32 median logit"]
     if noc:
         headers += ["max mIoU-curve gap (points)", "NoC@90 fp32", "NoC@90 variant", "NoC@90 gap"]
