@@ -127,7 +127,7 @@ class AdaptiveClickPredictor(Predictor):
     def _prepare_image(self, image: np.ndarray) -> None:
         rgb = torch.tensor(image, device=self.device).permute(2, 0, 1)[None]  # a copy: the array may be read-only
         self._image_tensor = rgb.to(torch.float32).div_(255.0)  # [1, 3, H, W]
-        self._region = None  # (roi, normalised network input, its patch tokens): see _region_input
+        self._region = None  # (roi, network RGB input, its normalised form, its patch tokens): see _region_input
 
     @torch.inference_mode()
     def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction:
@@ -137,52 +137,61 @@ class AdaptiveClickPredictor(Predictor):
         else:
             roi = next_roi(prev_mask, clicks, prev_roi, (h, w))
         rmin, rmax, cmin, cmax = roi
-        normalized, image_tokens = self._region_input(roi)
         if prev_mask is None:
             prev = torch.zeros((1, 1) + self.input_size, device=self.device)
         else:
             prev = torch.from_numpy(prev_mask).to(self.device)[None, None, rmin:rmax + 1, cmin:cmax + 1]
             prev = F.interpolate(prev, size=self.input_size, mode="bilinear", align_corners=True)
         net_clicks = clicks_to_roi_frame(clicks, roi, self.input_size)
-        logits = self._run_net(normalized, image_tokens, prev, net_clicks)
+        logits = self._run_net(roi, prev, net_clicks)
         probs = torch.sigmoid(logits)
         probs = F.interpolate(probs, size=(rmax - rmin + 1, cmax - cmin + 1), mode="bilinear", align_corners=True)
         full = torch.zeros((h, w), dtype=torch.float32, device=self.device)
         full[rmin:rmax + 1, cmin:cmax + 1] = probs[0, 0]
         return Prediction(full.cpu().numpy(), roi)
 
-    def _region_input(self, roi: Roi) -> tuple[torch.Tensor, torch.Tensor]:
-        """The normalised network input ``[B, 3, h, w]`` for ``roi`` and its patch tokens ``[B, N, D]`` (B = 2 with
-        flip averaging: the image and its mirror).
+    def _region_input(self, roi: Roi) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The network's image input for ``roi``: RGB in ``[0, 1]`` ``[B, 3, h, w]`` and, for an
+        :class:`AdaptiveClick` network, its normalised form and patch tokens ``[B, N, D]`` (B = 2 with flip
+        averaging: the image and its mirror).
 
         Only the click half of the input changes between clicks while the zoom-in keeps its region, so the crop,
         resize, normalisation and the image's patch embedding are computed once per region and image (the patch
         embedding is linear: image tokens + click-map tokens).
         """
         if self._region is not None and self._region[0] == roi:
-            return self._region[1], self._region[2]
+            return self._region[1:]
         rmin, rmax, cmin, cmax = roi
         crop = self._image_tensor[:, :, rmin:rmax + 1, cmin:cmax + 1]
         rgb = F.interpolate(crop, size=self.input_size, mode="bilinear", align_corners=True)
         if self.with_flip:
             rgb = torch.cat([rgb, torch.flip(rgb, dims=[3])], dim=0)
-        normalized = self.net.normalize(rgb)
-        image_tokens = self.net.backbone.patch_embed(normalized)
-        self._region = (roi, normalized, image_tokens)
-        return normalized, image_tokens
+        normalized = image_tokens = None
+        if isinstance(self.net, AdaptiveClick):
+            normalized = self.net.normalize(rgb)
+            image_tokens = self.net.backbone.patch_embed(normalized)
+        self._region = (roi, rgb, normalized, image_tokens)
+        return rgb, normalized, image_tokens
 
-    def _run_net(self, normalized: torch.Tensor, image_tokens: torch.Tensor, prev: torch.Tensor,
-                 clicks: list[Click]) -> torch.Tensor:
-        """Mask logits ``[1, 1, h, w]`` from the region's input (see :meth:`_region_input`), the previous
-        probabilities ``[1, 1, h, w]`` and the clicks in input pixels, flip-averaged if enabled."""
+    def _run_net(self, roi: Roi, prev: torch.Tensor, clicks: list[Click]) -> torch.Tensor:
+        """Mask logits ``[1, 1, h, w]`` for the region ``roi`` of the image, the previous probabilities resized to
+        the input ``[1, 1, h, w]`` and the clicks in input pixels, flip-averaged if enabled.
+
+        Any network with AdaptiveClick's calling convention (``net(image [B, 4, h, w], points)["instances"]``)
+        works; an :class:`AdaptiveClick` gets the region's image tokens instead of the image.
+        """
+        rgb, normalized, image_tokens = self._region_input(roi)
         batches = [clicks]
         if self.with_flip:
             width = prev.shape[-1]
             prev = torch.cat([prev, torch.flip(prev, dims=[3])], dim=0)
             batches.append([c.moved(c.y, width - c.x - 1) for c in clicks])
         points = clicks_to_points(batches).to(self.device)
-        maps = self.net.click_maps(prev, points)
-        logits = self.net.forward_encoded(normalized, maps, image_tokens)["instances"]
+        if image_tokens is not None:
+            maps = self.net.click_maps(prev, points)
+            logits = self.net.forward_encoded(normalized, maps, image_tokens)["instances"]
+        else:
+            logits = self.net(torch.cat((rgb, prev), dim=1), points)["instances"]
         if self.with_flip:
             logits = 0.5 * (logits[:1] + torch.flip(logits[1:], dims=[3]))
         return logits
