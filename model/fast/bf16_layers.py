@@ -18,6 +18,8 @@ def _keep_float_params(module: nn.Module, layer: nn.Module) -> None:
     module.register_buffer("weight", layer.weight.detach())
     module.register_buffer("bias", None if layer.bias is None else layer.bias.detach())
     module.weight_bf16 = layer.weight.detach().to(torch.bfloat16)
+    if module.weight_bf16.dim() == 4:
+        module.weight_bf16 = module.weight_bf16.contiguous(memory_format=torch.channels_last)
     module.bias_bf16 = None if layer.bias is None else layer.bias.detach().to(torch.bfloat16)
 
 
@@ -38,7 +40,12 @@ class Bf16Linear(nn.Module):
 
 
 class Bf16Conv(nn.Module):
-    """Inference replacement for ``nn.Conv2d`` / ``nn.ConvTranspose2d``: float32 ``[B, C, H, W]`` in and out."""
+    """Inference replacement for ``nn.Conv2d`` / ``nn.ConvTranspose2d``: float32 ``[B, C, H, W]`` in and out.
+
+    It computes in channels-last layout (oneDNN's native one: no reorder around each call; measured 3-5% of an int8
+    click over the SimpleFPN and FPN convolutions) and returns a channels-last tensor, which the following group
+    norms and activations take as it is.
+    """
 
     def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d) -> None:
         super().__init__()
@@ -50,7 +57,7 @@ class Bf16Conv(nn.Module):
         _keep_float_params(self, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.bfloat16)
+        x = x.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
         if self.transposed:
             y = F.conv_transpose2d(x, self.weight_bf16, self.bias_bf16, self.stride, self.padding,
                                    self.output_padding, self.groups, self.dilation)
