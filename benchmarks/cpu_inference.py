@@ -28,6 +28,7 @@ from .http_backend import click_sequences
 FIRST_CLICK_TARGET_S = 0.5
 LATER_CLICK_TARGET_S = 0.35
 BASELINE_VARIANT = "precision=fp32"
+REPORTED_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
 
 
 def variant_spec(source: str, variant: str) -> str:
@@ -69,19 +70,27 @@ def replay(predictor, image: np.ndarray, clicks) -> list[float]:
 
 
 def _worker(conn, spec: str) -> None:
-    """Holds one predictor; answers (image, clicks) with (seconds per click, peak RSS in MB)."""
-    torch.set_grad_enabled(False)
-    start = time.perf_counter()
-    predictor = load_predictor(spec)
-    conn.send((time.perf_counter() - start, predictor.net.inference_precision, peak_rss_mb()))
-    while (job := conn.recv()) is not None:
-        conn.send((replay(predictor, *job), peak_rss_mb()))
+    """Holds one predictor; answers (image, clicks) with (seconds per click, peak RSS in MB). A failure is sent
+    back as ``("error", message)``."""
+    try:
+        torch.set_grad_enabled(False)
+        start = time.perf_counter()
+        predictor = load_predictor(spec)
+        conn.send((time.perf_counter() - start, predictor.net.inference_precision, peak_rss_mb()))
+        while (job := conn.recv()) is not None:
+            conn.send((replay(predictor, *job), peak_rss_mb()))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class VariantWorker:
+    """A worker process for one variant (its own interpreter: no shared torch state, its own RSS)."""
+
+    TIMEOUT_S = 1800
+
     def __init__(self, spec: str) -> None:
         self.spec = spec
-        context = mp.get_context("spawn")  # a fresh interpreter: no shared torch state, own RSS
+        context = mp.get_context("spawn")
         self.conn, child = context.Pipe()
         self.proc = context.Process(target=_worker, args=(child, spec), daemon=True)
         self.proc.start()
@@ -90,9 +99,21 @@ class VariantWorker:
         self.later: list[float] = []
 
     def _receive(self):
-        if not self.conn.poll(1800):
-            raise RuntimeError(f"{self.spec}: no answer from the worker within 30 minutes")
-        return self.conn.recv()
+        deadline = time.monotonic() + self.TIMEOUT_S
+        while not self.conn.poll(1.0):
+            if not self.proc.is_alive():
+                raise RuntimeError(f"{self.spec}: the worker exited (code {self.proc.exitcode})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.spec}: no answer from the worker within {self.TIMEOUT_S} s")
+        message = self.conn.recv()
+        if isinstance(message, tuple) and message and message[0] == "error":
+            raise RuntimeError(f"{self.spec}: {message[1]}")
+        return message
+
+    def warm_up(self, image: np.ndarray, clicks) -> None:
+        """One untimed session: first-call allocations, lazy kernel builds."""
+        self.conn.send((image, clicks))
+        self._receive()
 
     def run(self, image: np.ndarray, clicks) -> None:
         self.conn.send((image, clicks))
@@ -122,17 +143,19 @@ def run(source: str, variants: list[str], data_root: Path, images: int, clicks: 
     skipped = {s: r for s in specs if (r := unavailable_reason(s))}
     runnable = [s for s in specs if s not in skipped]
     print(f"machine: {machine_line()}")
-    print(f"CPU flags used: {', '.join(sorted(cpu_flags() & {'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16', 'amx_int8'})) or 'none'}")
+    print(f"CPU flags used: {', '.join(sorted(cpu_flags() & REPORTED_FLAGS)) or 'none'}")
     print(f"default precision on this CPU: {default_precision('cpu')}")
     print(f"load average at start: {load_average()}")
-    sequences = click_sequences(load_predictor(specs[0]), samples, clicks)  # NoC clicks on the first variant
+    if not runnable:
+        print_results([], skipped, len(samples), clicks, rounds)
+        return []
+    sequences = click_sequences(load_predictor(runnable[0]), samples, clicks)  # NoC clicks on the first variant
     workers = []
     try:
         workers = [VariantWorker(s) for s in runnable]
-        for worker in workers:  # untimed: first-call allocations, lazy kernel builds
+        for worker in workers:
             for _ in range(warmup):
-                worker.conn.send((samples[0].image, sequences[0][:2]))
-                worker._receive()
+                worker.warm_up(samples[0].image, sequences[0][:2])
         for r in range(rounds):
             for i, (sample, sequence) in enumerate(zip(samples, sequences)):
                 shift = (r * len(samples) + i) % len(workers)
@@ -150,6 +173,10 @@ def run(source: str, variants: list[str], data_root: Path, images: int, clicks: 
 
 
 def print_results(results: list[dict], skipped: dict[str, str], images: int, clicks: int, rounds: int) -> None:
+    for spec, reason in skipped.items():
+        print(f"{spec}: not run: {reason}")
+    if not results:
+        return
     base = next((r for r in results if parse_spec(r["spec"]).option("precision") == "fp32"), results[0])
     rows = []
     for r in results:
@@ -157,7 +184,8 @@ def print_results(results: list[dict], skipped: dict[str, str], images: int, cli
                      f"{r['later']['p95']:.3f}", f"{r['later_min']:.3f}",
                      f"{base['later']['p50'] / r['later']['p50']:.2f}x",
                      f"{base['first']['p50'] / r['first']['p50']:.2f}x", f"{r['rss_mb']:.0f}", f"{r['load_s']:.1f}"])
-    rows += [[spec, "-", "not run: " + reason, "", "", "", "", "", "", ""] for spec, reason in skipped.items()]
+    rows += [[spec, "-", "not run: " + reason.replace("|", "/"), "", "", "", "", "", "", ""]
+             for spec, reason in skipped.items()]
     print_table(["variant", "precision", "first click p50 (s)", "later p50 (s)", "later p95 (s)", "later min (s)",
                  "later speed-up vs fp32", "first speed-up vs fp32", "peak RSS (MB)", "load (s)"], rows,
                 title=f"AdaptiveClick per-click latency on {images} GrabCut images x {clicks} clicks x {rounds} rounds "
@@ -197,7 +225,7 @@ def main(args) -> int:
         print(f"note: no {BASELINE_VARIANT} variant: ratios are to {specs[0]}")
     torch.set_grad_enabled(False)
     results = run(args.source, variants, args.data_root, args.images, args.clicks, args.rounds)
-    if args.http:
+    if args.http and results:
         from . import http_backend
 
         fastest = min(results, key=lambda r: r["later"]["p50"])["spec"]

@@ -2,17 +2,17 @@
 protocol's clicker.
 
 Paired comparison: the clicker answers the fp32 predictor; at every click the variant gets the very same inputs
-(clicks, previous probabilities and zoom-in region). Per click: mean |dp| of the
-probabilities, the IoU between the two masks (``p > 0.49``), and, because untrained weights give near-empty
-masks, the logits' mean |d| relative to their spread and the IoU of the two masks cut at the fp32 logits' median
-(half the image each: where the ranking of pixels, not only the far tails, must agree). With ``--noc`` each
+(clicks, previous probabilities and zoom-in region). Per click: mean |dp| of the probabilities, the IoU between the
+two masks (``p > 0.49``), and, because untrained weights give near-empty or near-full masks, the logits' mean |d|
+relative to their spread and the IoU of the two masks cut at the fp32 logits' median (half the image each: where
+the ranking of pixels, not only the far tails, must agree). With ``--noc`` each
 predictor also runs its own NoC loop (the evaluation's ``evaluate_predictor``) and the per-click mIoU curves and
 NoC@90 are compared: the criterion for trained weights (within 0.5 IoU points and 0.05 clicks).
 
 Untrained weights come in two kinds (``--weights``): ``default`` is ``random:base`` (the network's own
 initialisation: logits around -10, masks of a few percent of the image with very soft edges, so that any rounding
 moves their boundary) and ``seeded`` (every weight ~ N(0, 1/fan_in), norms ~ 1 + N(0, 0.01): well-conditioned
-activations, as the golden-output tests use, but masks that cover almost the whole image).
+activations through the depth of the network, like the weights of the golden-output tests).
 """
 from __future__ import annotations
 
@@ -194,12 +194,14 @@ def print_results(results: list[dict], noc: bool, weights: str) -> None:
             row += [f"{r['max_curve_gap_points']:.2f}", f"{r['noc90_ref']:.2f}", f"{r['noc90']:.2f}",
                     f"{r['noc90_gap']:.2f}"]
         rows.append(row)
-    print_table(headers, rows, title="Parity with fp32 eager (paired NoC clicks: same clicks, previous mask and region)")
+    print_table(headers, rows,
+                title="Parity with fp32 eager (paired NoC clicks: same clicks, previous mask and region)")
     ran = [r for r in results if "skipped" not in r]
     for spec in dict.fromkeys(r["spec"] for r in ran):
         mine = [r for r in ran if r["spec"] == spec]
         mean_iou = float(np.mean([r["mask_iou"] for r in mine]))
-        verdict = f"{spec}: mean mask IoU {mean_iou:.4f} ({'meets' if mean_iou >= IOU_TARGET else 'FAILS'} >= {IOU_TARGET})"
+        meets = "meets" if mean_iou >= IOU_TARGET else "FAILS"
+        verdict = f"{spec}: mean mask IoU {mean_iou:.4f} ({meets} >= {IOU_TARGET})"
         if noc:
             ok = all(r["max_curve_gap_points"] <= CURVE_TARGET_POINTS and r["noc90_gap"] <= NOC_TARGET for r in mine)
             verdict += f"; mIoU curve within {CURVE_TARGET_POINTS} points and NoC@90 within {NOC_TARGET}: " \

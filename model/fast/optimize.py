@@ -26,8 +26,8 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # fastest first (measured by `adaptiveclick benchmark cpu`: int8 ~2x, bf16 ~1.6x fp32 eager on a Zen 4 core pair)
 CPU_PREFERENCE = ("int8", "bf16", "fp32")
 # The CPU default is the fastest precision that runs natively here *and* has shown parity with fp32 (mean mask
-# IoU >= 0.99, `adaptiveclick benchmark cpu-parity`). Measured with untrained weights, neither bf16 (0.97-0.98)
-# nor int8 (~0.95) reaches it: untrained networks make soft-edged masks whose boundary any rounding moves. No
+# IoU >= 0.99, `adaptiveclick benchmark cpu-parity`). Measured with untrained weights, neither bf16 (~0.976)
+# nor int8 (~0.96) reaches it: untrained networks make soft-edged masks whose boundary any rounding moves. No
 # trained weights were available to measure; once a checkpoint shows parity (`cpu-parity --source W.pth --noc`),
 # add its precision here and it becomes the default.
 PARITY_MET = ("fp32",)
