@@ -44,3 +44,8 @@ def test_cli_rejects_bad_arguments(capsys):
     assert cpu_inference.main(args) == 2  # one click per image leaves no later click to time
     args.clicks, args.variants = 2, "precision=fp16"
     assert cpu_inference.main(args) == 2 and "precision='fp16'" in capsys.readouterr().out
+
+
+def test_a_worker_that_cannot_load_its_predictor_says_why(tmp_path):
+    with pytest.raises(RuntimeError, match="absent.pth"):
+        cpu_inference.VariantWorker(f"{tmp_path / 'absent.pth'}#precision=fp32")
