@@ -2,7 +2,7 @@
 
 The low-precision paths only pay where the CPU has the instructions: int8 needs VNNI (``avx512_vnni``,
 ``avx_vnni`` or AMX) for its u8 x s8 dot products, bf16 needs native bf16 dot products (``avx512_bf16`` or AMX);
-without them oneDNN emulates bf16 and is slower than fp32 (the reason a naive CPU autocast ran 30x slower).
+without them oneDNN emulates bf16 with fp32 arithmetic plus conversions, which is slower than fp32 itself.
 """
 from __future__ import annotations
 
