@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from model import parse_spec
+from model.files import atomic_write
 
 from .settings import Settings
 from .webhook import ProjectCounts, WebhookEvent
@@ -150,9 +151,8 @@ class FinetuneLauncher:
     @staticmethod
     def _reap(process: subprocess.Popen, folder: Path) -> None:
         code = process.wait()
-        tmp = folder / "exit.json.tmp"
-        tmp.write_text(json.dumps({"exit_code": code, "finished_at": datetime.now(timezone.utc).isoformat()}))
-        os.replace(tmp, folder / "exit.json")
+        outcome = {"exit_code": code, "finished_at": datetime.now(timezone.utc).isoformat()}
+        atomic_write(folder / "exit.json", lambda f: f.write(json.dumps(outcome).encode()))
         log = logger.info if code == 0 else logger.error
         log("fine-tune finished", extra={"folder": str(folder), "exit_code": code})
 

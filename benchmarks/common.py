@@ -3,12 +3,28 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 
 import numpy as np
 import torch
 
 # one home for where the datasets live (the evaluation's dataset registry)
 from evaluation.datasets import DATASETS_ENV, default_datasets_root  # noqa: F401  (re-exported)
+
+
+def replay_clicks(predictor, image: np.ndarray, clicks) -> list[float]:
+    """Seconds per click for one object: the first includes ``set_image``; each step gets its own previous
+    probabilities and ROI, as an annotation session would."""
+    times, probs, roi = [], None, None
+    start = time.perf_counter()
+    predictor.set_image(image)
+    for k in range(len(clicks)):
+        step = predictor.step(clicks[:k + 1], probs, roi)
+        probs, roi = step.probs, step.roi
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    return times
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from evaluation.datasets import GrabCutDataset
 from model import load_predictor, parse_spec
 from model.fast import PRECISIONS, cpu_flags, default_precision, precision_support
 
-from .common import machine_line, percentiles, print_table
+from .common import machine_line, percentiles, print_table, replay_clicks
 from .http_backend import click_sequences
 
 FIRST_CLICK_TARGET_S = 0.5
@@ -54,21 +54,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def replay(predictor, image: np.ndarray, clicks) -> list[float]:
-    """Seconds per click for one object: the first includes ``set_image``; each step gets its own previous
-    probabilities and ROI, as an annotation session would."""
-    times, probs, roi = [], None, None
-    start = time.perf_counter()
-    predictor.set_image(image)
-    for k in range(len(clicks)):
-        step = predictor.step(clicks[:k + 1], probs, roi)
-        probs, roi = step.probs, step.roi
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    return times
-
-
 def _worker(conn, spec: str) -> None:
     """Holds one predictor; answers (image, clicks) with (seconds per click, peak RSS in MB). A failure is sent
     back as ``("error", message)``."""
@@ -78,7 +63,7 @@ def _worker(conn, spec: str) -> None:
         predictor = load_predictor(spec)
         conn.send((time.perf_counter() - start, predictor.net.inference_precision, peak_rss_mb()))
         while (job := conn.recv()) is not None:
-            conn.send((replay(predictor, *job), peak_rss_mb()))
+            conn.send((replay_clicks(predictor, *job), peak_rss_mb()))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
 

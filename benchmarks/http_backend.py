@@ -32,7 +32,7 @@ from backend.rle import encode_rle
 from evaluation.datasets import GrabCutDataset
 from model import Clicker, load_predictor
 
-from .common import machine_line, percentiles, print_table
+from .common import machine_line, percentiles, print_table, replay_clicks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,20 +114,7 @@ def in_worker_thread(fn):
 
 def time_bare(predictor, image, clicks) -> list[float]:
     """Seconds per click on the bare predictor; the first includes set_image."""
-    return in_worker_thread(lambda: _time_bare(predictor, image, clicks))
-
-
-def _time_bare(predictor, image, clicks) -> list[float]:
-    times, probs, roi = [], None, None
-    start = time.perf_counter()
-    predictor.set_image(image)
-    for k in range(len(clicks)):
-        step = predictor.step(clicks[:k + 1], probs, roi)
-        probs, roi = step.probs, step.roi
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    return times
+    return in_worker_thread(lambda: replay_clicks(predictor, image, clicks))
 
 
 def time_http(session, backend_url, image_url, shape, clicks, task_id,

@@ -6,8 +6,6 @@ every dataset, so the datasets already evaluated survive a failure on a later on
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -15,6 +13,8 @@ from typing import Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from model.files import atomic_write
 
 from .metrics import DatasetResult
 
@@ -82,26 +82,14 @@ def plot_miou(results: Mapping[str, DatasetResult], title: str = "") -> Figure:
     return figure
 
 
-def _replace(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(out_dir: Path, results: Mapping[str, DatasetResult], facts: Sequence[str],
                  title: str = "") -> list[Path]:
     """Write the three files into ``out_dir`` (created if needed); returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table, data, plot = out_dir / RESULTS_TABLE, out_dir / RESULTS_JSON, out_dir / MIOU_PLOT
-    _replace(table, lambda f: f.write(results_markdown(results, facts).encode()))
-    _replace(data, lambda f: f.write((json.dumps(results_json(results), indent=1) + "\n").encode()))
+    atomic_write(table, lambda f: f.write(results_markdown(results, facts).encode()))
+    atomic_write(data, lambda f: f.write((json.dumps(results_json(results), indent=1) + "\n").encode()))
     figure = plot_miou(results, title)
-    _replace(plot, lambda f: figure.savefig(f, format="png"))
+    atomic_write(plot, lambda f: figure.savefig(f, format="png"))
     return [table, data, plot]

@@ -34,6 +34,8 @@ from urllib.request import url2pathname
 import cv2
 import numpy as np
 
+from model.files import atomic_write
+
 from .data import MIN_OBJECT_AREA, CachedImageRecord
 
 log = logging.getLogger(__name__)
@@ -358,9 +360,7 @@ def _save(out: Path, task_id, image: np.ndarray, masks: list[np.ndarray]) -> Cac
 
 def write_manifest(out: Path, records: list[CachedImageRecord], report: ImportReport) -> None:
     manifest = {"records": [asdict(r) for r in records], "report": report.to_json()}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    os.replace(tmp, out / MANIFEST)
+    atomic_write(out / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1, default=str).encode()))
 
 
 def read_manifest(out_dir: str | Path) -> tuple[list[CachedImageRecord], dict]:

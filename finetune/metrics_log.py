@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from model.files import atomic_write
+
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "metrics.png"
 STATUS_FILE = "status.json"
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(value, indent=1, default=str).encode()))
 
 
 class MetricsLog:
@@ -50,9 +50,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Keep only entries up to ``step`` (resume from a checkpoint taken at ``step``)."""
         kept = [e for e in self.read() if int(e.get("step", 0)) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda f: f.write("".join(json.dumps(e) + "\n" for e in kept).encode()))
 
     def plot(self, path: str | Path | None = None) -> Path:
         """Loss and validation NoC against the step, as a PNG."""

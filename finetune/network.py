@@ -14,8 +14,6 @@ the architecture, so that :func:`model.load_adaptiveclick` (and hence the backen
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 from model import AdaptiveClick, AdaptiveClickConfig, build_adaptiveclick, load_adaptiveclick, load_mae_backbone
 from model.build import CONFIGS
 from model.checkpoint import ARCHITECTURE_KEY, recorded_architecture
+from model.files import atomic_write
 
 TINY_CONFIG = AdaptiveClickConfig(
     "tiny", patch_size=16, embed_dim=96, depth=4, num_heads=3, fpn_dims=(32, 64, 96, 128), conv_dim=64,
@@ -90,21 +89,7 @@ def freeze_unused(net: AdaptiveClick) -> None:
 def atomic_torch_save(obj, path: str | Path) -> None:
     """``torch.save`` to a temporary file next to ``path``, fsync, then rename over it: a crash at any moment
     leaves either the previous file or the new one, never a truncated one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the result is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def save_weights(net: AdaptiveClick, path: str | Path, info: dict | None = None) -> Path:

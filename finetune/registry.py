@@ -67,6 +67,8 @@ class VersionInfo:
 
 
 def sha256_file(path: str | Path) -> str:
+    # model.files.sha256_of does the same, but importing the model package would pull in torch, which this
+    # module (read by the backend's poller and by tools) deliberately avoids.
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -11,7 +11,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import urllib.parse
 import urllib.request
 from collections import OrderedDict
@@ -22,6 +21,7 @@ import torch
 
 from .adaptiveclick import AdaptiveClick
 from .build import CONFIGS, AdaptiveClickConfig, build_adaptiveclick
+from .files import atomic_write, sha256_of
 from .vit import resize_pos_embed
 
 log = logging.getLogger(__name__)
@@ -64,26 +64,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "adaptiveclick")
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_download(write_to: Path, fetch) -> None:
-    write_to.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=write_to.parent, prefix=write_to.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fetch(out)
-        os.replace(tmp, write_to)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch_weights(source: str | Path, sha256: str | None = None) -> Path:
     """A local path for ``source`` (downloaded once into the cache for URLs and s3 URIs), checked against
     ``sha256`` when given."""
@@ -96,7 +76,7 @@ def fetch_weights(source: str | Path, sha256: str | None = None) -> Path:
             local.unlink()
         if not local.exists():
             log.info("downloading weights", extra={"source": source, "to": str(local)})
-            _atomic_download(local, lambda out: _download(source, scheme, out))
+            atomic_write(local, lambda out: _download(source, scheme, out))
     else:
         local = Path(source).expanduser()
         if not local.is_file():
