@@ -14,6 +14,9 @@ literals; runs of 2..8, 9..16, 17..256 with the 3/4/8-bit sizes; longer runs in 
 """
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -23,6 +26,8 @@ WORD_SIZE = 8
 CHANNELS = 4  # RGBA
 MAX_CHUNK = 1 << 16  # the longest run one 16-bit token can hold
 BOOL_CHUNK = 1 << 20  # pixels per step of the bool change search (128 KiB of packed bits)
+PARALLEL_MIN_PIXELS = 1 << 22  # below ~4 Mpx a second thread costs more than it saves
+MAX_SEARCH_THREADS = 4
 
 
 class RleError(ValueError):
@@ -70,14 +75,53 @@ def _byte_changes(values: np.ndarray) -> np.ndarray:
 
 
 def _bool_changes(flat: np.ndarray) -> np.ndarray:
-    """Like :func:`_byte_changes` for a bool array, on packed bits (8x less memory traffic, most of the encoder's
-    time on a large mask), in chunks whose temporaries stay below malloc's mmap threshold: freshly mapped pages
-    would cost more in page faults than the arithmetic."""
-    found = []
-    for start in range(0, flat.size, BOOL_CHUNK):
+    """Like :func:`_byte_changes` for a bool array. The search is most of the encoder's time on a large mask and
+    numpy releases the GIL while it runs, so a large mask is split into one contiguous part per core, searched
+    side by side (a 4K mask: ~25% less time on two cores)."""
+    parts = _search_threads() if flat.size >= PARALLEL_MIN_PIXELS else 1
+    if parts == 1:
+        return _bool_changes_in(flat, 0, flat.size)
+    bounds = np.linspace(0, flat.size, parts + 1).astype(np.int64)
+    pool = _search_pool(parts)
+    found = [pool.submit(_bool_changes_in, flat, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    return np.concatenate([_bool_changes_in(flat, 0, int(bounds[1]))] + [f.result() for f in found])
+
+
+def _bool_changes_in(flat: np.ndarray, begin: int, end: int) -> np.ndarray:
+    """Changes at indices ``begin <= i < end`` (``i >= 1``), on packed bits (8x less memory traffic), in chunks
+    whose temporaries stay below malloc's mmap threshold: freshly mapped pages would cost more in page faults than
+    the arithmetic."""
+    found = [np.empty(0, np.int64)]
+    for start in range(begin, end, BOOL_CHUNK):
         lo = max(start - 1, 0)  # one pixel of overlap: the predecessor of the chunk's first pixel
-        found.append(_packed_changes(flat[lo:start + BOOL_CHUNK]) + lo)
+        found.append(_packed_changes(flat[lo:min(start + BOOL_CHUNK, end)]) + lo)
     return np.concatenate(found)
+
+
+def _search_threads() -> int:
+    return max(1, min(MAX_SEARCH_THREADS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _search_pool(parts: int) -> ThreadPoolExecutor:
+    """The helper threads (created on first use, so never inherited half-alive by a forked worker)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="rle")
+        return _pool
+
+
+def _forget_pool() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _packed_changes(flat: np.ndarray) -> np.ndarray:

@@ -2,6 +2,10 @@
 masks, including the edge cases of the format (runs of exactly 8/16/256/65536 bytes, byte-aligned streams)."""
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from label_studio_sdk.converter import brush
 
+from backend import rle
 from backend.rle import RleError, decode_rle, decode_values, encode_rle
 from evaluation.datasets import GrabCutDataset
 
@@ -60,15 +65,42 @@ def test_uint8_values_are_kept():
     check_roundtrip(mask)
 
 
-def test_large_mask_uses_chunked_change_search():
-    """Bigger than one 2^19-pixel chunk, with changes right at chunk borders."""
-    mask = np.zeros((1024, 1100), bool)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_large_mask_change_search_in_chunks_and_threads(monkeypatch, threads):
+    """Several change-search chunks and (with threads > 1) parts searched side by side, with changes right at
+    the chunk and part borders: the same bytes as the sdk whichever way the search is split."""
+    monkeypatch.setattr(rle, "_search_threads", lambda: threads)
+    monkeypatch.setattr(rle, "PARALLEL_MIN_PIXELS", 1)
+    mask = np.zeros((2048, 1500), bool)
     flat = mask.reshape(-1)
-    for border in (1 << 19, 2 << 19):
+    borders = [k * rle.BOOL_CHUNK for k in (1, 2)] + [int(b) for b in np.linspace(0, flat.size, threads + 1)[1:-1]]
+    for border in borders:
         flat[border - 1] = True
         flat[border + 1: border + 9] = True
     flat[-5:] = True
+    expected = rle._byte_changes(flat.view(np.uint8))
+    np.testing.assert_array_equal(rle._bool_changes(flat), expected)
     check_roundtrip(mask)
+
+
+def test_forked_worker_gets_its_own_search_threads(monkeypatch):
+    """gunicorn forks workers: a child must not wait on helper threads that only exist in its parent."""
+    monkeypatch.setattr(rle, "_search_threads", lambda: 2)
+    monkeypatch.setattr(rle, "PARALLEL_MIN_PIXELS", 1)
+    mask = np.zeros((1024, 1024), bool)
+    mask[100:900, 200:700] = True
+    expected = encode_rle(mask)  # the parent's pool now exists
+    pid = os.fork()
+    if pid == 0:  # the child: exit status tells the parent whether it encoded the same bytes
+        os._exit(0 if encode_rle(mask) == expected else 1)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung encoding a mask")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
 def test_real_masks(data_root):
