@@ -25,7 +25,8 @@ RLE_SIZES = (3, 4, 8, 16)
 WORD_SIZE = 8
 CHANNELS = 4  # RGBA
 MAX_CHUNK = 1 << 16  # the longest run one 16-bit token can hold
-BOOL_CHUNK = 1 << 20  # pixels per step of the bool change search (128 KiB of packed bits)
+BOOL_CHUNK = 1 << 22  # pixels per step of the bool change search (512 KiB packed; a multiple of 64)
+LE_WORD = np.dtype("<u8")  # the packed search's 64-pixel words, little-endian whatever the machine
 PARALLEL_MIN_PIXELS = 1 << 22  # below ~4 Mpx a second thread costs more than it saves
 MAX_SEARCH_THREADS = 4
 
@@ -60,13 +61,13 @@ def encode_rle(mask: np.ndarray) -> list[int]:
         raise ValueError(f"mask of {flat.size} pixels is too large for the 32-bit RLE header")
     header = np.frombuffer(_header_bits(count).encode(), dtype=np.uint8) - ord("0")
     if flat.size == 0:
-        return _pack(header).tolist()
+        return list(_pack(header).tobytes())
     # runs of equal pixels; every pixel covers 4 equal bytes, so byte runs are pixel runs times 4
     starts = np.concatenate(([0], _bool_changes(flat) if flat.dtype == bool else _byte_changes(flat)))
     lengths = np.diff(np.concatenate((starts, [flat.size]))).astype(np.int64) * CHANNELS
     run_values = flat[starts].astype(np.uint64) * np.uint64(255 if flat.dtype == bool else 1)
     codes, widths = _tokens(lengths, run_values)
-    return _pack(np.concatenate((header, _bits(codes, widths)))).tolist()
+    return list(_pack(np.concatenate((header, _bits(codes, widths)))).tobytes())
 
 
 def _byte_changes(values: np.ndarray) -> np.ndarray:
@@ -77,24 +78,24 @@ def _byte_changes(values: np.ndarray) -> np.ndarray:
 def _bool_changes(flat: np.ndarray) -> np.ndarray:
     """Like :func:`_byte_changes` for a bool array. The search is most of the encoder's time on a large mask and
     numpy releases the GIL while it runs, so a large mask is split into one contiguous part per core, searched
-    side by side (a 4K mask: ~25% less time on two cores)."""
+    side by side."""
     parts = _search_threads() if flat.size >= PARALLEL_MIN_PIXELS else 1
     if parts == 1:
         return _bool_changes_in(flat, 0, flat.size)
-    bounds = np.linspace(0, flat.size, parts + 1).astype(np.int64)
+    # part borders on whole words of the packed search, so that only the mask's last word needs padding
+    bounds = [0] + [flat.size * k // parts // 64 * 64 for k in range(1, parts)] + [flat.size]
     pool = _search_pool(parts)
-    found = [pool.submit(_bool_changes_in, flat, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-    return np.concatenate([_bool_changes_in(flat, 0, int(bounds[1]))] + [f.result() for f in found])
+    found = [pool.submit(_bool_changes_in, flat, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    return np.concatenate([_bool_changes_in(flat, 0, bounds[1])] + [f.result() for f in found])
 
 
 def _bool_changes_in(flat: np.ndarray, begin: int, end: int) -> np.ndarray:
-    """Changes at indices ``begin <= i < end`` (``i >= 1``), on packed bits (8x less memory traffic), in chunks
-    whose temporaries stay below malloc's mmap threshold: freshly mapped pages would cost more in page faults than
-    the arithmetic."""
+    """Changes at indices ``begin <= i < end`` (``i >= 1``), in chunks that bound the temporaries' size."""
     found = [np.empty(0, np.int64)]
     for start in range(begin, end, BOOL_CHUNK):
-        lo = max(start - 1, 0)  # one pixel of overlap: the predecessor of the chunk's first pixel
-        found.append(_packed_changes(flat[lo:min(start + BOOL_CHUNK, end)]) + lo)
+        if start and flat[start] != flat[start - 1]:  # the change into the chunk's first pixel
+            found.append(np.array([start], np.int64))
+        found.append(_packed_changes(flat[start:min(start + BOOL_CHUNK, end)]) + start)
     return np.concatenate(found)
 
 
@@ -125,16 +126,24 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _packed_changes(flat: np.ndarray) -> np.ndarray:
-    packed = np.packbits(flat)  # pixel 8j+t is bit 7-t of byte j; the tail is zero padding
-    # XOR every bit with its predecessor: shift the bit stream right by one across byte boundaries
-    diff = packed >> 1
-    diff[1:] |= packed[:-1] << 7
-    diff ^= packed
-    diff[0] &= 0x7F  # pixel 0 has no predecessor
-    byte_index = np.flatnonzero(diff.view(bool))  # nonzero on bool is numpy's fast path
-    rows, bit = np.nonzero(np.unpackbits(diff[byte_index]).reshape(-1, 8))
-    positions = byte_index[rows] * 8 + bit
-    return positions[positions < flat.size]  # a change into the zero padding is no change
+    """Indices ``i >= 1`` with ``flat[i] != flat[i - 1]`` (``flat`` 1-D bool), on the mask packed 64 pixels to a
+    word: 8x less memory traffic than comparing bytes, and whole-word shifts that numpy vectorises."""
+    packed = np.packbits(flat, bitorder="little")  # pixel 8j+t is bit t of byte j
+    if packed.size % 8:
+        packed = np.concatenate((packed, np.zeros(8 - packed.size % 8, np.uint8)))  # zero tail
+    words = packed.view(LE_WORD)  # pixel 64i+t is bit t of word i
+    # XOR every bit with its predecessor: shift the bit stream by one, carrying the top bit into the next word
+    diff = words << np.uint64(1)
+    diff[1:] |= words[:-1] >> np.uint64(63)
+    diff ^= words
+    diff[0] &= ~np.uint64(1)  # pixel 0 has no predecessor here
+    word_index = np.flatnonzero(diff != 0)  # (a bool array is numpy's fast nonzero path)
+    changed = diff[word_index].view(np.uint8)  # byte k of a word holds its pixels 8k..8k+7
+    byte_index = np.flatnonzero(changed)
+    rows, bit = np.nonzero(np.unpackbits(changed[byte_index], bitorder="little").reshape(-1, 8))
+    byte_at = byte_index[rows]
+    positions = word_index[byte_at // 8] * 64 + byte_at % 8 * 8 + bit
+    return positions[positions < flat.size]  # a change into the zero tail is no change
 
 
 def _tokens(lengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

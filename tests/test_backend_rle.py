@@ -65,15 +65,18 @@ def test_uint8_values_are_kept():
     check_roundtrip(mask)
 
 
+@pytest.mark.parametrize("shape", [(2048, 1500), (2047, 1501)])  # whole 64-pixel words, and a ragged tail
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_large_mask_change_search_in_chunks_and_threads(monkeypatch, threads):
+def test_large_mask_change_search_in_chunks_and_threads(monkeypatch, threads, shape):
     """Several change-search chunks and (with threads > 1) parts searched side by side, with changes right at
     the chunk and part borders: the same bytes as the sdk whichever way the search is split."""
     monkeypatch.setattr(rle, "_search_threads", lambda: threads)
     monkeypatch.setattr(rle, "PARALLEL_MIN_PIXELS", 1)
-    mask = np.zeros((2048, 1500), bool)
+    monkeypatch.setattr(rle, "BOOL_CHUNK", 1 << 18)
+    mask = np.zeros(shape, bool)
     flat = mask.reshape(-1)
-    borders = [k * rle.BOOL_CHUNK for k in (1, 2)] + [int(b) for b in np.linspace(0, flat.size, threads + 1)[1:-1]]
+    parts = [flat.size * k // threads for k in range(1, threads)]
+    borders = [k * rle.BOOL_CHUNK for k in (1, 2)] + parts + [p // 64 * 64 for p in parts] + [flat.size - 64]
     for border in borders:
         flat[border - 1] = True
         flat[border + 1: border + 9] = True
