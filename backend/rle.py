@@ -27,7 +27,7 @@ CHANNELS = 4  # RGBA
 MAX_CHUNK = 1 << 16  # the longest run one 16-bit token can hold
 BOOL_CHUNK = 1 << 22  # pixels per step of the bool change search (512 KiB packed; a multiple of 64)
 LE_WORD = np.dtype("<u8")  # the packed search's 64-pixel words, little-endian whatever the machine
-PARALLEL_MIN_PIXELS = 1 << 22  # below ~4 Mpx a second thread costs more than it saves
+PARALLEL_MIN_PIXELS = 1 << 22  # smaller masks take a fraction of a millisecond: not worth a thread hand-off
 MAX_SEARCH_THREADS = 4
 
 
@@ -100,8 +100,9 @@ def _bool_changes_in(flat: np.ndarray, begin: int, end: int) -> np.ndarray:
 
 
 def _search_threads() -> int:
-    return max(1, min(MAX_SEARCH_THREADS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1))
+    """The cores this process may run on (at most MAX_SEARCH_THREADS)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(MAX_SEARCH_THREADS, cores)
 
 
 _pool: ThreadPoolExecutor | None = None
