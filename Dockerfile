@@ -28,7 +28,6 @@ ARG VARIANT
 # supports, plus PTX for later ones. Fewer architectures build faster.
 ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 ARG TORCH_VERSION=2.14.1
-ARG TORCHVISION_VERSION=0.29.1
 ARG TORCH_INDEX_CPU=https://download.pytorch.org/whl/cpu
 ARG TORCH_INDEX_CUDA=https://download.pytorch.org/whl/cu130
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -48,7 +47,7 @@ ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 # torch first, from PyTorch's index for the variant (the CPU wheel is a fraction of the CUDA one); the project's
 # `torch==2.14.1` pin is then already met by 2.14.1+cpu / 2.14.1+cu130.
 RUN if [ "$VARIANT" = cuda ]; then index="$TORCH_INDEX_CUDA"; else index="$TORCH_INDEX_CPU"; fi \
-    && python -m pip install --index-url "$index" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+    && python -m pip install --index-url "$index" "torch==${TORCH_VERSION}"
 
 WORKDIR /src
 COPY pyproject.toml README.md cli.py ./
@@ -57,6 +56,8 @@ COPY ops ops
 COPY evaluation evaluation
 COPY backend backend
 COPY finetune finetune
+COPY labelstudio labelstudio
+COPY storage storage
 COPY benchmarks benchmarks
 RUN python -m pip install .
 

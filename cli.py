@@ -1,4 +1,9 @@
-"""``adaptiveclick``: the one console command. Subcommands live with the part they drive."""
+"""``adaptiveclick``: the one console command. Subcommands live with the part they drive.
+
+The parser is built lazily: ``adaptiveclick --help`` imports no subcommand, and ``adaptiveclick CMD ...`` imports
+only CMD's module, whose argument set-up imports nothing heavy (torch is imported when a command runs).
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -7,27 +12,42 @@ import sys
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
-    "benchmark": ("benchmarks.cli", "print latency/speed figures (predictor, MSDA kernels, HTTP backend)"),
     "serve": ("backend.server", "run the Label Studio ML backend (gunicorn, default 0.0.0.0:9090)"),
     "evaluate": ("evaluation.cli", "NoC evaluation of a predictor on GrabCut, Berkeley, DAVIS, ... (tables, plots)"),
     "finetune": ("finetune.cli", "fine-tune on Label Studio annotations or datasets, validate by NoC, publish"),
+    "benchmark": ("benchmarks.cli", "print latency/speed figures (predictor, MSDA kernels, HTTP backend, CPU)"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of ``command`` only (every subcommand is listed either way)."""
     parser = argparse.ArgumentParser(prog="adaptiveclick", description="AdaptiveClick interactive segmentation")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
+        if name != command:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
         module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        parsed = sub.add_parser(
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(parsed)
+        parsed.set_defaults(_run=module.run)
     return parser
 
 
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word that is not an option), if it is one."""
+    first = next((word for word in argv if not word.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(chosen_command(argv)).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

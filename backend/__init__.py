@@ -1,5 +1,7 @@
-"""The Label Studio ML backend: Flask app, protocol parsing, brush RLE, image fetching, session cache.
+"""The Label Studio ML backend: the serving stack, thin Flask routes, the segmentation service, the session cache,
+the model holder and its registry watcher, the fine-tune job launcher, and the CVAT interactor.
 
-Entry points: :func:`backend.app.create_app` (the WSGI app), ``adaptiveclick serve`` (:mod:`backend.server`).
-:mod:`backend.rle` and :mod:`backend.images` are also used outside requests (fine-tuning reads LS exports).
+Entry points: :func:`backend.app.create_app` (the WSGI app), ``adaptiveclick serve`` (:mod:`backend.server`),
+:class:`backend.cvat.Interactor` (the CVAT nuclio function's handler). Label Studio's protocol, media and RLE live
+in :mod:`labelstudio`; the model registry in :mod:`storage`.
 """

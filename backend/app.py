@@ -4,6 +4,7 @@ Routes (label-studio-ml 2.x): ``GET /`` and ``GET /health``, ``POST /setup``, ``
 plus ``GET /metrics`` (Prometheus). Errors are JSON ``{"error": message}`` with a 4xx status for anything the
 client can fix; the process keeps serving after any of them.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -16,14 +17,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
 from werkzeug.exceptions import HTTPException
 
-from model import Predictor, PredictorSpec, load_predictor, parse_spec
+from labelstudio.errors import BadRequest, RequestError
+from labelstudio.media import ImageFetcher
+from labelstudio.protocol import PreannotationRequest, mask_prediction, parse_predict_request, parse_setup_request
+from model.loading import load_predictor
+from model.predictor import Predictor
+from model.spec import parse_spec
 
 from .cache import SessionCache
-from .errors import BackendError, BadRequest
-from .images import ImageFetcher
 from .metrics import Metrics
 from .model_holder import ModelHolder
-from .protocol import parse_predict_request, parse_setup_request, project_id
 from .registry_watcher import RegistryWatcher
 from .service import SegmentationService
 from .settings import Settings
@@ -35,9 +38,13 @@ logger = logging.getLogger("backend.app")
 MAX_BODY_BYTES = 64 << 20  # interactive requests carry the task with its annotations and drafts (brush RLEs)
 
 
-def create_app(settings: Settings | None = None, predictor: Predictor | None = None,
-               fetcher: ImageFetcher | None = None, webhook_handler: Handler | None = None,
-               watch_registry: bool = False) -> Flask:
+def create_app(
+    settings: Settings | None = None,
+    predictor: Predictor | None = None,
+    fetcher: ImageFetcher | None = None,
+    webhook_handler: Handler | None = None,
+    watch_registry: bool = False,
+) -> Flask:
     """Build the app. Without ``predictor`` it loads ``settings.predictor`` (call this in the serving process,
     after any fork). ``fetcher`` and ``webhook_handler`` replace the defaults (tests); the default webhook handler
     starts fine-tune jobs. ``watch_registry`` starts the hot-swap watcher on the model registry."""
@@ -47,13 +54,19 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         predictor = load_predictor(settings.predictor, device=device)
     holder = ModelHolder(predictor)
     cache = SessionCache(settings.cache_bytes)
-    service = SegmentationService(holder, cache, fetcher or ImageFetcher.from_settings(settings), settings.threshold)
+    service = SegmentationService(
+        holder, cache, fetcher or ImageFetcher.from_settings(settings.label_studio), settings.threshold
+    )
     metrics = Metrics()
     metrics.set_model_version(holder.version)
-    watcher = RegistryWatcher(holder, settings.registry_uri, _with_device(settings.predictor, device),
-                              settings.registry_poll_seconds,
-                              on_swap=lambda version: (metrics.model_swaps.inc(), metrics.set_model_version(version)),
-                              on_reject=lambda version, reason: metrics.model_rejections.inc())
+    watcher = RegistryWatcher(
+        holder,
+        settings.registry_uri,
+        _with_device(settings.predictor, device),
+        settings.registry_poll_seconds,
+        on_swap=metrics.record_swap,
+        on_reject=lambda version, reason: metrics.model_rejections.inc(),
+    )
     launcher = FinetuneLauncher(settings, has_registry_version=lambda: _has_current(watcher))
     webhooks = WebhookDispatcher(webhook_handler or launcher.handle_event)
     metrics.add_collector(lambda: _scrape_time_metrics(cache, webhooks))
@@ -62,17 +75,27 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.extensions["adaptiveclick"] = {"settings": settings, "holder": holder, "cache": cache, "service": service,
-                                       "webhooks": webhooks, "metrics": metrics, "watcher": watcher,
-                                       "launcher": launcher}
+    app.extensions["adaptiveclick"] = {
+        "settings": settings,
+        "holder": holder,
+        "cache": cache,
+        "service": service,
+        "webhooks": webhooks,
+        "metrics": metrics,
+        "watcher": watcher,
+        "launcher": launcher,
+    }
 
     @app.before_request
     def _start():
         g.start = time.perf_counter()
         g.log = {}
         if settings.basic_auth and not _authorized(settings.basic_auth):
-            return _error("authentication required: this backend expects HTTP Basic auth", 401,
-                          {"WWW-Authenticate": 'Basic realm="adaptiveclick"'})
+            return _error(
+                "authentication required: this backend expects HTTP Basic auth",
+                401,
+                {"WWW-Authenticate": 'Basic realm="adaptiveclick"'},
+            )
         return None
 
     @app.after_request
@@ -83,13 +106,21 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         metrics.latency.labels(endpoint).observe(seconds)
         level = logging.WARNING if response.status_code >= 400 else logging.INFO
         if endpoint not in ("/metrics", "/health") or response.status_code >= 400:
-            logger.log(level, "request", extra={"method": request.method, "path": request.path,
-                                                "status": response.status_code, "ms": round(seconds * 1e3, 1),
-                                                **g.get("log", {})})
+            logger.log(
+                level,
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1e3, 1),
+                    **g.get("log", {}),
+                },
+            )
         return response
 
-    @app.errorhandler(BackendError)
-    def _backend_error(exc: BackendError):
+    @app.errorhandler(RequestError)
+    def _request_error(exc: RequestError):
         return _error(exc.message, exc.status_code)
 
     @app.errorhandler(HTTPException)
@@ -109,23 +140,34 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
 
     @app.post("/setup")
     def setup():
-        project, _ = parse_setup_request(_json_body())
-        g.log.update(project=project)
+        parsed = parse_setup_request(_json_body())
+        g.log.update(project=parsed.project)
         return jsonify({"model_version": holder.version})
 
     @app.post("/predict")
     def predict():
         parsed = parse_predict_request(_json_body())
-        outcome = service.predict(parsed)
-        metrics.model_latency.observe(outcome.seconds_model)
-        metrics.network_runs.inc(outcome.network_runs)
-        metrics.cached_clicks.inc(outcome.cached_clicks)
-        g.log.update(project=project_id(parsed.project), clicks=outcome.clicks, network_runs=outcome.network_runs,
-                     cached_clicks=outcome.cached_clicks, image_cached=outcome.image_cached,
-                     model_ms=round(outcome.seconds_model * 1e3, 1), model_version=outcome.model_version)
-        response = jsonify({"results": outcome.results, "model_version": outcome.model_version})
+        if isinstance(parsed, PreannotationRequest):  # nothing to segment without prompts
+            g.log.update(project=parsed.project, tasks=len(parsed.tasks))
+            return jsonify({"results": [], "model_version": holder.version})
+        segmentation = service.segment(parsed)
+        metrics.model_latency.observe(segmentation.seconds_model)
+        metrics.network_runs.inc(segmentation.network_runs)
+        metrics.cached_clicks.inc(segmentation.cached_clicks)
+        g.log.update(
+            project=parsed.project,
+            task=parsed.task_id,
+            clicks=segmentation.clicks,
+            network_runs=segmentation.network_runs,
+            cached_clicks=segmentation.cached_clicks,
+            image_cached=segmentation.image_cached,
+            model_ms=round(segmentation.seconds_model * 1e3, 1),
+            model_version=segmentation.model_version,
+        )
+        prediction = mask_prediction(parsed, segmentation.mask, segmentation.score, segmentation.model_version)
+        response = jsonify({"results": [prediction], "model_version": segmentation.model_version})
         # the predictor's share of the request, so clients can tell model time from server overhead
-        response.headers["Server-Timing"] = f"model;dur={outcome.seconds_model * 1e3:.2f}"
+        response.headers["Server-Timing"] = f"model;dur={segmentation.seconds_model * 1e3:.2f}"
         return response
 
     @app.post("/webhook")
@@ -140,8 +182,13 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
 
     @app.get("/jobs")
     def jobs():
-        return jsonify({"jobs": [launcher.status(p).to_json() for p in launcher.projects()],
-                        "registry": watcher.registry.uri, "rejected_versions": watcher.rejected})
+        return jsonify(
+            {
+                "jobs": [launcher.status(p).to_json() for p in launcher.projects()],
+                "registry": watcher.registry.uri,
+                "rejected_versions": watcher.rejected,
+            }
+        )
 
     @app.get("/jobs/<int:project>")
     def job(project: int):
@@ -159,7 +206,7 @@ def _with_device(spec: str, device: str | None) -> str:
     """The served spec with the device the backend was told to use, so new versions land on it too."""
     parsed = parse_spec(spec)
     if device and not parsed.is_baseline:
-        return str(PredictorSpec(parsed.source, {**parsed.options, "device": device}))
+        return str(parsed.with_options(device=device))
     return spec
 
 
@@ -192,15 +239,18 @@ def _error(message: str, status: int, headers: dict | None = None):
 
 def _scrape_time_metrics(cache: SessionCache, webhooks: WebhookDispatcher) -> list[GaugeMetricFamily]:
     stats = cache.stats()
-    cache_bytes = GaugeMetricFamily("adaptiveclick_cache_bytes", "Bytes held by the session cache",
-                                    value=stats["bytes"])
-    cache_entries = GaugeMetricFamily("adaptiveclick_cache_entries", "Entries in the session cache",
-                                      value=stats["entries"])
+    cache_bytes = GaugeMetricFamily(
+        "adaptiveclick_cache_bytes", "Bytes held by the session cache", value=stats["bytes"]
+    )
+    cache_entries = GaugeMetricFamily(
+        "adaptiveclick_cache_entries", "Entries in the session cache", value=stats["entries"]
+    )
     hits = GaugeMetricFamily("adaptiveclick_cache_lookups", "Session cache lookups by outcome", labels=["outcome"])
     hits.add_metric(["hit"], stats["hits"])
     hits.add_metric(["miss"], stats["misses"])
-    annotations = GaugeMetricFamily("adaptiveclick_project_annotations",
-                                    "Annotation events per project since start", labels=["project", "kind"])
+    annotations = GaugeMetricFamily(
+        "adaptiveclick_project_annotations", "Annotation events per project since start", labels=["project", "kind"]
+    )
     for project, counts in sorted(webhooks.all_counts().items()):
         for kind in ("created", "updated", "deleted", "annotations", "training_requests"):
             annotations.add_metric([str(project), kind], getattr(counts, kind))

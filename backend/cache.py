@@ -7,18 +7,19 @@ its clicks and runs the network only for the clicks after it (one run for a new 
 unchanged click when a click was moved or removed). Model versions key the entries, so a swapped model never
 reuses its predecessor's masks.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 import numpy as np
 
-from model.zoom_in import Roi
+from model.clicks import Click
+from model.prediction import Roi
 
-ClickKey = tuple[int, int, bool]  # (y, x, is_positive) in image pixels
 ENTRY_OVERHEAD = 512  # bytes charged per entry beyond its arrays (keys, dict slots)
 
 
@@ -104,8 +105,9 @@ class SessionCache:
 
     # -- interaction steps -----------------------------------------------------------------------------------
 
-    def longest_prefix(self, model_version: str, image_key: Hashable,
-                       clicks: Sequence[ClickKey]) -> tuple[int, StepState | None]:
+    def longest_prefix(
+        self, model_version: str, image_key: Hashable, clicks: Sequence[Click]
+    ) -> tuple[int, StepState | None]:
         """``(n, state)`` for the longest cached ``clicks[:n]`` (``(0, None)`` when none is cached)."""
         clicks = tuple(clicks)
         for n in range(len(clicks), 0, -1):
@@ -118,11 +120,15 @@ class SessionCache:
             self.misses += 1
         return 0, None
 
-    def put_step(self, model_version: str, image_key: Hashable, clicks: Sequence[ClickKey],
-                 state: StepState) -> None:
+    def put_step(self, model_version: str, image_key: Hashable, clicks: Sequence[Click], state: StepState) -> None:
         state.probs.setflags(write=False)
         self.put(("step", model_version, image_key, tuple(clicks)), state, state.nbytes)
 
     def stats(self) -> dict[str, int]:
-        return {"bytes": self._bytes, "entries": len(self._entries), "hits": self.hits, "misses": self.misses,
-                "evictions": self.evictions}
+        return {
+            "bytes": self._bytes,
+            "entries": len(self._entries),
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+        }

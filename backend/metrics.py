@@ -1,7 +1,8 @@
 """Prometheus metrics of one app instance (its own registry, so several apps can live in one process)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -12,24 +13,46 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("adaptiveclick_http_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "method", "status"], registry=self.registry)
-        self.latency = Histogram("adaptiveclick_http_request_seconds", "HTTP request latency by endpoint",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.model_latency = Histogram("adaptiveclick_model_seconds", "Predictor time per /predict request",
-                                       buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "adaptiveclick_http_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "adaptiveclick_http_request_seconds",
+            "HTTP request latency by endpoint",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_latency = Histogram(
+            "adaptiveclick_model_seconds",
+            "Predictor time per /predict request",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.network_runs = Counter("adaptiveclick_network_runs", "Predictor steps run", registry=self.registry)
-        self.cached_clicks = Counter("adaptiveclick_cached_clicks", "Clicks answered from the session cache",
-                                     registry=self.registry)
-        self.model_info = Gauge("adaptiveclick_model_info", "The served model version (value 1)", ["version"],
-                                registry=self.registry)
-        self.model_swaps = Counter("adaptiveclick_model_swaps", "Registry versions swapped in",
-                                   registry=self.registry)
-        self.model_rejections = Counter("adaptiveclick_model_rejections",
-                                        "Registry versions rejected (not loadable or failing the smoke test)",
-                                        registry=self.registry)
-        self.webhook_events = Counter("adaptiveclick_webhook_events", "Webhook events by action",
-                                      ["action"], registry=self.registry)
+        self.cached_clicks = Counter(
+            "adaptiveclick_cached_clicks", "Clicks answered from the session cache", registry=self.registry
+        )
+        self.model_info = Gauge(
+            "adaptiveclick_model_info", "The served model version (value 1)", ["version"], registry=self.registry
+        )
+        self.model_swaps = Counter("adaptiveclick_model_swaps", "Registry versions swapped in", registry=self.registry)
+        self.model_rejections = Counter(
+            "adaptiveclick_model_rejections",
+            "Registry versions rejected (not loadable or failing the smoke test)",
+            registry=self.registry,
+        )
+        self.webhook_events = Counter(
+            "adaptiveclick_webhook_events", "Webhook events by action", ["action"], registry=self.registry
+        )
+
+    def record_swap(self, version: str) -> None:
+        """A registry version was swapped in."""
+        self.model_swaps.inc()
+        self.set_model_version(version)
 
     def set_model_version(self, version: str) -> None:
         self.model_info.clear()

@@ -9,17 +9,19 @@ and remembers which image it holds: consecutive clicks on the same image skip ``
 image pays for one ``set_image`` (measured by ``adaptiveclick benchmark http``). On a CPU box with a few cores the
 network already uses every core, so running two predictions in parallel would not finish either sooner.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
 
 import numpy as np
 
-from model import Predictor
-from model.zoom_in import Roi
+from model.clicks import Click
+from model.prediction import Roi
+from model.predictor import Predictor
 
 from .cache import StepState
 
@@ -32,8 +34,9 @@ class ServedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _image_key: Hashable | None = field(default=None, repr=False)
 
-    def run_steps(self, image_key: Hashable, image: np.ndarray, clicks: Sequence[tuple[float, float, bool]],
-                  start: int, state: StepState | None) -> list[StepState]:
+    def run_steps(
+        self, image_key: Hashable, image: np.ndarray, clicks: Sequence[Click], start: int, state: StepState | None
+    ) -> list[StepState]:
         """Run the steps for ``clicks[start:]`` one click at a time, from ``state`` (the output after
         ``clicks[:start]``, None when ``start`` is 0). Returns one :class:`StepState` per step run."""
         states = []
@@ -44,14 +47,17 @@ class ServedModel:
                 self._image_key = image_key
             probs, roi = (None, None) if state is None else (state.probs, state.roi)
             for k in range(start, len(clicks)):
-                step = self.predictor.step(clicks[:k + 1], probs, roi)
+                step = self.predictor.step(clicks[: k + 1], probs, roi)
                 probs, roi = step.probs, step.roi
                 states.append(StepState(np.asarray(probs, dtype=np.float32), _as_roi(roi)))
         return states
 
 
 def _as_roi(roi) -> Roi | None:
-    return None if roi is None else tuple(int(v) for v in roi)
+    if roi is None:
+        return None
+    rmin, rmax, cmin, cmax = (int(v) for v in roi)
+    return rmin, rmax, cmin, cmax
 
 
 class ModelHolder:

@@ -7,32 +7,25 @@ and only then swaps it into the :class:`~backend.model_holder.ModelHolder`: requ
 old predictor, later ones use the new one. A version that fails any step is rejected (logged, counted) and not
 retried until the pointer moves; the old model keeps serving.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from finetune.registry import Registry, RegistryError, open_registry
-from model import Predictor, load_predictor, parse_spec
-from model.spec import PredictorSpec
+from model.loading import load_predictor
+from model.predictor import Predictor
+from model.spec import PredictorSpec, parse_spec, pinned_spec
+from storage.registry import Registry, RegistryError, open_registry
 
 from .model_holder import ModelHolder
 
 logger = logging.getLogger(__name__)
 
-#: spec options that describe the weights rather than how to run them: never carried over to a new version
-WEIGHT_OPTIONS = ("sha256", "version", "size")
-
 Loader = Callable[[PredictorSpec], Predictor]
-
-
-def version_spec(weights: str, sha256: str, version: str, served_spec: str) -> PredictorSpec:
-    """The spec of a registry version, keeping the run options (device, mode, flip, ...) of the served spec."""
-    options = {k: v for k, v in parse_spec(served_spec).options.items() if k not in WEIGHT_OPTIONS}
-    return PredictorSpec(weights, {**options, "sha256": sha256, "version": version})
 
 
 def smoke_test(predictor: Predictor) -> None:
@@ -54,17 +47,24 @@ def _prepare_and_check(predictor: Predictor) -> Predictor:
 
 class RegistryWatcher:
     """Args:
-        holder: the served model.
-        registry: where fine-tunes publish (a :class:`finetune.registry.Registry` or its URI).
-        served_spec: the configured predictor spec, whose run options new versions inherit.
-        poll_seconds: time between pointer reads.
-        loader: builds a predictor from a spec (tests substitute it).
-        on_swap / on_reject: callbacks ``(version)`` / ``(version, reason)`` for metrics.
+    holder: the served model.
+    registry: where fine-tunes publish (a :class:`storage.registry.Registry` or its URI).
+    served_spec: the configured predictor spec, whose run options new versions inherit.
+    poll_seconds: time between pointer reads.
+    loader: builds a predictor from a spec (tests substitute it).
+    on_swap / on_reject: callbacks ``(version)`` / ``(version, reason)`` for metrics.
     """
 
-    def __init__(self, holder: ModelHolder, registry: Registry | str, served_spec: str, poll_seconds: float = 10.0,
-                 loader: Loader = load_predictor, on_swap: Callable[[str], None] | None = None,
-                 on_reject: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        registry: Registry | str,
+        served_spec: str,
+        poll_seconds: float = 10.0,
+        loader: Loader = load_predictor,
+        on_swap: Callable[[str], None] | None = None,
+        on_reject: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.holder = holder
         self.registry = open_registry(registry) if isinstance(registry, str) else registry
         self.served_spec = served_spec
@@ -93,22 +93,26 @@ class RegistryWatcher:
             try:
                 info = self.registry.read_version(version)
                 weights = self.registry.fetch_weights(version)
-                predictor = _prepare_and_check(self.loader(version_spec(str(weights), info.sha256, version,
-                                                                        self.served_spec)))
+                # the version's exact weights, run like the served spec (device, mode, precision, ...)
+                spec = pinned_spec(str(weights), info.sha256, version, run_like=parse_spec(self.served_spec))
+                predictor = _prepare_and_check(self.loader(spec))
             except Exception as exc:  # any failure: keep serving the old model, remember why
                 reason = f"{type(exc).__name__}: {exc}"
                 self.rejected[version] = reason
-                logger.error("registry version rejected; the current model keeps serving",
-                             extra={"version": version, "error": reason, "serving": self.holder.version})
+                logger.error(
+                    "registry version rejected; the current model keeps serving",
+                    extra={"version": version, "error": reason, "serving": self.holder.version},
+                )
                 self.on_reject(version, reason)
                 return "rejected"
             old = self.holder.swap(predictor, version)
-            logger.info("model swapped", extra={"version": version, "previous": old.version,
-                                                "registry": self.registry.uri})
+            logger.info(
+                "model swapped", extra={"version": version, "previous": old.version, "registry": self.registry.uri}
+            )
             self.on_swap(version)
             return "swapped"
 
-    def start(self) -> "RegistryWatcher":
+    def start(self) -> RegistryWatcher:
         """Poll in a daemon thread (first poll right away, so a restart picks up the current version)."""
         if self._thread is None and self.poll_seconds > 0:
             self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)

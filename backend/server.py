@@ -5,12 +5,14 @@ model's lock. The app, and so the model, is built in the worker after the fork (
 ``preload_app``), never in the master: CUDA does not survive a fork. Settings come from the environment (see
 :mod:`backend.settings`); the options here override them.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 
-from .logs import configure_logging
+from storage.logs import configure_logging
+
 from .settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -23,13 +25,19 @@ GRACEFUL_TIMEOUT_S = 30
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--predictor", default=None, metavar="SPEC",
-                        help="predictor spec (default: $ADAPTIVECLICK_PREDICTOR or 'baseline')")
+    parser.add_argument(
+        "--predictor",
+        default=None,
+        metavar="SPEC",
+        help="predictor spec (default: $ADAPTIVECLICK_PREDICTOR or 'baseline')",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: $DEVICE or auto)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="request threads in the worker (default: $ADAPTIVECLICK_THREADS or 4)")
-    parser.add_argument("--timeout", type=int, default=120,
-                        help="seconds before gunicorn restarts a stuck worker (default 120)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="request threads in the worker (default: $ADAPTIVECLICK_THREADS or 4)"
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=120, help="seconds before gunicorn restarts a stuck worker (default 120)"
+    )
 
 
 def json_logconfig(level: str) -> dict:
@@ -37,7 +45,7 @@ def json_logconfig(level: str) -> dict:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "backend.logs.JsonFormatter"}},
+        "formatters": {"json": {"()": "storage.logs.JsonFormatter"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "loggers": {"gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False}},
         "root": {"level": level, "handlers": ["stderr"]},
@@ -72,8 +80,14 @@ def gunicorn_application(settings: Settings, bind: str, timeout: int = 120):
             from .app import create_app
 
             app = create_app(settings, watch_registry=True)
-            logger.info("backend ready", extra={"model_version": app.extensions["adaptiveclick"]["holder"].version,
-                                                "bind": bind, "threads": settings.threads})
+            logger.info(
+                "backend ready",
+                extra={
+                    "model_version": app.extensions["adaptiveclick"]["holder"].version,
+                    "bind": bind,
+                    "threads": settings.threads,
+                },
+            )
             return app
 
     return BackendApplication()

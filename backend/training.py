@@ -9,6 +9,7 @@ exclusive ``flock`` on ``MODEL_DIR/jobs/project-<id>/job.lock`` (inherited from 
 The job publishes to the backend's registry; the registry watcher then swaps the new version in if the gate let
 it through.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -21,11 +22,11 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from model import parse_spec
-from model.files import atomic_write
+from model.spec import parse_spec, pinned_spec
+from storage.files import atomic_write
 
 from .settings import Settings
 from .webhook import ProjectCounts, WebhookEvent
@@ -59,7 +60,7 @@ class JobStatus:
 
 
 def _utc_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -83,8 +84,9 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
 class FinetuneLauncher:
     """Starts and reports fine-tune jobs. ``python`` and ``command_prefix`` exist for tests."""
 
-    def __init__(self, settings: Settings, has_registry_version=lambda: False,
-                 command_prefix: list[str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, has_registry_version=lambda: False, command_prefix: list[str] | None = None
+    ) -> None:
         self.settings = settings
         self.jobs_root = Path(settings.model_dir) / "jobs"
         self.has_registry_version = has_registry_version
@@ -102,18 +104,28 @@ class FinetuneLauncher:
         if self.has_registry_version():
             return ["--init", "registry"]
         spec = parse_spec(self.settings.predictor)
-        if spec.is_baseline or spec.is_random:
+        if not spec.is_checkpoint:
             raise NoStartingWeights(
                 "no starting weights: the registry has no version yet and the served predictor "
                 f"({spec.source}) is not an AdaptiveClick checkpoint; set FINETUNE_ARGS='--init CHECKPOINT' "
-                "(or mae:PATH) or serve a checkpoint")
+                "(or mae:PATH) or serve a checkpoint"
+            )
         sha = spec.option("sha256")
-        return ["--init", f"{spec.source}#sha256={sha}" if sha else spec.source]
+        return ["--init", str(pinned_spec(spec.source, sha)) if sha else spec.source]
 
     def command(self, project: int, folder: Path) -> list[str]:
-        return [*self.command_prefix, "--ls-project", str(project), "--output", str(folder / "run"),
-                "--registry", self.settings.registry_uri, "--no-progress", *self.init_argument(),
-                *shlex.split(self.settings.finetune_args)]
+        return [
+            *self.command_prefix,
+            "--ls-project",
+            str(project),
+            "--output",
+            str(folder / "run"),
+            "--registry",
+            self.settings.registry_uri,
+            "--no-progress",
+            *self.init_argument(),
+            *shlex.split(self.settings.finetune_args),
+        ]
 
     # -- starting ---------------------------------------------------------------------------------------------------
 
@@ -130,28 +142,47 @@ class FinetuneLauncher:
             folder = project_dir / _utc_stamp()
             folder.mkdir()
             command = self.command(project, folder)
-            (folder / "job.json").write_text(json.dumps(
-                {"project": project, "reason": reason, "started_at": datetime.now(timezone.utc).isoformat(),
-                 "command": command}, indent=1))
+            (folder / "job.json").write_text(
+                json.dumps(
+                    {
+                        "project": project,
+                        "reason": reason,
+                        "started_at": datetime.now(UTC).isoformat(),
+                        "command": command,
+                    },
+                    indent=1,
+                )
+            )
             env = dict(os.environ)
-            for name, value in (("LABEL_STUDIO_URL", self.settings.label_studio_url),
-                                ("LABEL_STUDIO_API_KEY", self.settings.label_studio_api_key)):
+            for name, value in (
+                ("LABEL_STUDIO_URL", self.settings.label_studio.url),
+                ("LABEL_STUDIO_API_KEY", self.settings.label_studio.api_key),
+            ):
                 if value:
                     env[name] = value  # by environment, not argv: `ps` must not show the key
             with open(folder / "job.log", "ab") as log:
-                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           env=env, cwd=os.getcwd(), pass_fds=(lock_fd,), start_new_session=True)
+                process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=os.getcwd(),
+                    pass_fds=(lock_fd,),
+                    start_new_session=True,
+                )
         finally:
             os.close(lock_fd)  # the child holds its own copy of the locked descriptor until it exits
         threading.Thread(target=self._reap, args=(process, folder), daemon=True, name=f"finetune-{project}").start()
-        logger.info("fine-tune started", extra={"project": project, "reason": reason, "pid": process.pid,
-                                                "folder": str(folder)})
+        logger.info(
+            "fine-tune started", extra={"project": project, "reason": reason, "pid": process.pid, "folder": str(folder)}
+        )
         return self.status(project)
 
     @staticmethod
     def _reap(process: subprocess.Popen, folder: Path) -> None:
         code = process.wait()
-        outcome = {"exit_code": code, "finished_at": datetime.now(timezone.utc).isoformat()}
+        outcome = {"exit_code": code, "finished_at": datetime.now(UTC).isoformat()}
         atomic_write(folder / "exit.json", lambda f: f.write(json.dumps(outcome).encode()))
         log = logger.info if code == 0 else logger.error
         log("fine-tune finished", extra={"folder": str(folder), "exit_code": code})
@@ -187,15 +218,25 @@ class FinetuneLauncher:
         elif self._is_locked(project):
             state = "running"
         else:  # ended while no backend process was watching: the fine-tune's own status tells how
-            state = {"finished": "succeeded", "failed": "failed"}.get((progress or {}).get("state"), "interrupted")
-        return JobStatus(project, state, str(folder), job.get("started_at"), job.get("reason"),
-                         None if done is None else done.get("exit_code"), progress, _tail(folder / "job.log"))
+            reported = str((progress or {}).get("state"))
+            state = {"finished": "succeeded", "failed": "failed"}.get(reported, "interrupted")
+        return JobStatus(
+            project,
+            state,
+            str(folder),
+            job.get("started_at"),
+            job.get("reason"),
+            None if done is None else done.get("exit_code"),
+            progress,
+            _tail(folder / "job.log"),
+        )
 
     def projects(self) -> list[int]:
         if not self.jobs_root.is_dir():
             return []
-        return sorted(int(p.name.split("-", 1)[1]) for p in self.jobs_root.glob("project-*")
-                      if p.name.split("-", 1)[1].isdigit())
+        return sorted(
+            int(p.name.split("-", 1)[1]) for p in self.jobs_root.glob("project-*") if p.name.split("-", 1)[1].isdigit()
+        )
 
     # -- the webhook handler ---------------------------------------------------------------------------------------
 

@@ -9,14 +9,16 @@ events other than the four below are acknowledged and ignored. ``ANNOTATION_CREA
 The handler is pluggable (:class:`WebhookDispatcher` ``handler=``): the fine-tune trigger plugs in there; the
 default handler only logs. Training never runs inside the request.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .errors import BadRequest
+from labelstudio.errors import BadRequest
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +84,14 @@ def parse_webhook(body: Any) -> WebhookEvent | None:
             raise BadRequest("ANNOTATION_DELETED webhook has no 'annotations' list of objects with an 'id'")
         annotation_ids = tuple(_id(a["id"], "annotation id") for a in items)
     label_config = project.get("label_config")
-    return WebhookEvent(action, _id(project["id"], "project.id"), annotation_ids, task_id,
-                        label_config if isinstance(label_config, str) else None, body)
+    return WebhookEvent(
+        action,
+        _id(project["id"], "project.id"),
+        annotation_ids,
+        task_id,
+        label_config if isinstance(label_config, str) else None,
+        body,
+    )
 
 
 Handler = Callable[[WebhookEvent, ProjectCounts], Any]
@@ -91,10 +99,17 @@ Handler = Callable[[WebhookEvent, ProjectCounts], Any]
 
 def log_handler(event: WebhookEvent, counts: ProjectCounts) -> dict:
     """Default handler: acknowledge and log (the fine-tune trigger replaces it)."""
-    logger.info("webhook event", extra={"action": event.action, "project": event.project_id,
-                                        "annotations": counts.annotations, "annotations_created": counts.created,
-                                        "annotations_updated": counts.updated,
-                                        "annotations_deleted": counts.deleted})
+    logger.info(
+        "webhook event",
+        extra={
+            "action": event.action,
+            "project": event.project_id,
+            "annotations": counts.annotations,
+            "annotations_created": counts.created,
+            "annotations_updated": counts.updated,
+            "annotations_deleted": counts.deleted,
+        },
+    )
     return {"status": "acknowledged"}
 
 

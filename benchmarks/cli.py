@@ -1,41 +1,68 @@
 """Print latency and speed figures. Each benchmark measures its variants side by side in one run.
 
-  predictor  per-click latency of predictors (baseline, AdaptiveClick) on GrabCut images
-  http       per-click /predict latency over HTTP vs the bare predictor; brush RLE vs label-studio-sdk
-  msda       multi-scale deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference
-  cpu        AdaptiveClick per-click latency on the CPU: fp32 eager vs the int8/bf16 variants (+ peak memory)
-  cpu-parity optimised CPU variants vs fp32 eager on NoC click sequences (probabilities, masks, IoU curves)
+predictor  per-click latency of predictors (baseline, AdaptiveClick) on GrabCut images
+http       per-click /predict latency over HTTP vs the bare predictor; brush RLE vs label-studio-sdk
+msda       multi-scale deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference
+cpu        AdaptiveClick per-click latency on the CPU: fp32 eager vs the int8/bf16 variants (+ peak memory)
+cpu-parity optimised CPU variants vs fp32 eager on NoC click sequences (probabilities, masks, IoU curves)
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 from pathlib import Path
 
-from .common import default_datasets_root
-
-# name -> module (with add_arguments(parser) and main(args)) under benchmarks/
+# name -> (module under benchmarks/ with add_arguments(parser) and main(args), one-line help); only the chosen
+# benchmark's module is imported
 BENCHMARKS = {
-    "predictor": "benchmarks.predictor_latency",
-    "http": "benchmarks.http_backend",
-    "msda": "benchmarks.msda",
-    "cpu": "benchmarks.cpu_inference",
-    "cpu-parity": "benchmarks.cpu_parity",
+    "predictor": ("benchmarks.predictor_latency", "per-click latency of predictors on GrabCut images"),
+    "http": ("benchmarks.http_backend", "per-click /predict latency over HTTP vs the bare predictor; brush RLE"),
+    "msda": ("benchmarks.msda", "deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference"),
+    "cpu": ("benchmarks.cpu_inference", "AdaptiveClick per-click latency on the CPU: fp32 vs optimised variants"),
+    "cpu-parity": ("benchmarks.cpu_parity", "optimised CPU variants vs fp32 eager on NoC click sequences"),
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="folder holding GrabCut/ and Berkeley/ (default: $ADAPTIVECLICK_DATASETS or "
-                             "../shared/datasets)")
-    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    for name, module_name in BENCHMARKS.items():
+class _LazyBenchmark(argparse.Action):
+    """Adds the chosen benchmark's own arguments only once it is named, then parses the rest with them."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if not values:
+            return  # run() says what is missing
+        name, *rest = values
+        if name not in BENCHMARKS:
+            parser.error(f"argument BENCHMARK: invalid choice: {name!r} (choose from {', '.join(BENCHMARKS)})")
+        module_name, help_text = BENCHMARKS[name]
         module = importlib.import_module(module_name)
-        bench = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
+        bench = argparse.ArgumentParser(prog=f"{parser.prog} {name}", description=help_text)
         module.add_arguments(bench)
-        bench.set_defaults(_bench=module.main)
+        bench.parse_args(rest, namespace)
+        namespace.benchmark, namespace._bench = name, module.main
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder holding GrabCut/ and Berkeley/ (default: $ADAPTIVECLICK_DATASETS or ../shared/datasets)",
+    )
+    listing = "; ".join(f"{name}: {text}" for name, (_, text) in BENCHMARKS.items())
+    parser.add_argument(
+        "benchmark",
+        nargs=argparse.REMAINDER,
+        action=_LazyBenchmark,
+        metavar="BENCHMARK ...",
+        help=f"one of {', '.join(BENCHMARKS)} with its options ({listing})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from evaluation.datasets.registry import default_datasets_root
+
+    if not getattr(args, "_bench", None):
+        print(f"adaptiveclick benchmark: name a benchmark: {', '.join(BENCHMARKS)}")
+        return 2
     args.data_root = args.data_root or default_datasets_root()
     return args._bench(args)

@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: timing statistics, tables, dataset location."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ def replay_clicks(predictor, image: np.ndarray, clicks) -> list[float]:
     start = time.perf_counter()
     predictor.set_image(image)
     for k in range(len(clicks)):
-        step = predictor.step(clicks[:k + 1], probs, roi)
+        step = predictor.step(clicks[: k + 1], probs, roi)
         probs, roi = step.probs, step.roi
         now = time.perf_counter()
         times.append(now - start)
@@ -29,14 +30,20 @@ def replay_clicks(predictor, image: np.ndarray, clicks) -> list[float]:
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     arr = np.asarray(seconds, dtype=np.float64)
-    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
-            "mean": float(arr.mean()), "n": int(arr.size)}
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p95": float(np.percentile(arr, 95)),
+        "mean": float(arr.mean()),
+        "n": int(arr.size),
+    }
 
 
 def machine_line() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads"
-            + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+        + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+    )
 
 
 def print_table(headers: list[str], rows: list[list], title: str | None = None) -> None:

@@ -7,6 +7,7 @@ all variants alike. The first click of an image (``set_image`` + the first netwo
 later clicks. Latency ratios are to the fp32 eager variant of the same run. ``--http`` adds the same measurement
 through the HTTP backend (``benchmarks.http_backend``) for fp32 and the fastest variant.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -19,8 +20,9 @@ import numpy as np
 import torch
 
 from evaluation.datasets import GrabCutDataset
-from model import load_predictor, parse_spec
-from model.fast import PRECISIONS, cpu_flags, default_precision, precision_support
+from model.fast import cpu_flags, default_precision, precision_support
+from model.loading import load_predictor
+from model.spec import PRECISIONS, parse_options, parse_spec
 
 from .common import machine_line, percentiles, print_table, replay_clicks
 from .http_backend import click_sequences
@@ -34,12 +36,7 @@ REPORTED_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx51
 def variant_spec(source: str, variant: str) -> str:
     """``random:base`` + ``precision=int8,threads=2`` -> ``random:base#precision=int8,threads=2`` (the source's own
     options are kept; the variant's win)."""
-    spec = parse_spec(source)
-    options = dict(spec.options)
-    for item in filter(None, variant.split(",")):
-        key, _, value = item.partition("=")
-        options[key.strip()] = value.strip()
-    return str(parse_spec(f"{spec.source}#" + ",".join(f"{k}={v}" for k, v in options.items())))
+    return str(parse_spec(source).with_options(**parse_options(variant)))
 
 
 def unavailable_reason(spec: str) -> str | None:
@@ -120,8 +117,9 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run(source: str, variants: list[str], data_root: Path, images: int, clicks: int, rounds: int,
-        warmup: int = 1) -> list[dict]:
+def run(
+    source: str, variants: list[str], data_root: Path, images: int, clicks: int, rounds: int, warmup: int = 1
+) -> list[dict]:
     dataset = GrabCutDataset(data_root / "GrabCut")
     samples = [dataset[i] for i in range(min(images, len(dataset)))]
     specs = [variant_spec(source, v) for v in variants]
@@ -150,9 +148,18 @@ def run(source: str, variants: list[str], data_root: Path, images: int, clicks: 
         for worker in workers:
             worker.close()
     print(f"load average at the end: {load_average()}")
-    results = [{"spec": w.spec, "precision": w.precision, "first": percentiles(w.first),
-                "later": percentiles(w.later), "later_min": float(np.min(w.later)), "rss_mb": w.rss_mb,
-                "load_s": w.load_seconds} for w in workers]
+    results = [
+        {
+            "spec": w.spec,
+            "precision": w.precision,
+            "first": percentiles(w.first),
+            "later": percentiles(w.later),
+            "later_min": float(np.min(w.later)),
+            "rss_mb": w.rss_mb,
+            "load_s": w.load_seconds,
+        }
+        for w in workers
+    ]
     print_results(results, skipped, len(samples), clicks, rounds)
     return results
 
@@ -165,34 +172,68 @@ def print_results(results: list[dict], skipped: dict[str, str], images: int, cli
     base = next((r for r in results if parse_spec(r["spec"]).option("precision") == "fp32"), results[0])
     rows = []
     for r in results:
-        rows.append([r["spec"], r["precision"], f"{r['first']['p50']:.3f}", f"{r['later']['p50']:.3f}",
-                     f"{r['later']['p95']:.3f}", f"{r['later_min']:.3f}",
-                     f"{base['later']['p50'] / r['later']['p50']:.2f}x",
-                     f"{base['first']['p50'] / r['first']['p50']:.2f}x", f"{r['rss_mb']:.0f}", f"{r['load_s']:.1f}"])
-    rows += [[spec, "-", "not run: " + reason.replace("|", "/"), "", "", "", "", "", "", ""]
-             for spec, reason in skipped.items()]
-    print_table(["variant", "precision", "first click p50 (s)", "later p50 (s)", "later p95 (s)", "later min (s)",
-                 "later speed-up vs fp32", "first speed-up vs fp32", "peak RSS (MB)", "load (s)"], rows,
-                title=f"AdaptiveClick per-click latency on {images} GrabCut images x {clicks} clicks x {rounds} rounds "
-                      f"(first click includes set_image; ratios to {base['spec']} of this run)")
+        rows.append(
+            [
+                r["spec"],
+                r["precision"],
+                f"{r['first']['p50']:.3f}",
+                f"{r['later']['p50']:.3f}",
+                f"{r['later']['p95']:.3f}",
+                f"{r['later_min']:.3f}",
+                f"{base['later']['p50'] / r['later']['p50']:.2f}x",
+                f"{base['first']['p50'] / r['first']['p50']:.2f}x",
+                f"{r['rss_mb']:.0f}",
+                f"{r['load_s']:.1f}",
+            ]
+        )
+    rows += [
+        [spec, "-", "not run: " + reason.replace("|", "/"), "", "", "", "", "", "", ""]
+        for spec, reason in skipped.items()
+    ]
+    print_table(
+        [
+            "variant",
+            "precision",
+            "first click p50 (s)",
+            "later p50 (s)",
+            "later p95 (s)",
+            "later min (s)",
+            "later speed-up vs fp32",
+            "first speed-up vs fp32",
+            "peak RSS (MB)",
+            "load (s)",
+        ],
+        rows,
+        title=f"AdaptiveClick per-click latency on {images} GrabCut images x {clicks} clicks x {rounds} rounds "
+        f"(first click includes set_image; ratios to {base['spec']} of this run)",
+    )
     best = min(results, key=lambda r: r["later"]["p50"])
-    print(f"\nfastest: {best['spec']}: later clicks p50 {best['later']['p50']:.3f} s "
-          f"(target {LATER_CLICK_TARGET_S} s: {'met' if best['later']['p50'] <= LATER_CLICK_TARGET_S else 'NOT met'}), "
-          f"first click p50 {best['first']['p50']:.3f} s (target {FIRST_CLICK_TARGET_S} s: "
-          f"{'met' if best['first']['p50'] <= FIRST_CLICK_TARGET_S else 'NOT met'})")
+    print(
+        f"\nfastest: {best['spec']}: later clicks p50 {best['later']['p50']:.3f} s "
+        f"(target {LATER_CLICK_TARGET_S} s: {'met' if best['later']['p50'] <= LATER_CLICK_TARGET_S else 'NOT met'}), "
+        f"first click p50 {best['first']['p50']:.3f} s (target {FIRST_CLICK_TARGET_S} s: "
+        f"{'met' if best['first']['p50'] <= FIRST_CLICK_TARGET_S else 'NOT met'})"
+    )
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--source", default="random:base",
-                        help="weights: random:base (default), a checkpoint path/URL/s3 URI, with #options if needed")
-    parser.add_argument("--variants", default=";".join(f"precision={p}" for p in PRECISIONS),
-                        help="semicolon-separated predictor options per variant; the fp32 one is the baseline "
-                             "(default: precision=fp32;precision=bf16;precision=int8)")
+    parser.add_argument(
+        "--source",
+        default="random:base",
+        help="weights: random:base (default), a checkpoint path/URL/s3 URI, with #options if needed",
+    )
+    parser.add_argument(
+        "--variants",
+        default=";".join(f"precision={p}" for p in PRECISIONS),
+        help="semicolon-separated predictor options per variant; the fp32 one is the baseline "
+        "(default: precision=fp32;precision=bf16;precision=int8)",
+    )
     parser.add_argument("--images", type=int, default=5, help="GrabCut images (default 5)")
     parser.add_argument("--clicks", type=int, default=5, help="clicks per image (default 5)")
     parser.add_argument("--rounds", type=int, default=2, help="repetitions of every image (default 2)")
-    parser.add_argument("--http", action="store_true",
-                        help="also measure through the HTTP backend (fp32 and the fastest variant)")
+    parser.add_argument(
+        "--http", action="store_true", help="also measure through the HTTP backend (fp32 and the fastest variant)"
+    )
     parser.add_argument("--http-rounds", type=int, default=1, help="repetitions through HTTP (default 1)")
 
 

@@ -14,19 +14,24 @@ initialisation: logits around -10, masks of a few percent of the image with very
 moves their boundary) and ``seeded`` (every weight ~ N(0, 1/fan_in), norms ~ 1 + N(0, 0.01): well-conditioned
 activations through the depth of the network, like the weights of the golden-output tests).
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from evaluation import evaluate_predictor, open_dataset
-from model import PROB_THRESHOLD, AdaptiveClickPredictor, Clicker, build_adaptiveclick, load_predictor, parse_spec
+from evaluation import evaluate_predictor, open_dataset, simulate
+from model.build import build_adaptiveclick
 from model.fast import optimize_for_inference
+from model.loading import load_predictor
+from model.prediction import PROB_THRESHOLD
+from model.predictor import AdaptiveClickPredictor
+from model.spec import parse_spec
 
 from .common import machine_line, print_table
 from .cpu_inference import unavailable_reason, variant_spec
@@ -75,28 +80,23 @@ def paired_parity(reference, candidate, sample, n_clicks: int) -> list[ClickPari
     reference's previous probabilities and zoom-in region. This measures the error of one step; how errors add up
     over a session (each side feeding its own masks back) is what the NoC comparison (``--noc``) measures.
     """
-    reference.set_image(sample.image)
     candidate.set_image(sample.image)
-    clicker = Clicker(sample.gt)
-    step = None
     results = []
-    for _ in range(n_clicks):
-        clicker.make_next_click(step.mask() if step else np.zeros(sample.gt.shape, bool))
-        clicks = clicker.get_clicks()
-        prev_probs, prev_roi = (step.probs, step.roi) if step else (None, None)
-        cand_step = candidate.step(clicks, prev_probs, prev_roi)
-        step = reference.step(clicks, prev_probs, prev_roi)
-        results.append(compare(step.probs, cand_step.probs))
+    for step in simulate(reference, sample, n_clicks):
+        cand_step = candidate.step(step.clicks, step.previous_probs, step.previous_roi)
+        results.append(compare(step.prediction.probs, cand_step.probs))
     return results
 
 
 def summarize(per_click: list[ClickParity]) -> dict:
-    return {"clicks": len(per_click),
-            "mean_abs_dp": float(np.mean([c.mean_abs_dp for c in per_click])),
-            "mask_iou": float(np.mean([c.mask_iou for c in per_click])),
-            "min_mask_iou": float(np.min([c.mask_iou for c in per_click])),
-            "relative_logit_error": float(np.mean([c.relative_logit_error for c in per_click])),
-            "median_cut_iou": float(np.mean([c.median_cut_iou for c in per_click]))}
+    return {
+        "clicks": len(per_click),
+        "mean_abs_dp": float(np.mean([c.mean_abs_dp for c in per_click])),
+        "mask_iou": float(np.mean([c.mask_iou for c in per_click])),
+        "min_mask_iou": float(np.min([c.mask_iou for c in per_click])),
+        "relative_logit_error": float(np.mean([c.relative_logit_error for c in per_click])),
+        "median_cut_iou": float(np.mean([c.median_cut_iou for c in per_click])),
+    }
 
 
 def noc_parity(reference, candidate, samples, n_clicks: int) -> dict:
@@ -104,16 +104,21 @@ def noc_parity(reference, candidate, samples, n_clicks: int) -> dict:
     ref = evaluate_predictor(reference, samples, n_clicks=n_clicks)
     cand = evaluate_predictor(candidate, samples, n_clicks=n_clicks)
     gap = 100 * np.abs(ref.miou_per_click - cand.miou_per_click)
-    return {"max_curve_gap_points": float(gap.max()), "noc90_ref": ref.noc(0.90), "noc90": cand.noc(0.90),
-            "noc90_gap": abs(ref.noc(0.90) - cand.noc(0.90))}
+    return {
+        "max_curve_gap_points": float(gap.max()),
+        "noc90_ref": ref.noc(0.90),
+        "noc90": cand.noc(0.90),
+        "noc90_gap": abs(ref.noc(0.90) - cand.noc(0.90)),
+    }
 
 
 def seeded_weights(net: nn.Module, seed: int = 0) -> nn.Module:
     """Overwrite every parameter, in place: matrices/kernels ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.01),
     other vectors ~ N(0, 0.02^2). Shared parameters are drawn once."""
     gen = torch.Generator().manual_seed(seed)
-    norm_scales = {id(m.weight) for m in net.modules()
-                   if isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and m.weight is not None}
+    norm_scales = {
+        id(m.weight) for m in net.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and m.weight is not None
+    }
     with torch.no_grad():
         for param in net.parameters():
             noise = torch.randn(param.shape, generator=gen)
@@ -144,14 +149,26 @@ def predictor_factory(source: str, weights: str = "default") -> Callable[[str], 
         options = parse_spec(variant_spec(source, variant))
         precision = options.option("precision", "fp32")
         converted = optimize_for_inference(copy.deepcopy(net), precision)
-        return AdaptiveClickPredictor(converted, f"{spec.source}-{weights}-{precision}",
-                                      mode=options.option("mode", "cvpr"), with_flip=options.flag("flip", False))
+        return AdaptiveClickPredictor(
+            converted,
+            f"{spec.source}-{weights}-{precision}",
+            mode=options.option("mode", "cvpr"),
+            with_flip=options.flag("flip", False),
+        )
 
     return make
 
 
-def run(source: str, variants: list[str], data_root, instances: int, clicks: int, noc: bool = False,
-        noc_clicks: int = 20, weights: str = "default") -> list[dict]:
+def run(
+    source: str,
+    variants: list[str],
+    data_root,
+    instances: int,
+    clicks: int,
+    noc: bool = False,
+    noc_clicks: int = 20,
+    weights: str = "default",
+) -> list[dict]:
     make = predictor_factory(source, weights)
     reference = make("precision=fp32")
     results = []
@@ -178,8 +195,16 @@ def run(source: str, variants: list[str], data_root, instances: int, clicks: int
 def print_results(results: list[dict], noc: bool, weights: str) -> None:
     print(f"machine: {machine_line()}")
     print(f"weights: {weights}")
-    headers = ["variant", "dataset", "instances x clicks", "mean abs dp", "mask IoU (p > 0.49)", "min mask IoU",
-               "logit error / logit std", "IoU at fp32 median logit"]
+    headers = [
+        "variant",
+        "dataset",
+        "instances x clicks",
+        "mean abs dp",
+        "mask IoU (p > 0.49)",
+        "min mask IoU",
+        "logit error / logit std",
+        "IoU at fp32 median logit",
+    ]
     if noc:
         headers += ["max mIoU-curve gap (points)", "NoC@90 fp32", "NoC@90 variant", "NoC@90 gap"]
     rows = []
@@ -187,15 +212,27 @@ def print_results(results: list[dict], noc: bool, weights: str) -> None:
         if "skipped" in r:
             rows.append([r["spec"], "-", "not run: " + r["skipped"]] + [""] * (len(headers) - 3))
             continue
-        row = [r["spec"], r["dataset"], f"{r['instances']} x {r['clicks'] // max(r['instances'], 1)}",
-               f"{r['mean_abs_dp']:.2e}", f"{r['mask_iou']:.4f}", f"{r['min_mask_iou']:.4f}",
-               f"{r['relative_logit_error']:.4f}", f"{r['median_cut_iou']:.4f}"]
+        row = [
+            r["spec"],
+            r["dataset"],
+            f"{r['instances']} x {r['clicks'] // max(r['instances'], 1)}",
+            f"{r['mean_abs_dp']:.2e}",
+            f"{r['mask_iou']:.4f}",
+            f"{r['min_mask_iou']:.4f}",
+            f"{r['relative_logit_error']:.4f}",
+            f"{r['median_cut_iou']:.4f}",
+        ]
         if noc:
-            row += [f"{r['max_curve_gap_points']:.2f}", f"{r['noc90_ref']:.2f}", f"{r['noc90']:.2f}",
-                    f"{r['noc90_gap']:.2f}"]
+            row += [
+                f"{r['max_curve_gap_points']:.2f}",
+                f"{r['noc90_ref']:.2f}",
+                f"{r['noc90']:.2f}",
+                f"{r['noc90_gap']:.2f}",
+            ]
         rows.append(row)
-    print_table(headers, rows,
-                title="Parity with fp32 eager (paired NoC clicks: same clicks, previous mask and region)")
+    print_table(
+        headers, rows, title="Parity with fp32 eager (paired NoC clicks: same clicks, previous mask and region)"
+    )
     ran = [r for r in results if "skipped" not in r]
     for spec in dict.fromkeys(r["spec"] for r in ran):
         mine = [r for r in ran if r["spec"] == spec]
@@ -204,25 +241,39 @@ def print_results(results: list[dict], noc: bool, weights: str) -> None:
         verdict = f"{spec}: mean mask IoU {mean_iou:.4f} ({meets} >= {IOU_TARGET})"
         if noc:
             ok = all(r["max_curve_gap_points"] <= CURVE_TARGET_POINTS and r["noc90_gap"] <= NOC_TARGET for r in mine)
-            verdict += f"; mIoU curve within {CURVE_TARGET_POINTS} points and NoC@90 within {NOC_TARGET}: " \
-                       f"{'yes' if ok else 'NO'}"
+            verdict += (
+                f"; mIoU curve within {CURVE_TARGET_POINTS} points and NoC@90 within {NOC_TARGET}: "
+                f"{'yes' if ok else 'NO'}"
+            )
         print(verdict)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--source", default="random:base",
-                        help="weights: random:base (default, untrained) or a checkpoint path/URL/s3 URI")
-    parser.add_argument("--variants", default="precision=bf16;precision=int8",
-                        help="semicolon-separated predictor options per variant (default: "
-                             "precision=bf16;precision=int8)")
-    parser.add_argument("--weights", default="default", choices=("default", "seeded"),
-                        help="untrained weights for random:SIZE: the network's initialisation (default) or "
-                             "well-conditioned seeded weights")
+    parser.add_argument(
+        "--source",
+        default="random:base",
+        help="weights: random:base (default, untrained) or a checkpoint path/URL/s3 URI",
+    )
+    parser.add_argument(
+        "--variants",
+        default="precision=bf16;precision=int8",
+        help="semicolon-separated predictor options per variant (default: precision=bf16;precision=int8)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="default",
+        choices=("default", "seeded"),
+        help="untrained weights for random:SIZE: the network's initialisation (default) or "
+        "well-conditioned seeded weights",
+    )
     parser.add_argument("--instances", type=int, default=5, help="instances per dataset (default 5)")
     parser.add_argument("--clicks", type=int, default=5, help="paired clicks per instance (default 5)")
-    parser.add_argument("--noc", action="store_true",
-                        help="also run each predictor's own NoC loop and compare mIoU curves and NoC@90 "
-                             "(meaningful with trained weights)")
+    parser.add_argument(
+        "--noc",
+        action="store_true",
+        help="also run each predictor's own NoC loop and compare mIoU curves and NoC@90 "
+        "(meaningful with trained weights)",
+    )
     parser.add_argument("--noc-clicks", type=int, default=20, help="clicks of the NoC loops (default 20)")
 
 

@@ -6,9 +6,10 @@ sends them (all clicks of the object in every request) and (ii) on the bare pred
 (``set_image`` once, then ``step`` per click). The server overhead of a click is
 ``(HTTP p50 - bare p50) / bare p50`` for clicks after the first; as a second, load-independent figure each request's
 latency minus the model time the server reports for it (``Server-Timing``) is the time spent outside the model
-(HTTP, JSON, cache, threshold, RLE). The RLE part times ``backend.rle.encode_rle``
+(HTTP, JSON, cache, threshold, RLE). The RLE part times ``labelstudio.rle.encode_rle``
 against ``label_studio_sdk.converter.brush.mask2rle`` on 3840x2160 masks and checks the bytes are identical.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,10 +28,11 @@ import cv2
 import numpy as np
 import requests
 
-from backend.label_config import recommended_config
-from backend.rle import encode_rle
 from evaluation.datasets import GrabCutDataset
-from model import Clicker, load_predictor
+from evaluation.simulation import simulate
+from labelstudio.label_config import recommended_config
+from labelstudio.rle import encode_rle
+from model.loading import load_predictor
 
 from .common import machine_line, percentiles, print_table, replay_clicks
 
@@ -69,9 +71,26 @@ class BackendProcess:
         env = {**os.environ, "LOG_LEVEL": "WARNING"}
         for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
             env.pop(name, None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port",
-                                      str(self.port), "--predictor", spec, "--timeout", "600"],
-                                     cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--predictor",
+                spec,
+                "--timeout",
+                "600",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -92,13 +111,8 @@ def click_sequences(predictor, samples, clicks: int) -> list[list[tuple[int, int
     """NoC click sequences (the Clicker answering the predictor), computed once and replayed by both sides."""
     sequences = []
     for sample in samples:
-        predictor.set_image(sample.image)
-        clicker, probs, roi = Clicker(sample.gt), None, None
-        for _ in range(clicks):
-            clicker.make_next_click(probs > 0.49 if probs is not None else np.zeros_like(sample.mask))
-            step = predictor.step(clicker.get_clicks(), probs, roi)
-            probs, roi = step.probs, step.roi
-        sequences.append([(int(c.y), int(c.x), c.is_positive) for c in clicker.get_clicks()])
+        *_, last = simulate(predictor, sample, clicks)
+        sequences.append([(int(c.y), int(c.x), c.is_positive) for c in last.clicks])
     return sequences
 
 
@@ -117,18 +131,29 @@ def time_bare(predictor, image, clicks) -> list[float]:
     return in_worker_thread(lambda: replay_clicks(predictor, image, clicks))
 
 
-def time_http(session, backend_url, image_url, shape, clicks, task_id,
-              model_times: list[float] | None = None) -> list[float]:
+def time_http(
+    session, backend_url, image_url, shape, clicks, task_id, model_times: list[float] | None = None
+) -> list[float]:
     """Seconds per click over HTTP, each request carrying all clicks so far (as Label Studio sends them). The
     server's own model time per request (its Server-Timing header) is appended to ``model_times``."""
     h, w = shape
     config, regions, times = recommended_config(), [], []
     for y, x, positive in clicks:
-        regions.append({"type": "keypointlabels", "is_positive": positive, "original_width": w,
-                        "original_height": h, "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h,
-                                                        "keypointlabels": ["Object"]}})
-        body = {"tasks": [{"id": task_id, "data": {"image": image_url}}], "project": "1.1", "label_config": config,
-                "params": {"context": {"result": regions}}}
+        regions.append(
+            {
+                "type": "keypointlabels",
+                "is_positive": positive,
+                "original_width": w,
+                "original_height": h,
+                "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h, "keypointlabels": ["Object"]},
+            }
+        )
+        body = {
+            "tasks": [{"id": task_id, "data": {"image": image_url}}],
+            "project": "1.1",
+            "label_config": config,
+            "params": {"context": {"result": regions}},
+        }
         start = time.perf_counter()
         response = session.post(backend_url + "/predict", json=body, timeout=600)
         times.append(time.perf_counter() - start)
@@ -148,18 +173,30 @@ def bench_spec(spec: str, samples, files: list[Path], image_server: ImageServer,
     try:
         session = requests.Session()
         # warm-up: first-call allocations on both sides
-        time_http(session, backend.url, f"{image_server.url}/{files[0].name}", samples[0].mask.shape,
-                  sequences[0][:2], task_id=-1)
+        time_http(
+            session,
+            backend.url,
+            f"{image_server.url}/{files[0].name}",
+            samples[0].mask.shape,
+            sequences[0][:2],
+            task_id=-1,
+        )
         time_bare(predictor, samples[0].image, sequences[0][:2])
         for r in range(rounds):
             for i, (sample, file, clicks_i) in enumerate(zip(samples, files, sequences)):
                 task_id = r * len(samples) + i  # a new task each round: the first click fetches the image again
                 url = f"{image_server.url}/{file.name}"
                 model_times: list[float] = []
-                sides = [("http", lambda: time_http(session, backend.url, url, sample.mask.shape, clicks_i, task_id,
-                                                    model_times)),
-                         ("bare", lambda: time_bare(predictor, sample.image, clicks_i))]
-                for name, run in (sides if (r + i) % 2 == 0 else sides[::-1]):  # alternate who goes first
+                sides = [
+                    (
+                        "http",
+                        functools.partial(
+                            time_http, session, backend.url, url, sample.mask.shape, clicks_i, task_id, model_times
+                        ),
+                    ),
+                    ("bare", functools.partial(time_bare, predictor, sample.image, clicks_i)),
+                ]
+                for name, run in sides if (r + i) % 2 == 0 else sides[::-1]:  # alternate who goes first
                     times = run()
                     target = http if name == "http" else bare
                     target["first"].append(times[0])
@@ -168,8 +205,13 @@ def bench_spec(spec: str, samples, files: list[Path], image_server: ImageServer,
                         overhead += [t - m for t, m in zip(times[1:], model_times[1:])]
     finally:
         backend.close()
-    return {"spec": spec, "version": predictor.model_version, "bare": {k: percentiles(v) for k, v in bare.items()},
-            "http": {k: percentiles(v) for k, v in http.items()}, "overhead": percentiles(overhead)}
+    return {
+        "spec": spec,
+        "version": predictor.model_version,
+        "bare": {k: percentiles(v) for k, v in bare.items()},
+        "http": {k: percentiles(v) for k, v in http.items()},
+        "overhead": percentiles(overhead),
+    }
 
 
 def bench_rle(data_root: Path, repeats: int) -> list[list]:
@@ -189,8 +231,16 @@ def bench_rle(data_root: Path, repeats: int) -> list[list]:
             start = time.perf_counter()
             b = brush.mask2rle(mask.astype(np.uint8) * 255)
             sdk.append(time.perf_counter() - start)
-        rows.append([name, f"{np.median(ours) * 1e3:.2f}", f"{np.median(sdk) * 1e3:.1f}",
-                     f"{np.median(sdk) / np.median(ours):.1f}x", "yes" if a == b else "NO", len(a)])
+        rows.append(
+            [
+                name,
+                f"{np.median(ours) * 1e3:.2f}",
+                f"{np.median(sdk) * 1e3:.1f}",
+                f"{np.median(sdk) / np.median(ours):.1f}x",
+                "yes" if a == b else "NO",
+                len(a),
+            ]
+        )
     return rows
 
 
@@ -212,23 +262,51 @@ def run(specs: list[str], data_root: Path, images: int, clicks: int, rounds: int
     rows = []
     for r in results:
         bare, http, extra = r["bare"]["later"]["p50"], r["http"]["later"]["p50"], r["overhead"]["p50"]
-        rows.append([r["spec"], r["version"], f"{r['bare']['first']['p50'] * 1e3:.1f}",
-                     f"{r['http']['first']['p50'] * 1e3:.1f}", f"{bare * 1e3:.1f}", f"{http * 1e3:.1f}",
-                     f"{(http - bare) / bare * 100:+.1f}%", f"{extra * 1e3:.1f}", f"{extra / bare * 100:.1f}%",
-                     r["http"]["later"]["n"]])
-    print_table(["predictor", "model version", "bare first (ms)", "HTTP first (ms)", "bare later p50 (ms)",
-                 "HTTP later p50 (ms)", "HTTP vs bare", "non-model time per request p50 (ms)",
-                 "non-model / bare", "later clicks timed"], rows,
-                title=f"Per-click latency: /predict over HTTP vs the bare predictor ({len(samples)} GrabCut images x "
-                      f"{clicks} clicks x {rounds} rounds; first click includes image fetch/decode and set_image)")
-    print_table(["mask", "ours p50 (ms)", "sdk p50 (ms)", "speed-up", "identical bytes", "RLE bytes"],
-                bench_rle(data_root, rle_repeats), title="Brush RLE encoding (backend.rle vs label_studio_sdk)")
+        rows.append(
+            [
+                r["spec"],
+                r["version"],
+                f"{r['bare']['first']['p50'] * 1e3:.1f}",
+                f"{r['http']['first']['p50'] * 1e3:.1f}",
+                f"{bare * 1e3:.1f}",
+                f"{http * 1e3:.1f}",
+                f"{(http - bare) / bare * 100:+.1f}%",
+                f"{extra * 1e3:.1f}",
+                f"{extra / bare * 100:.1f}%",
+                r["http"]["later"]["n"],
+            ]
+        )
+    print_table(
+        [
+            "predictor",
+            "model version",
+            "bare first (ms)",
+            "HTTP first (ms)",
+            "bare later p50 (ms)",
+            "HTTP later p50 (ms)",
+            "HTTP vs bare",
+            "non-model time per request p50 (ms)",
+            "non-model / bare",
+            "later clicks timed",
+        ],
+        rows,
+        title=f"Per-click latency: /predict over HTTP vs the bare predictor ({len(samples)} GrabCut images x "
+        f"{clicks} clicks x {rounds} rounds; first click includes image fetch/decode and set_image)",
+    )
+    print_table(
+        ["mask", "ours p50 (ms)", "sdk p50 (ms)", "speed-up", "identical bytes", "RLE bytes"],
+        bench_rle(data_root, rle_repeats),
+        title="Brush RLE encoding (labelstudio.rle vs label_studio_sdk)",
+    )
     return results
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--specs", default="baseline,random:base",
-                        help="comma-separated predictor specs (default: baseline,random:base)")
+    parser.add_argument(
+        "--specs",
+        default="baseline,random:base",
+        help="comma-separated predictor specs (default: baseline,random:base)",
+    )
     parser.add_argument("--images", type=int, default=3, help="GrabCut images (default 3)")
     parser.add_argument("--clicks", type=int, default=5, help="clicks per image (default 5)")
     parser.add_argument("--rounds", type=int, default=2, help="repetitions of every session (default 2)")
@@ -236,6 +314,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    run([s for s in args.specs.split(",") if s], args.data_root, args.images, args.clicks, args.rounds,
-        args.rle_repeats)
+    run(
+        [s for s in args.specs.split(",") if s], args.data_root, args.images, args.clicks, args.rounds, args.rle_repeats
+    )
     return 0

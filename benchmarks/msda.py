@@ -8,6 +8,7 @@ from other processes hits them alike and the ratios stay meaningful on a busy ma
     adaptiveclick benchmark msda                    # 448 input: levels 14/28/56, 8 heads x 32, 4 points, N=1
     adaptiveclick benchmark msda --batch 2 --repeats 50 --cpu-dtypes float32,bfloat16 --isas
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,7 @@ def _run_once(variant: Variant, inputs: MSDAInputs, grad_output: torch.Tensor) -
         torch.ops.adaptiveclick_msda_cpu.select_instruction_set(variant.isa)
     with torch.no_grad():
         variant.forward.append(_timed(lambda: ms_deform_attn(*inputs.args()), variant.device))
-    leaves = [t.detach().requires_grad_() for t in (inputs.value, inputs.sampling_locations,
-                                                    inputs.attention_weights)]
+    leaves = [t.detach().requires_grad_() for t in (inputs.value, inputs.sampling_locations, inputs.attention_weights)]
 
     def train_step():
         out = ms_deform_attn(leaves[0], inputs.spatial_shapes, inputs.level_start_index, leaves[1], leaves[2])
@@ -84,8 +84,12 @@ def variants_for(device: str, dtype: torch.dtype, all_isas: bool) -> list[Varian
 
 
 def measure(variants: list[Variant], inputs: MSDAInputs, repeats: int, warmup: int) -> None:
-    grad_output = torch.randn(inputs.value.shape[0], inputs.sampling_locations.shape[1],
-                              inputs.value.shape[2] * inputs.value.shape[3], generator=torch.Generator().manual_seed(0))
+    grad_output = torch.randn(
+        inputs.value.shape[0],
+        inputs.sampling_locations.shape[1],
+        inputs.value.shape[2] * inputs.value.shape[3],
+        generator=torch.Generator().manual_seed(0),
+    )
     grad_output = grad_output.to(device=inputs.value.device, dtype=inputs.value.dtype)
     saved_env = os.environ.get(IMPL_ENV)
     saved_isa = None
@@ -107,9 +111,16 @@ def measure(variants: list[Variant], inputs: MSDAInputs, repeats: int, warmup: i
             torch.ops.adaptiveclick_msda_cpu.select_instruction_set(saved_isa)
 
 
-def run(batch: int = 1, levels=MODEL_LEVELS, repeats: int = 20, warmup: int = 3,
-        cpu_dtypes=(torch.float32,), cuda_dtypes=(torch.float32, torch.float16, torch.bfloat16),
-        all_isas: bool = False, use_cuda: bool = True) -> list[Variant]:
+def run(
+    batch: int = 1,
+    levels=MODEL_LEVELS,
+    repeats: int = 20,
+    warmup: int = 3,
+    cpu_dtypes=(torch.float32,),
+    cuda_dtypes=(torch.float32, torch.float16, torch.bfloat16),
+    all_isas: bool = False,
+    use_cuda: bool = True,
+) -> list[Variant]:
     inputs = random_inputs(batch, levels, MODEL_HEADS, MODEL_CHANNELS, MODEL_POINTS)
     plans = [("cpu", dtype) for dtype in cpu_dtypes]
     if use_cuda and torch.cuda.is_available():
@@ -127,12 +138,23 @@ def run(batch: int = 1, levels=MODEL_LEVELS, repeats: int = 20, warmup: int = 3,
         ref = next(r for r in results if r.device == v.device and r.dtype == v.dtype and r.impl == "pytorch")
         fwd, train = float(np.median(v.forward)), float(np.median(v.train))
         ref_fwd, ref_train = float(np.median(ref.forward)), float(np.median(ref.train))
-        rows.append([v.device, str(v.dtype).replace("torch.", ""), v.label, f"{fwd * 1e3:.2f}",
-                     f"{ref_fwd / fwd:.1f}x", f"{train * 1e3:.2f}", f"{ref_train / train:.1f}x"])
-    print_table(["device", "dtype", "implementation", "forward p50 (ms)", "vs reference", "fwd+bwd p50 (ms)",
-                 "vs reference"], rows,
-                title=f"MSDA at N={batch}, levels {'/'.join(f'{h}x{w}' for h, w in levels)} (S = Lq = {size}), "
-                      f"{MODEL_HEADS} heads x {MODEL_CHANNELS}, {MODEL_POINTS} points; median of {repeats}")
+        rows.append(
+            [
+                v.device,
+                str(v.dtype).replace("torch.", ""),
+                v.label,
+                f"{fwd * 1e3:.2f}",
+                f"{ref_fwd / fwd:.1f}x",
+                f"{train * 1e3:.2f}",
+                f"{ref_train / train:.1f}x",
+            ]
+        )
+    print_table(
+        ["device", "dtype", "implementation", "forward p50 (ms)", "vs reference", "fwd+bwd p50 (ms)", "vs reference"],
+        rows,
+        title=f"MSDA at N={batch}, levels {'/'.join(f'{h}x{w}' for h, w in levels)} (S = Lq = {size}), "
+        f"{MODEL_HEADS} heads x {MODEL_CHANNELS}, {MODEL_POINTS} points; median of {repeats}",
+    )
     if not torch.cuda.is_available():
         print("\nno GPU here: the CUDA rows are missing (run the same command on a GPU machine)")
     return results
@@ -158,8 +180,9 @@ def _levels(text: str) -> tuple[tuple[int, int], ...]:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=1, help="N (1; 2 with flip averaging; more in training)")
-    parser.add_argument("--levels", default="14x14,28x28,56x56",
-                        help="feature levels HxW (default: the model at 448 input)")
+    parser.add_argument(
+        "--levels", default="14x14,28x28,56x56", help="feature levels HxW (default: the model at 448 input)"
+    )
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per variant (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per variant first (default 3)")
     parser.add_argument("--cpu-dtypes", default="float32", help="CPU dtypes, e.g. float32,bfloat16")

@@ -6,6 +6,7 @@ standard ``AWS_*`` variables (``AWS_ENDPOINT_URL`` for MinIO or another S3-compa
 
     python ensure_bucket.py [s3://bucket/prefix]     # default: $MODEL_REGISTRY
 """
+
 from __future__ import annotations
 
 import os

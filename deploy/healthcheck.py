@@ -7,6 +7,7 @@ when they are set, since the backend asks for them on every route.
 
     python healthcheck.py [URL]      # default http://127.0.0.1:9090/health
 """
+
 from __future__ import annotations
 
 import base64

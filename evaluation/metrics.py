@@ -7,6 +7,7 @@
   reach ``t``, and also those that reach it exactly at the last click;
 * mIoU@k: mean IoU after ``k`` clicks; seconds per click: wall time of the run over all clicks made.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_LABEL = -1
+from .datasets.base import IGNORE_LABEL
+
 #: thresholds of the results table and results.json
 REPORTED_THRESHOLDS = (0.85, 0.90)
 
@@ -100,18 +102,20 @@ class DatasetResult:
             entry[f"noc{round(t * 100)}"] = self.noc(t)
         for t in REPORTED_THRESHOLDS:
             entry[f"nof{round(t * 100)}"] = self.nof(t)
-        entry.update({
-            "miou_per_click": self.miou_per_click.tolist(),
-            "ious": self.ious.tolist(),
-            "seconds_per_click": self.seconds_per_click,
-            "n_instances": self.n_instances,
-            "n_clicks": self.n_clicks,
-            "elapsed_seconds": self.elapsed_seconds,
-            "names": list(self.names),
-        })
+        entry.update(
+            {
+                "miou_per_click": self.miou_per_click.tolist(),
+                "ious": self.ious.tolist(),
+                "seconds_per_click": self.seconds_per_click,
+                "n_instances": self.n_instances,
+                "n_clicks": self.n_clicks,
+                "elapsed_seconds": self.elapsed_seconds,
+                "names": list(self.names),
+            }
+        )
         return entry
 
     @classmethod
-    def from_json(cls, entry: dict[str, Any]) -> "DatasetResult":
+    def from_json(cls, entry: dict[str, Any]) -> DatasetResult:
         ious = np.asarray(entry["ious"], dtype=np.float64).reshape(len(entry["ious"]), -1)
         return cls(ious, list(entry.get("names", [])), float(entry.get("elapsed_seconds", 0.0)))

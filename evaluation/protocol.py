@@ -1,50 +1,50 @@
 """The NoC evaluation loop, as RITM's ``isegm.inference.evaluation`` (used unchanged by SimpleClick/AdaptiveClick).
 
-Per instance: set the image, start from an empty prediction, then for each of ``n_clicks`` clicks let the
-:class:`~model.clicker.Clicker` place the next click on the current error, predict with the previous step's
-probabilities (and zoom-in region) and record the IoU of ``probs > threshold``. All clicks are always made, so
-every curve has ``n_clicks`` points (the reference stops at the target IoU unless asked for IoU analysis; NoC is the
-same either way).
+Per instance, :func:`~evaluation.simulation.simulate` runs the annotator's session (the
+:class:`~evaluation.clicker.Clicker` places each click on the current error, the predictor answers with the previous
+step's probabilities and zoom-in region) and the IoU of ``probs > threshold`` after each click makes the curve. All
+clicks are always made, so every curve has ``n_clicks`` points (the reference stops at the target IoU unless asked
+for IoU analysis; NoC is the same either way).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sized
 from itertools import islice
-from typing import Iterable, Sized
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from model.clicker import Clicker
-from model.predictor import PROB_THRESHOLD, Predictor
+from model.prediction import PROB_THRESHOLD
 
 from .datasets.base import Sample
-from .metrics import REPORTED_THRESHOLDS, DatasetResult, iou, noc_per_instance
+from .metrics import REPORTED_THRESHOLDS, DatasetResult, noc_per_instance
+from .simulation import simulate
+
+if TYPE_CHECKING:  # the loop needs no torch itself; the predictor brings its own
+    from model.predictor import Predictor
 
 DEFAULT_N_CLICKS = 20
 
 
-def evaluate_sample(predictor: Predictor, sample: Sample, n_clicks: int = DEFAULT_N_CLICKS,
-                    threshold: float = PROB_THRESHOLD) -> np.ndarray:
+def evaluate_sample(
+    predictor: Predictor, sample: Sample, n_clicks: int = DEFAULT_N_CLICKS, threshold: float = PROB_THRESHOLD
+) -> np.ndarray:
     """``[n_clicks]`` IoU after each simulated click on one instance."""
-    gt = sample.gt
-    clicker = Clicker(gt)
-    predictor.set_image(sample.image)
-    pred_mask = np.zeros(gt.shape, dtype=bool)
-    probs, roi = None, None  # the first click sees no previous mask and the whole image
-    ious = np.empty(n_clicks, dtype=np.float64)
-    for k in range(n_clicks):
-        clicker.make_next_click(pred_mask)
-        prediction = predictor.step(clicker.get_clicks(), probs, roi)
-        probs, roi = prediction.probs, prediction.roi
-        pred_mask = probs > threshold
-        ious[k] = iou(gt, pred_mask)
-    return ious
+    return np.array([step.iou for step in simulate(predictor, sample, n_clicks, threshold)], dtype=np.float64)
 
 
-def evaluate_predictor(predictor: Predictor, samples: Iterable[Sample], n_clicks: int = DEFAULT_N_CLICKS,
-                       progress: bool = False, threshold: float = PROB_THRESHOLD, limit: int | None = None,
-                       description: str | None = None) -> DatasetResult:
+def evaluate_predictor(
+    predictor: Predictor,
+    samples: Iterable[Sample],
+    n_clicks: int = DEFAULT_N_CLICKS,
+    progress: bool = False,
+    threshold: float = PROB_THRESHOLD,
+    limit: int | None = None,
+    description: str | None = None,
+) -> DatasetResult:
     """Run the NoC protocol on every sample (the first ``limit`` ones if given).
 
     Args:
@@ -70,16 +70,21 @@ def evaluate_predictor(predictor: Predictor, samples: Iterable[Sample], n_clicks
     names: list[str] = []
     noc_sums = np.zeros(len(REPORTED_THRESHOLDS))
     start = time.perf_counter()
-    with tqdm(samples, total=total, desc=description, unit="inst", disable=not progress, leave=True,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        samples, total=total, desc=description, unit="inst", disable=not progress, leave=True, dynamic_ncols=True
+    ) as bar:
         for sample in bar:
             curve = evaluate_sample(predictor, sample, n_clicks, threshold)
             curves.append(curve)
             names.append(sample.name)
             if progress:
                 noc_sums += [noc_per_instance(curve[None], t)[0] for t in REPORTED_THRESHOLDS]
-                bar.set_postfix_str(" ".join(f"NoC@{round(t * 100)} {s / len(curves):.2f}"
-                                             for t, s in zip(REPORTED_THRESHOLDS, noc_sums)), refresh=False)
+                bar.set_postfix_str(
+                    " ".join(
+                        f"NoC@{round(t * 100)} {s / len(curves):.2f}" for t, s in zip(REPORTED_THRESHOLDS, noc_sums)
+                    ),
+                    refresh=False,
+                )
     elapsed = time.perf_counter() - start
     if not curves:
         raise ValueError("no samples to evaluate")

@@ -3,26 +3,38 @@
 Files are replaced atomically, so an interrupted run never leaves a truncated file, and they are rewritten after
 every dataset, so the datasets already evaluated survive a failure on a later one.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from model.files import atomic_write
+from storage.files import atomic_write
 
 from .metrics import DatasetResult
 
 RESULTS_JSON = "results.json"
 RESULTS_TABLE = "results.md"
 MIOU_PLOT = "miou.png"
-TABLE_HEADERS = ["Dataset", "Instances", "NoC@85", "NoC@90", "NoF@85", "NoF@90", "mIoU@1", "mIoU@5",
-                 "mIoU@last", "SPC, s", "Time"]  # SPC: seconds per click
+TABLE_HEADERS = [
+    "Dataset",
+    "Instances",
+    "NoC@85",
+    "NoC@90",
+    "NoF@85",
+    "NoF@90",
+    "mIoU@1",
+    "mIoU@5",
+    "mIoU@last",
+    "SPC, s",
+    "Time",
+]  # SPC: seconds per click
 
 
 def format_duration(seconds: float) -> str:
@@ -33,9 +45,21 @@ def table_rows(results: Mapping[str, DatasetResult]) -> list[list[str]]:
     rows = []
     for name, r in results.items():
         miou = r.miou_per_click
-        rows.append([name, str(r.n_instances), f"{r.noc(0.85):.2f}", f"{r.noc(0.90):.2f}", str(r.nof(0.85)),
-                     str(r.nof(0.90)), f"{miou[0]:.4f}", f"{miou[min(4, r.n_clicks - 1)]:.4f}",
-                     f"{miou[-1]:.4f}", f"{r.seconds_per_click:.3f}", format_duration(r.elapsed_seconds)])
+        rows.append(
+            [
+                name,
+                str(r.n_instances),
+                f"{r.noc(0.85):.2f}",
+                f"{r.noc(0.90):.2f}",
+                str(r.nof(0.85)),
+                str(r.nof(0.90)),
+                f"{miou[0]:.4f}",
+                f"{miou[min(4, r.n_clicks - 1)]:.4f}",
+                f"{miou[-1]:.4f}",
+                f"{r.seconds_per_click:.3f}",
+                format_duration(r.elapsed_seconds),
+            ]
+        )
     return rows
 
 
@@ -82,8 +106,9 @@ def plot_miou(results: Mapping[str, DatasetResult], title: str = "") -> Figure:
     return figure
 
 
-def write_report(out_dir: Path, results: Mapping[str, DatasetResult], facts: Sequence[str],
-                 title: str = "") -> list[Path]:
+def write_report(
+    out_dir: Path, results: Mapping[str, DatasetResult], facts: Sequence[str], title: str = ""
+) -> list[Path]:
     """Write the three files into ``out_dir`` (created if needed); returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

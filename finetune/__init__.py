@@ -1,7 +1,7 @@
 """Fine-tuning AdaptiveClick on a team's annotations: data from Label Studio or benchmark folders, training with
-the Adaptive Focal Loss and simulated clicks (also under torchrun), NoC validation, the publication gate and the
-model registry the backend watches.
+the Adaptive Focal Loss and simulated clicks (also under torchrun), NoC validation, the publication gate, and
+publishing to the model registry (:mod:`storage.registry`) that the backend follows.
 
-Entry point: ``adaptiveclick finetune`` (:mod:`finetune.cli`). :mod:`finetune.registry` is also read by the backend
-and imports no training code; this package file imports nothing so that importing it stays cheap.
+Entry point: ``adaptiveclick finetune`` (:mod:`finetune.cli`). This package file imports nothing so that importing
+it stays cheap.
 """

@@ -7,6 +7,7 @@ shift +-10 (p 0.75). Validation: resize, pad and crop only.
 
 Masks travel as ``[H, W, K]`` uint8 layers (objects and the ignore map) and are resampled with nearest neighbour.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ def _map_layers(layers: np.ndarray, fn) -> np.ndarray:
         return np.zeros(probe.shape[:2] + (0,), np.uint8)
     parts = []
     for start in range(0, layers.shape[2], 4):
-        chunk = np.ascontiguousarray(layers[:, :, start:start + 4])
+        chunk = np.ascontiguousarray(layers[:, :, start : start + 4])
         out = fn(chunk)
         parts.append(out if out.ndim == 3 else out[:, :, None])
     return np.concatenate(parts, axis=2)
@@ -86,7 +87,7 @@ def pad_to(image: np.ndarray, layers: np.ndarray, size: int) -> tuple[np.ndarray
 
 
 def crop(image: np.ndarray, layers: np.ndarray, top: int, left: int, size: int):
-    return image[top:top + size, left:left + size], layers[top:top + size, left:left + size]
+    return image[top : top + size, left : left + size], layers[top : top + size, left : left + size]
 
 
 def random_crop_origin(shape: tuple[int, int], size: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -119,8 +120,14 @@ def crop_origin_around(layer: np.ndarray, size: int, rng: np.random.Generator) -
     return top, left
 
 
-def augment(image: np.ndarray, layers: np.ndarray, rng: np.random.Generator, config: AugmentConfig,
-            train: bool = True, focus_layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    image: np.ndarray,
+    layers: np.ndarray,
+    rng: np.random.Generator,
+    config: AugmentConfig,
+    train: bool = True,
+    focus_layer: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """One random view of ``image [H, W, 3]`` uint8 and its ``layers [H, W, K]`` uint8: ``[S, S, 3]``, ``[S, S, K]``.
 
     ``focus_layer``: place the crop so that it holds part of that layer (when the layer survived the geometry),

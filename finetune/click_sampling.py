@@ -15,6 +15,7 @@ farther than half the largest distance from the region's border.
 Points are ``[2N, 3]`` rows ``(y, x, index)``: N positive then N negative slots, ``-1`` padding, as the network
 takes them. Pixels marked *ignore* (e.g. GrabCut's unknown band) are never clicked.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+
+from model.prediction import PROB_THRESHOLD
 
 PAD = (-1.0, -1.0, -1.0)
 SAMPLED_CLICK_INDEX = 100  # the reference marks sampled (not first-center) clicks with index 100
@@ -68,8 +71,13 @@ class ClickSampler:
         self.positive_probs = geometric_probs(config.max_points, config.prob_gamma)
         self.negative_count_probs = geometric_probs(config.max_points + 1, config.prob_gamma)
 
-    def sample(self, objects: list[np.ndarray], ignore: np.ndarray | None, rng: np.random.Generator,
-               shape: tuple[int, int] | None = None) -> SampledTarget:
+    def sample(
+        self,
+        objects: list[np.ndarray],
+        ignore: np.ndarray | None,
+        rng: np.random.Generator,
+        shape: tuple[int, int] | None = None,
+    ) -> SampledTarget:
         """
         Args:
             objects: ``[H, W]`` bool masks of the objects left in the crop (may be empty: a background sample).
@@ -136,8 +144,10 @@ class ClickSampler:
     def _positive_points(self, regions: list[np.ndarray], rng: np.random.Generator) -> list[tuple]:
         """One object: ``1 + k`` points in it. Several (merged) objects: one point in each, then a negative-count
         of points drawn from the union (each object equally likely), as the reference's multi-mask sampling."""
-        per_object = [self._draw([(r, 1.0)], 1 + int(rng.choice(self.config.max_points, p=self.positive_probs)),
-                                 rng) for r in regions[: self.config.max_points]]
+        per_object = [
+            self._draw([(r, 1.0)], 1 + int(rng.choice(self.config.max_points, p=self.positive_probs)), rng)
+            for r in regions[: self.config.max_points]
+        ]
         per_object = [pts for pts in per_object if pts]
         if len(per_object) <= 1:
             return per_object[0] if per_object else []
@@ -167,9 +177,15 @@ class ClickSampler:
         return points + [PAD] * (self.config.max_points - len(points))
 
 
-def next_clicks(probs: torch.Tensor, gt: torch.Tensor, points: torch.Tensor, click_index: int,
-                rng: np.random.Generator, valid: torch.Tensor | None = None,
-                threshold: float = 0.49) -> torch.Tensor:
+def next_clicks(
+    probs: torch.Tensor,
+    gt: torch.Tensor,
+    points: torch.Tensor,
+    click_index: int,
+    rng: np.random.Generator,
+    valid: torch.Tensor | None = None,
+    threshold: float = PROB_THRESHOLD,
+) -> torch.Tensor:
     """Add one corrective click per sample (the reference's ``get_next_points``).
 
     Args:

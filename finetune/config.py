@@ -1,5 +1,6 @@
 """The training configuration: everything that decides what a fine-tune computes (saved with the run; a resume
 reuses it). Kept free of heavy imports so that the command line can be parsed quickly."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -45,6 +46,6 @@ class TrainConfig:
         return self.lr_milestones or (max(1, round(self.steps * 2 / 3)),)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})

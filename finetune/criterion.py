@@ -14,6 +14,7 @@ labelled with the integer part of that value. Besides the object (label 1) this 
 labelled 0 wherever the resize produced fractional values, which is how the released models were trained.
 ``"binary"`` mode uses one target per sample: the resized mask thresholded at 0.5, labelled 1 (none if empty).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,8 +83,13 @@ class AdaptiveClickCriterion:
         target_mode: ``"reference"`` or ``"binary"`` (see the module docstring).
     """
 
-    def __init__(self, class_weights: torch.Tensor, costs: MatchCosts = MatchCosts(),
-                 weights: LossWeights = LossWeights(), target_mode: str = "reference") -> None:
+    def __init__(
+        self,
+        class_weights: torch.Tensor,
+        costs: MatchCosts = MatchCosts(),
+        weights: LossWeights = LossWeights(),
+        target_mode: str = "reference",
+    ) -> None:
         if target_mode not in TARGET_MODES:
             raise ValueError(f"unknown target mode {target_mode!r}; expected one of {', '.join(TARGET_MODES)}")
         self.class_weights = class_weights.detach().float()

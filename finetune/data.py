@@ -11,13 +11,15 @@ fine-tune never become training tasks of the next.
 decides which image (epochs are seeded permutations) and every random choice for it, so a run resumed from a
 checkpoint sees exactly the data the uninterrupted run would have seen, whatever the number of processes.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -76,16 +78,21 @@ class DatasetImageRecord:
         return AnnotatedImage(self.key or self.image_id, image, objects, annotation.ignore)
 
 
-def dataset_records(name: str, data_root: str | Path | None = None, root: str | Path | None = None
-                    ) -> list[DatasetImageRecord]:
+def dataset_records(
+    name: str, data_root: str | Path | None = None, root: str | Path | None = None
+) -> list[DatasetImageRecord]:
     """Records of every image of benchmark ``name`` (found as the evaluation CLI finds it, or at ``root``)."""
     from evaluation.datasets import dataset_info, resolve_dataset_root
 
     info = dataset_info(name)
     folder = Path(root) if root is not None else resolve_dataset_root(info, data_root)
     loader = info.loader(folder)
-    return [DatasetImageRecord(info.name, str(folder), image_id, key=f"{info.name}/{image_id}",
-                               group=f"{info.name}/{image_id}") for image_id in loader.image_ids]
+    return [
+        DatasetImageRecord(
+            info.name, str(folder), image_id, key=f"{info.name}/{image_id}", group=f"{info.name}/{image_id}"
+        )
+        for image_id in loader.image_ids
+    ]
 
 
 @dataclass(frozen=True)
@@ -118,8 +125,7 @@ def records_to_json(records: Sequence[ImageRecord]) -> list[dict]:
         kind = kinds.get(type(record))
         if kind is None:
             raise TypeError(f"cannot save a {type(record).__name__} record")
-        out.append({"kind": kind, **{k: list(v) if isinstance(v, tuple) else v
-                                     for k, v in record.__dict__.items()}})
+        out.append({"kind": kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in record.__dict__.items()}})
     return out
 
 
@@ -142,8 +148,9 @@ def split_fraction(group: str, seed: int = 0) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def split_records(records: Sequence[ImageRecord], val_fraction: float, seed: int = 0
-                  ) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def split_records(
+    records: Sequence[ImageRecord], val_fraction: float, seed: int = 0
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """``(train, val)``: a group goes to validation when its hash falls below ``val_fraction``.
 
     With at least two groups and ``0 < val_fraction < 1`` neither side is left empty (the group with the
@@ -188,8 +195,14 @@ class ClickTrainingSet(Dataset):
     "valid": [1, S, S] float (0 where ignored)}``.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], sampler: ClickSampler, augment_config: AugmentConfig,
-                 seed: int = 0, train: bool = True) -> None:
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        sampler: ClickSampler,
+        augment_config: AugmentConfig,
+        seed: int = 0,
+        train: bool = True,
+    ) -> None:
         if not records:
             raise ValueError("no training images")
         self.records = list(records)
@@ -208,8 +221,11 @@ class ClickTrainingSet(Dataset):
         if epoch not in self._permutations:
             if len(self._permutations) > 4:
                 self._permutations.clear()
-            order = sample_rng(self.seed, 1, epoch).permutation(len(self.records)) if self.train else \
-                np.arange(len(self.records))
+            order = (
+                sample_rng(self.seed, 1, epoch).permutation(len(self.records))
+                if self.train
+                else np.arange(len(self.records))
+            )
             self._permutations[epoch] = order
         return int(self._permutations[epoch][offset])
 
@@ -230,9 +246,14 @@ class ClickTrainingSet(Dataset):
         """Augment until an object of at least MIN_OBJECT_AREA pixels is left (or keep a background crop now and
         then); after MAX_AUGMENT_TRIES the crop is placed on an object."""
         has_ignore = item.ignore is not None
-        layers = np.stack([m.astype(np.uint8) for m in item.objects] +
-                          ([item.ignore.astype(np.uint8)] if has_ignore else []), axis=2) \
-            if item.objects or has_ignore else np.zeros(item.image.shape[:2] + (0,), np.uint8)
+        layers = (
+            np.stack(
+                [m.astype(np.uint8) for m in item.objects] + ([item.ignore.astype(np.uint8)] if has_ignore else []),
+                axis=2,
+            )
+            if item.objects or has_ignore
+            else np.zeros(item.image.shape[:2] + (0,), np.uint8)
+        )
         n_objects = len(item.objects)
         for attempt in range(MAX_AUGMENT_TRIES + 1):
             focus = int(rng.integers(n_objects)) if attempt == MAX_AUGMENT_TRIES and n_objects else None

@@ -4,6 +4,7 @@ Under ``torchrun`` the environment carries ``RANK``, ``WORLD_SIZE``, ``LOCAL_RAN
 NCCL is used on GPUs (one device per local rank) and gloo on CPU. Without those variables everything runs in one
 process and the helpers are no-ops.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,7 @@ def init_distributed(device: str | None = "auto", timeout_minutes: float = 60.0)
         if torch_device.type == "cuda":
             torch.cuda.set_device(torch_device)
         backend = "nccl" if torch_device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world_size,
-                                timeout=timedelta(minutes=timeout_minutes))
+        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(minutes=timeout_minutes))
     return DistributedContext(rank, world_size, local_rank, torch_device)
 
 

@@ -10,6 +10,7 @@ The output folder holds everything a job needs to be resumed and inspected::
     OUT/model.pth             the fine-tuned weights
     OUT/gate.json             the gate's decision and the published version, if any
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data import (dataset_records, records_from_json, records_to_json, split_records, validation_samples)
+from .config import TrainConfig
+from .data import dataset_records, records_from_json, records_to_json, split_records, validation_samples
 from .distributed import gather_objects, init_distributed, shutdown
 from .metrics_log import write_json_atomic, write_status
-from .config import TrainConfig
 from .trainer import CONFIG_FILE, WEIGHTS_FILE, Trainer, checkpoint_path, load_config, save_config
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ class JobError(RuntimeError):
 def gather_records(opts: JobOptions, context) -> list:
     """Image records of every requested source. Label Studio is read and imported by the main process; the
     others read the import's manifest."""
-    from .labelstudio import fetch_tasks, image_fetcher, import_tasks, load_export, read_manifest
+    from labelstudio.api import fetch_tasks, load_export
+    from labelstudio.settings import LabelStudioSettings
+
+    from .labelstudio import image_fetcher, import_tasks, read_manifest
 
     records = []
     for spec in opts.datasets:
@@ -79,13 +83,21 @@ def gather_records(opts: JobOptions, context) -> list:
     imported, error = [], None
     if context.is_main:
         try:
+            # the same checked settings as the backend's, with --ls-url/--ls-api-key over the environment
+            settings = LabelStudioSettings.from_env().with_connection(opts.ls_url, opts.ls_api_key)
             tasks = [task for path in opts.ls_exports for task in load_export(path)]
             if opts.ls_project:
-                tasks += fetch_tasks(opts.ls_url, opts.ls_api_key, opts.ls_project)
-            imported, report = import_tasks(tasks, image_fetcher(opts.ls_url, opts.ls_api_key), data_dir,
-                                            opts.ls_image_key, opts.ls_labels)
-            log.info("Label Studio import", extra={"tasks": report.tasks, "tasks_used": report.tasks_used,
-                                                   "objects": report.objects, "skipped": report.reasons()})
+                tasks += fetch_tasks(settings.url, settings.api_key, opts.ls_project)
+            imported, report = import_tasks(tasks, image_fetcher(settings), data_dir, opts.ls_image_key, opts.ls_labels)
+            log.info(
+                "Label Studio import",
+                extra={
+                    "tasks": report.tasks,
+                    "tasks_used": report.tasks_used,
+                    "objects": report.objects,
+                    "skipped": report.reasons(),
+                },
+            )
         except Exception as exc:
             if not context.enabled:
                 raise
@@ -118,8 +130,7 @@ def prepare(opts: JobOptions, context) -> tuple[TrainConfig, dict, list, list]:
     if opts.resume and not (opts.datasets or opts.ls_exports or opts.ls_project):
         raise JobError(f"--resume: {out} holds no fine-tune run to resume (it has no {CONFIG_FILE})")
     if not opts.resume and (checkpoint_path(out).exists() or (out / CONFIG_FILE).exists()):
-        raise JobError(f"{out} already holds a fine-tune run: pass --resume to continue it, or choose another "
-                       "--output")
+        raise JobError(f"{out} already holds a fine-tune run: pass --resume to continue it, or choose another --output")
     if not (opts.datasets or opts.ls_exports or opts.ls_project):
         raise JobError("no training data: pass --dataset, --ls-export or --ls-project")
     if not opts.init:
@@ -130,12 +141,19 @@ def prepare(opts: JobOptions, context) -> tuple[TrainConfig, dict, list, list]:
     records = gather_records(opts, context)
     train, val = split_records(records, opts.val_fraction, opts.train.seed)
     if not train:
-        raise JobError(f"no usable training images among {len(records)} (see {out / 'data' / 'manifest.json'} "
-                       "for the reasons annotations were skipped)")
+        raise JobError(
+            f"no usable training images among {len(records)} (see {out / 'data' / 'manifest.json'} "
+            "for the reasons annotations were skipped)"
+        )
     config = opts.train
     config.steps = steps_for(opts, config, len(train), context.world_size)
-    saved = {"init": opts.init, "size": opts.size, "val_fraction": opts.val_fraction,
-             "val_max_images": opts.val_max_images, "images": {"train": len(train), "val": len(val)}}
+    saved = {
+        "init": opts.init,
+        "size": opts.size,
+        "val_fraction": opts.val_fraction,
+        "val_max_images": opts.val_max_images,
+        "images": {"train": len(train), "val": len(val)},
+    }
     if context.is_main:
         write_json_atomic(out / RECORDS_FILE, {"train": records_to_json(train), "val": records_to_json(val)})
     return config, saved, train, val
@@ -144,8 +162,10 @@ def prepare(opts: JobOptions, context) -> tuple[TrainConfig, dict, list, list]:
 def starting_network(opts: JobOptions, saved: dict):
     """``(network, description, resolved --init)``; ``--init registry`` resolves to the current version's
     weights (hash-pinned), so that the run records exactly what it started from."""
+    from model.spec import pinned_spec
+    from storage.registry import open_registry
+
     from .network import build_adaptiveclick_from, build_initial_network
-    from .registry import open_registry
 
     if "model_config" in saved:  # resuming: weights come from the checkpoint
         return build_adaptiveclick_from(saved["model_config"]), saved["init_description"], saved["init"]
@@ -156,7 +176,7 @@ def starting_network(opts: JobOptions, saved: dict):
         current = open_registry(opts.registry).current()
         if current is None:
             raise JobError(f"--init registry: {opts.registry} has no current version yet")
-        init = current.predictor_spec().split(",version=")[0]
+        init = str(pinned_spec(current.weights_uri, current.sha256))
     net, description = build_initial_network(init, opts.size, opts.train.seed)
     return net, description, init
 
@@ -194,9 +214,11 @@ def run_job(opts: JobOptions) -> dict:
 def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summary: dict, context) -> dict | None:
     """Compare with the served weights (or the starting weights when nothing is served yet) and publish to the
     registry. Main process only, after training."""
+    from model.spec import pinned_spec
+    from storage.registry import open_registry
+
     from .gate import GateDecision, gate, publish_candidate
     from .network import build_initial_network, load_network
-    from .registry import open_registry
     from .validation import network_predictor
 
     if not opts.registry:
@@ -216,14 +238,33 @@ def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summar
         current = network_predictor(current_net.eval(), current_name, context.device, config.crop_size)
         decision = gate(candidate, current, samples, config.val_clicks, opts.force, current_name)
     else:
-        decision = GateDecision(opts.force, "no validation samples" + (": forced" if opts.force else
-                                                                       ": not published (use --force)"),
-                                {}, None, current_name, opts.force)
-    info = publish_candidate(registry, opts.output / WEIGHTS_FILE, decision, _config_record(config),
-                             {"training": summary["training"], "images": summary["images"]}, opts.version,
-                             current_info.version if current_info else None) if opts.publish else None
-    result = {**decision.to_json(), "registry": registry.uri, "published": info.version if info else None,
-              "predictor_spec": info.predictor_spec() if info else None}
+        decision = GateDecision(
+            opts.force,
+            "no validation samples" + (": forced" if opts.force else ": not published (use --force)"),
+            {},
+            None,
+            current_name,
+            opts.force,
+        )
+    info = (
+        publish_candidate(
+            registry,
+            opts.output / WEIGHTS_FILE,
+            decision,
+            _config_record(config),
+            {"training": summary["training"], "images": summary["images"]},
+            opts.version,
+            current_info.version if current_info else None,
+        )
+        if opts.publish
+        else None
+    )
+    result = {
+        **decision.to_json(),
+        "registry": registry.uri,
+        "published": info.version if info else None,
+        "predictor_spec": str(pinned_spec(info.weights_uri, info.sha256, info.version)) if info else None,
+    }
     write_json_atomic(opts.output / GATE_FILE, result)
     return result
 

@@ -11,15 +11,23 @@ by ``1 + delta * gamma_a`` (adaptive gradient representation), plus a poly term 
 all balanced by ``epsilon_t``. ``gamma_a`` and the rescaling factor are statistics of the prediction, computed
 without gradient.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def sigmoid_adaptive_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float,
-                                epsilon: float = 0.5, gamma: float = 2, delta: float = 0.4, alpha: float = 1.0,
-                                eps: float = 1e-12) -> torch.Tensor:
+def sigmoid_adaptive_focal_loss(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    num_masks: float,
+    epsilon: float = 0.5,
+    gamma: float = 2,
+    delta: float = 0.4,
+    alpha: float = 1.0,
+    eps: float = 1e-12,
+) -> torch.Tensor:
     """Adaptive Focal Loss.
 
     Args:
@@ -66,8 +74,9 @@ def sigmoid_bce_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: flo
     return F.binary_cross_entropy_with_logits(inputs, targets, reduction="none").mean(1).sum() / num_masks
 
 
-def sigmoid_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float, alpha: float = 0.25,
-                       gamma: float = 2) -> torch.Tensor:
+def sigmoid_focal_loss(
+    inputs: torch.Tensor, targets: torch.Tensor, num_masks: float, alpha: float = 0.25, gamma: float = 2
+) -> torch.Tensor:
     """RetinaNet focal loss ``alpha_t (1 - p_t)^gamma BCE``, mean over pixels, summed over masks / num_masks."""
     prob = inputs.sigmoid()
     bce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
@@ -78,8 +87,9 @@ def sigmoid_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: f
     return loss.mean(1).sum() / num_masks
 
 
-def class_cross_entropy(class_logits: torch.Tensor, target_classes: torch.Tensor,
-                        class_weights: torch.Tensor) -> torch.Tensor:
+def class_cross_entropy(
+    class_logits: torch.Tensor, target_classes: torch.Tensor, class_weights: torch.Tensor
+) -> torch.Tensor:
     """Weighted cross-entropy over queries.
 
     Args:
@@ -90,5 +100,6 @@ def class_cross_entropy(class_logits: torch.Tensor, target_classes: torch.Tensor
     Returns:
         Scalar: ``sum w_c * nll / sum w_c`` over all queries (PyTorch's weighted mean).
     """
-    return F.cross_entropy(class_logits.float().transpose(1, 2), target_classes,
-                           class_weights.to(class_logits.device, torch.float32))
+    return F.cross_entropy(
+        class_logits.float().transpose(1, 2), target_classes, class_weights.to(class_logits.device, torch.float32)
+    )

@@ -6,6 +6,7 @@ reference's *batched* AFL: an approximation of the AFL of the pair built from pa
 pair instead of per-pixel ``p_t``), which is what the released models were trained with. The costs are computed
 without gradient in float32 and solved with ``scipy.optimize.linear_sum_assignment``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ def batch_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return 1 - (numerator + 1) / (denominator + 1)
 
 
-def batch_focal_cost(inputs: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
-                     gamma: float = 2) -> torch.Tensor:
+def batch_focal_cost(
+    inputs: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2
+) -> torch.Tensor:
     """Focal loss of every (query, target) pair, mean over pixels: ``[Q, P]``, ``[T, P]`` -> ``[Q, T]``."""
     prob = inputs.sigmoid()
     pos = (1 - prob) ** gamma * F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
@@ -34,9 +36,15 @@ def batch_focal_cost(inputs: torch.Tensor, targets: torch.Tensor, alpha: float =
     return (pos @ targets.T + neg @ (1 - targets).T) / inputs.shape[1]
 
 
-def batch_adaptive_focal_cost(inputs: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.5,
-                              gamma: float = 2, delta: float = 0.4, alpha: float = 1.0,
-                              eps: float = 1e-12) -> torch.Tensor:
+def batch_adaptive_focal_cost(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    epsilon: float = 0.5,
+    gamma: float = 2,
+    delta: float = 0.4,
+    alpha: float = 1.0,
+    eps: float = 1e-12,
+) -> torch.Tensor:
     """The reference matcher's AFL cost of every (query, target) pair: ``[Q, P]``, ``[T, P]`` -> ``[Q, T]``.
 
     Per pair: ``p_t`` is the pair's mean pixel ``p_t``; the exponent is ``gamma + 1 - (sum of the query's
@@ -71,8 +79,9 @@ class MatchCosts:
 
 
 @torch.no_grad()
-def match_queries(class_logits: torch.Tensor, mask_logits: torch.Tensor, targets: list[dict],
-                  costs: MatchCosts = MatchCosts()) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def match_queries(
+    class_logits: torch.Tensor, mask_logits: torch.Tensor, targets: list[dict], costs: MatchCosts = MatchCosts()
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Optimal one-to-one assignment of queries to targets, per batch element.
 
     Args:

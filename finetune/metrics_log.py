@@ -7,6 +7,7 @@
 * ``status.json``: ``{"state": "running" | "finished" | "failed", "step", "steps", ...}``, replaced atomically, for
   whoever supervises the job (the backend's status endpoint).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model.files import atomic_write
+from storage.files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "metrics.png"

@@ -12,6 +12,7 @@ The weights file is the reference layout ``{"state_dict", "config"}``; ``config[
 the architecture, so that :func:`model.load_adaptiveclick` (and hence the backend's ``load_predictor``) rebuilds a
 ``tiny`` (or any non-released) network from the file alone.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -19,25 +20,20 @@ from pathlib import Path
 
 import torch
 
-from model import AdaptiveClick, AdaptiveClickConfig, build_adaptiveclick, load_adaptiveclick, load_mae_backbone
-from model.build import CONFIGS
-from model.checkpoint import ARCHITECTURE_KEY, recorded_architecture
-from model.files import atomic_write
+from model.adaptiveclick import AdaptiveClick
+from model.build import AdaptiveClickConfig, build_adaptiveclick, get_config
+from model.checkpoint import ARCHITECTURE_KEY, load_adaptiveclick, load_mae_backbone, recorded_architecture
+from model.spec import parse_spec
+from storage.files import atomic_write
 
-TINY_CONFIG = AdaptiveClickConfig(
-    "tiny", patch_size=16, embed_dim=96, depth=4, num_heads=3, fpn_dims=(32, 64, 96, 128), conv_dim=64,
-    mask_dim=64, encoder_layers=1, encoder_ffn=128, hidden_dim=64, nheads=4, decoder_ffn=128)
-SIZES = {**CONFIGS, "tiny": TINY_CONFIG}
 #: parameters the segmentation forward pass never uses (kept for checkpoint compatibility, frozen in training)
-UNUSED_PARAMETERS = ("backbone.cls_token", "backbone.fc_norm.weight", "backbone.fc_norm.bias",
-                     "backbone.head.weight", "backbone.head.bias")
-
-
-def config_for(size: str) -> AdaptiveClickConfig:
-    try:
-        return SIZES[size]
-    except KeyError:
-        raise ValueError(f"unknown network size {size!r}; expected one of {', '.join(SIZES)}") from None
+UNUSED_PARAMETERS = (
+    "backbone.cls_token",
+    "backbone.fc_norm.weight",
+    "backbone.fc_norm.bias",
+    "backbone.head.weight",
+    "backbone.head.bias",
+)
 
 
 def config_from_dict(values: dict) -> AdaptiveClickConfig:
@@ -59,13 +55,13 @@ def build_initial_network(init: str, size: str | None = None, seed: int = 0) -> 
         size = init.partition(":")[2] or size or "base"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = build_adaptiveclick(config_for(size))
+            net = build_adaptiveclick(get_config(size))
         return net.train(), f"random:{size} (seed {seed})"
     if init.startswith("mae:"):
-        source = init[len("mae:"):]
+        source = init[len("mae:") :]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = build_adaptiveclick(config_for(size or "base"))
+            net = build_adaptiveclick(get_config(size or "base"))
         missing, _ = load_mae_backbone(net, source)
         return net.train(), f"mae:{source} ({len(missing)} backbone keys not in MAE)"
     return load_network(init).train(), init
@@ -74,9 +70,8 @@ def build_initial_network(init: str, size: str | None = None, seed: int = 0) -> 
 def load_network(source: str | Path) -> AdaptiveClick:
     """A network from a weights file written by :func:`save_weights` or any released AdaptiveClick checkpoint
     (path/URL/s3, optional ``#sha256=HEX``), in eval mode on CPU."""
-    path, _, fragment = str(source).partition("#")
-    options = dict(item.partition("=")[::2] for item in fragment.split(",") if item.strip())
-    return load_adaptiveclick(path, sha256=options.get("sha256") or None)
+    spec = parse_spec(str(source))
+    return load_adaptiveclick(spec.source, sha256=spec.option("sha256"))
 
 
 def freeze_unused(net: AdaptiveClick) -> None:

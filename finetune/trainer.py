@@ -10,16 +10,17 @@ State is checkpointed atomically to ``OUT/checkpoints/last.pt`` (weights, optimi
 every ``checkpoint_every`` steps; a resumed run continues from it and, because every random choice derives from
 the seed and the step or sample position, repeats exactly what the interrupted run would have done.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -29,12 +30,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .augment import AugmentConfig
-from .config import TrainConfig
 from .click_sampling import ClickSampler, ClickSamplerConfig, next_clicks
+from .config import TrainConfig
 from .criterion import AdaptiveClickCriterion
 from .data import ClickTrainingSet, ImageRecord, PositionSampler
-from .distributed import (DistributedContext, barrier, gather_objects, mean_over_processes,
-                          parameter_fingerprint)
+from .distributed import DistributedContext, barrier, gather_objects, mean_over_processes, parameter_fingerprint
 from .metrics_log import MetricsLog, write_status
 from .network import atomic_torch_save, freeze_unused, save_weights
 from .validation import network_predictor, noc_metrics
@@ -71,9 +71,17 @@ class Trainer:
         progress: show a progress bar (main process only).
     """
 
-    def __init__(self, config: TrainConfig, net, records: Sequence[ImageRecord], out_dir: str | Path,
-                 context: DistributedContext, val_samples: Sequence = (), workers: int = 2,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        net,
+        records: Sequence[ImageRecord],
+        out_dir: str | Path,
+        context: DistributedContext,
+        val_samples: Sequence = (),
+        workers: int = 2,
+        progress: bool = True,
+    ) -> None:
         self.config, self.context, self.out = config, context, Path(out_dir)
         patch = net.patch_size[0]
         if config.crop_size % patch:
@@ -84,27 +92,38 @@ class Trainer:
         self.criterion = AdaptiveClickCriterion(self.net.criterion.empty_weight, target_mode=config.target_mode)
         params = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(config.milestones()),
-                                                              gamma=config.lr_gamma)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, list(config.milestones()), gamma=config.lr_gamma
+        )
         self.amp_dtype = autocast_dtype(config.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.sampler = ClickSampler(ClickSamplerConfig(max_points=config.max_points, prob_gamma=config.prob_gamma))
-        self.dataset = ClickTrainingSet(records, self.sampler, AugmentConfig(crop_size=config.crop_size),
-                                        seed=config.seed)
+        self.dataset = ClickTrainingSet(
+            records, self.sampler, AugmentConfig(crop_size=config.crop_size), seed=config.seed
+        )
         self.val_samples = list(val_samples)
         self.workers, self.progress = workers, progress
         self.metrics = MetricsLog(self.out) if context.is_main else None
         self.step = 0
-        self.model = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
-                                             else None) if context.enabled else self.net
+        self.model = (
+            DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if context.enabled
+            else self.net
+        )
 
     # -- state -----------------------------------------------------------------------------------------------
 
     def state(self) -> dict:
-        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-                "config": asdict(self.config), "model_config": asdict(self.net.config),
-                "world_size": self.context.world_size}
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "config": asdict(self.config),
+            "model_config": asdict(self.net.config),
+            "world_size": self.context.world_size,
+        }
 
     def save_checkpoint(self) -> None:
         if self.context.is_main:
@@ -161,8 +180,9 @@ class Trainer:
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / cfg.accumulation
         if not math.isfinite(totals["loss"]) and self.amp_dtype != torch.float16:
-            raise FloatingPointError(f"the loss became {totals['loss']} at step {self.step + 1}: lower --lr, "
-                                     "or train in fp32")
+            raise FloatingPointError(
+                f"the loss became {totals['loss']} at step {self.step + 1}: lower --lr, or train in fp32"
+            )
         self.scaler.step(self.optimizer)  # with fp16, skips steps whose gradients overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -176,9 +196,15 @@ class Trainer:
         cfg = self.config
         start = self.step * cfg.accumulation  # micro-batches already consumed
         sampler = PositionSampler(cfg.batch_size, self.context.world_size, self.context.rank, start)
-        return DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=self.workers,
-                          pin_memory=self.device.type == "cuda", worker_init_fn=_quiet_worker,
-                          persistent_workers=False)
+        return DataLoader(
+            self.dataset,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_quiet_worker,
+            persistent_workers=False,
+        )
 
     def validate(self) -> dict | None:
         if not self.val_samples:
@@ -203,8 +229,14 @@ class Trainer:
 
     def run(self) -> dict:
         cfg, main = self.config, self.context.is_main
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="finetune", unit="step", dynamic_ncols=True,
-                   disable=not (main and self.progress))
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="finetune",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (main and self.progress),
+        )
         loader = self.data_loader()
         batches = iter(loader)
         last_val, started, losses = None, time.monotonic(), {}
@@ -217,8 +249,15 @@ class Trainer:
                 seconds = time.monotonic() - tick
                 if main:
                     samples = cfg.batch_size * cfg.accumulation * self.context.world_size
-                    self.metrics.append("train", self.step, **losses, **per_rank, lr=self.scheduler.get_last_lr()[0],
-                                        seconds=round(seconds, 4), samples_per_s=round(samples / seconds, 3))
+                    self.metrics.append(
+                        "train",
+                        self.step,
+                        **losses,
+                        **per_rank,
+                        lr=self.scheduler.get_last_lr()[0],
+                        seconds=round(seconds, 4),
+                        samples_per_s=round(samples / seconds, 3),
+                    )
                     write_status(self.out, "running", step=self.step, steps=cfg.steps, loss=losses["loss"])
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses['loss']:.3f}", refresh=False)
@@ -232,11 +271,17 @@ class Trainer:
         finally:
             bar.close()
             del batches
-        summary = {"steps": self.step, "final_loss": losses.get("loss"), "validation": last_val,
-                   "seconds": round(time.monotonic() - started, 1), "world_size": self.context.world_size}
+        summary = {
+            "steps": self.step,
+            "final_loss": losses.get("loss"),
+            "validation": last_val,
+            "seconds": round(time.monotonic() - started, 1),
+            "world_size": self.context.world_size,
+        }
         if main:
-            save_weights(self.net, self.out / WEIGHTS_FILE, {"finetune": {"steps": self.step,
-                                                                          "train_config": asdict(cfg)}})
+            save_weights(
+                self.net, self.out / WEIGHTS_FILE, {"finetune": {"steps": self.step, "train_config": asdict(cfg)}}
+            )
             self.metrics.plot()
         barrier(self.context)
         return summary

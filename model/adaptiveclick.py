@@ -2,8 +2,9 @@
 
 The calling convention is the reference ``AdaptiveClickModel`` one, so both can be compared on the same inputs:
 ``net(image, points)`` with ``image = [B, 4, H, W]`` (RGB in ``[0, 1]`` and the previous-mask channel) and
-``points = [B, 2N, 3]`` (see :func:`model.clicks.clicks_to_points`).
+``points = [B, 2N, 3]`` (see :func:`model.click_maps.clicks_to_points`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .camd import ClickAwareMaskAdaptiveDecoder
-from .clicks import CLICK_RADIUS, disk_maps
+from .click_maps import CLICK_RADIUS, disk_maps
 from .pixel_decoder import PixelDecoder
 from .vit import PatchEmbed, VisionTransformer
 
@@ -34,9 +35,14 @@ class NoObjectWeight(nn.Module):
 class AdaptiveClick(nn.Module):
     """The AdaptiveClick network. Build it with :func:`model.build.build_adaptiveclick`."""
 
-    def __init__(self, backbone: VisionTransformer, pixel_decoder: PixelDecoder,
-                 click_aware_decoder: ClickAwareMaskAdaptiveDecoder, click_radius: float = CLICK_RADIUS,
-                 no_object_weight: float = 0.1) -> None:
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        pixel_decoder: PixelDecoder,
+        click_aware_decoder: ClickAwareMaskAdaptiveDecoder,
+        click_radius: float = CLICK_RADIUS,
+        no_object_weight: float = 0.1,
+    ) -> None:
         super().__init__()
         self.click_radius = click_radius
         # prev mask + positive disks + negative disks, embedded like image patches
@@ -73,8 +79,9 @@ class AdaptiveClick(nn.Module):
         maps = self.click_maps(prev_mask, points.to(image.device))
         return self.forward_encoded(self.normalize(rgb), maps)
 
-    def forward_encoded(self, normalized_rgb: torch.Tensor, maps: torch.Tensor,
-                        image_tokens: torch.Tensor | None = None) -> dict:
+    def forward_encoded(
+        self, normalized_rgb: torch.Tensor, maps: torch.Tensor, image_tokens: torch.Tensor | None = None
+    ) -> dict:
         """Forward pass from the normalised image ``[B, 3, H, W]`` and the click maps ``[B, 3, H, W]``;
         ``image_tokens`` is ``backbone.patch_embed(normalized_rgb)`` where the caller keeps it between clicks."""
         click_tokens = self.patch_embed_coords(maps)

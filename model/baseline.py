@@ -12,14 +12,15 @@ Each step runs GrabCut (deterministic: OpenCV's RNG is re-seeded before every ca
 
 then keeps the connected components that hold a positive click.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
 from .clicks import Click
-from .predictor import PROB_THRESHOLD, Prediction, Predictor
-from .zoom_in import Roi
+from .prediction import PROB_THRESHOLD, Prediction, Roi
+from .predictor import Predictor
 
 BASELINE_VERSION = "baseline-grabcut-v1"
 
@@ -37,8 +38,9 @@ class GrabCutPredictor(Predictor):
 
     model_version = BASELINE_VERSION
 
-    def __init__(self, work_size: int = 256, iterations: int = 3, seed_radius: int = 4,
-                 first_click_extent: float = 0.3) -> None:
+    def __init__(
+        self, work_size: int = 256, iterations: int = 3, seed_radius: int = 4, first_click_extent: float = 0.3
+    ) -> None:
         super().__init__()
         self.work_size = work_size
         self.iterations = iterations
@@ -86,7 +88,7 @@ class GrabCutPredictor(Predictor):
                 half, label = max(2, int(extent / 4)), cv2.GC_PR_BGD
             else:
                 continue
-            seeds[max(0, y - half):y + half + 1, max(0, x - half):x + half + 1] = label
+            seeds[max(0, y - half) : y + half + 1, max(0, x - half) : x + half + 1] = label
         for click in clicks:
             y, x = self._to_work(click)
             label = cv2.GC_FGD if click.is_positive else cv2.GC_BGD

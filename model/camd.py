@@ -5,6 +5,7 @@ whose cross-attention masks are widened by the clicks: a query classified as for
 neighbourhood of the positive clicks, even where its own mask is still background. In the attention-mask convention
 (True = blocked) that is the *intersection* of the mask-prediction block and the click-aware block.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ class CrossAttentionLayer(nn.Module):
         _xavier(self)
 
     def forward(self, tgt, memory, memory_mask, pos, query_pos):
-        out = self.multihead_attn(query=tgt + query_pos, key=memory + pos, value=memory, attn_mask=memory_mask,
-                                  need_weights=False)[0]
+        out = self.multihead_attn(
+            query=tgt + query_pos, key=memory + pos, value=memory, attn_mask=memory_mask, need_weights=False
+        )[0]
         return self.norm(tgt + out)
 
 
@@ -109,8 +111,9 @@ def pooled_click_map(positive_map: torch.Tensor, target_size: tuple[int, int]) -
     return level_map.flatten(1)
 
 
-def click_block_mask_from_level_map(class_logits: torch.Tensor, level_map: torch.Tensor,
-                                    num_heads: int) -> torch.Tensor:
+def click_block_mask_from_level_map(
+    class_logits: torch.Tensor, level_map: torch.Tensor, num_heads: int
+) -> torch.Tensor:
     """:func:`click_aware_block_mask` from a :func:`pooled_click_map` ``[B, h * w]``: ``[B * heads, Q, h * w]``."""
     is_foreground = class_logits.argmax(-1).to(level_map.dtype)  # [B, Q]
     blocked = (is_foreground[:, :, None] * level_map[:, None, :]) < 0.5  # [B, Q, h * w]
@@ -131,17 +134,28 @@ class ClickAwareMaskAdaptiveDecoder(nn.Module):
         num_feature_levels: levels cycled through (3).
     """
 
-    def __init__(self, hidden_dim: int = 256, num_queries: int = 10, nheads: int = 8, dim_feedforward: int = 2048,
-                 dec_layers: int = 9, mask_dim: int = 256, num_classes: int = 1, num_feature_levels: int = 3) -> None:
+    def __init__(
+        self,
+        hidden_dim: int = 256,
+        num_queries: int = 10,
+        nheads: int = 8,
+        dim_feedforward: int = 2048,
+        dec_layers: int = 9,
+        mask_dim: int = 256,
+        num_classes: int = 1,
+        num_feature_levels: int = 3,
+    ) -> None:
         super().__init__()
         self.num_heads = nheads
         self.num_layers = dec_layers
         self.num_feature_levels = num_feature_levels
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2)
         self.transformer_self_attention_layers = nn.ModuleList(
-            SelfAttentionLayer(hidden_dim, nheads) for _ in range(dec_layers))
+            SelfAttentionLayer(hidden_dim, nheads) for _ in range(dec_layers)
+        )
         self.transformer_cross_attention_layers = nn.ModuleList(
-            CrossAttentionLayer(hidden_dim, nheads) for _ in range(dec_layers))
+            CrossAttentionLayer(hidden_dim, nheads) for _ in range(dec_layers)
+        )
         self.transformer_ffn_layers = nn.ModuleList(FFNLayer(hidden_dim, dim_feedforward) for _ in range(dec_layers))
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
@@ -158,14 +172,15 @@ class ClickAwareMaskAdaptiveDecoder(nn.Module):
         class_logits = self.class_embed(decoded)
         mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
         attn = F.interpolate(mask_logits, size=target_size, mode="bilinear", align_corners=False)
-        attn_mask = (attn.sigmoid().flatten(2).unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1) < 0.5)
+        attn_mask = attn.sigmoid().flatten(2).unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1) < 0.5
         attn_mask = attn_mask.detach()
         if click_map is not None:
             attn_mask = attn_mask & click_block_mask_from_level_map(class_logits, click_map, self.num_heads)
         return class_logits, mask_logits, attn_mask
 
-    def forward(self, features: list[torch.Tensor], mask_features: torch.Tensor,
-                positive_map: torch.Tensor | None = None) -> dict:
+    def forward(
+        self, features: list[torch.Tensor], mask_features: torch.Tensor, positive_map: torch.Tensor | None = None
+    ) -> dict:
         """
         Args:
             features: three levels ``[B, C, h_l, w_l]``, low to high resolution.
@@ -179,8 +194,9 @@ class ClickAwareMaskAdaptiveDecoder(nn.Module):
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(features)}")
         sizes = [f.shape[-2:] for f in features]
         pos = [self.pe_layer(f).flatten(2).permute(2, 0, 1) for f in features]  # [HW, B, C]
-        src = [(f.flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1)
-               for i, f in enumerate(features)]
+        src = [
+            (f.flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1) for i, f in enumerate(features)
+        ]
         batch = features[0].shape[0]
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)  # [Q, B, C]
         queries = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
@@ -198,7 +214,8 @@ class ClickAwareMaskAdaptiveDecoder(nn.Module):
             queries = self.transformer_ffn_layers[i](queries)
             next_level = (i + 1) % self.num_feature_levels
             class_logits, mask_logits, attn_mask = self.prediction_heads(
-                queries, mask_features, sizes[next_level], click_maps[next_level])
+                queries, mask_features, sizes[next_level], click_maps[next_level]
+            )
             all_logits.append(class_logits)
             all_masks.append(mask_logits)
         return {

@@ -5,6 +5,7 @@ checkpoints are ``{"state_dict": ..., "config": ...}`` where the config was pick
 training code (EasyDict, fvcore/yacs CfgNode, pathlib paths); those are read back as plain dicts and strings through
 allow-listed stand-ins instead of the original classes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,14 +20,15 @@ from typing import Any
 
 import torch
 
+from storage.files import atomic_write, sha256_of
+from storage.paths import cache_dir
+
 from .adaptiveclick import AdaptiveClick
 from .build import CONFIGS, AdaptiveClickConfig, build_adaptiveclick
-from .files import atomic_write, sha256_of
 from .vit import resize_pos_embed
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "ADAPTIVECLICK_CACHE"
 #: key of the checkpoint config under which fine-tuned weights record their architecture (``asdict`` of the config)
 ARCHITECTURE_KEY = "adaptiveclick_config"
 
@@ -58,10 +60,6 @@ _CONFIG_STAND_INS = [
     (_path_from_parts, "pathlib.WindowsPath"),
     (_path_from_parts, "pathlib.Path"),
 ]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "adaptiveclick")
 
 
 def fetch_weights(source: str | Path, sha256: str | None = None) -> Path:

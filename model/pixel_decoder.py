@@ -5,6 +5,7 @@ Module names mirror Mask2Former's ``MSDeformAttnPixelDecoder`` (with AdaptiveCli
 the FPN convolutions being registered both as ``adapter_1``/``layer_1`` and in ``lateral_convs``/``output_convs``:
 the released checkpoints store both names for the same tensors.
 """
+
 from __future__ import annotations
 
 import torch
@@ -75,11 +76,13 @@ class DeformableEncoder(nn.Module):
 class DeformableTransformer(nn.Module):
     """Flattens the levels, adds level embeddings and runs the deformable encoder (``transformer.*`` keys)."""
 
-    def __init__(self, d_model: int, nhead: int, num_layers: int, dim_feedforward: int, n_levels: int,
-                 n_points: int = 4) -> None:
+    def __init__(
+        self, d_model: int, nhead: int, num_layers: int, dim_feedforward: int, n_levels: int, n_points: int = 4
+    ) -> None:
         super().__init__()
-        self.encoder = DeformableEncoder(num_layers, d_model=d_model, d_ffn=dim_feedforward, n_levels=n_levels,
-                                         n_heads=nhead, n_points=n_points)
+        self.encoder = DeformableEncoder(
+            num_layers, d_model=d_model, d_ffn=dim_feedforward, n_levels=n_levels, n_heads=nhead, n_points=n_points
+        )
         self.level_embed = nn.Parameter(torch.empty(n_levels, d_model))
         for p in self.parameters():
             if p.dim() > 1:
@@ -119,8 +122,16 @@ class PixelDecoder(nn.Module):
     in_features = ("res2", "res3", "res4", "res5")
     transformer_in_features = ("res3", "res4", "res5")
 
-    def __init__(self, in_dim: int, fpn_dims: tuple[int, int, int, int], conv_dim: int = 256, mask_dim: int = 256,
-                 num_encoder_layers: int = 4, nheads: int = 8, dim_feedforward: int = 1024) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        fpn_dims: tuple[int, int, int, int],
+        conv_dim: int = 256,
+        mask_dim: int = 256,
+        num_encoder_layers: int = 4,
+        nheads: int = 8,
+        dim_feedforward: int = 1024,
+    ) -> None:
         super().__init__()
         channels = dict(zip(self.in_features, fpn_dims))
         # from low to high resolution: res5, res4, res3
@@ -131,16 +142,19 @@ class PixelDecoder(nn.Module):
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.zeros_(proj[0].bias)
-        self.transformer = DeformableTransformer(conv_dim, nheads, num_encoder_layers, dim_feedforward,
-                                                 n_levels=len(self.transformer_in_features))
+        self.transformer = DeformableTransformer(
+            conv_dim, nheads, num_encoder_layers, dim_feedforward, n_levels=len(self.transformer_in_features)
+        )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
         c2_xavier_fill(self.mask_features)
         # one extra FPN level: stride 8 (the finest encoder level) -> stride 4
-        lateral = nn.Sequential(nn.Conv2d(channels["res2"], conv_dim, 1), nn.GroupNorm(32, conv_dim),
-                                nn.ReLU(inplace=True))
-        output = nn.Sequential(nn.Conv2d(conv_dim, conv_dim, 3, padding=1), nn.GroupNorm(32, conv_dim),
-                               nn.ReLU(inplace=True))
+        lateral = nn.Sequential(
+            nn.Conv2d(channels["res2"], conv_dim, 1), nn.GroupNorm(32, conv_dim), nn.ReLU(inplace=True)
+        )
+        output = nn.Sequential(
+            nn.Conv2d(conv_dim, conv_dim, 3, padding=1), nn.GroupNorm(32, conv_dim), nn.ReLU(inplace=True)
+        )
         c2_xavier_fill(lateral[0])
         c2_xavier_fill(output[0])
         self.adapter_1 = lateral

@@ -1,4 +1,5 @@
 """Sine position encoding of a feature map (DETR / Mask2Former ``PositionEmbeddingSine`` with normalisation)."""
+
 from __future__ import annotations
 
 import math

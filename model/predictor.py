@@ -4,33 +4,23 @@ In the spirit of SAM's ``SamPredictor``: ``set_image(rgb)`` once per image, then
 per click. A prediction depends only on its inputs: the image, the clicks, the previous probabilities and (for the
 "cvpr" zoom-in) the previous region of interest, which :meth:`Predictor.step` takes and returns explicitly.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .adaptiveclick import AdaptiveClick
-from .clicks import Click, as_clicks, clicks_to_points
-from .zoom_in import Roi, clicks_to_roi_frame, next_roi, whole_image_roi
-
-PROB_THRESHOLD = 0.49
-EVAL_MODES = ("cvpr", "plain")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """``probs``: ``[H, W]`` float32 object probabilities; ``roi``: the region the model looked at (or None)."""
-
-    probs: np.ndarray
-    roi: Roi | None = None
-
-    def mask(self, threshold: float = PROB_THRESHOLD) -> np.ndarray:
-        return self.probs > threshold
+from .click_maps import clicks_to_points
+from .clicks import Click, as_clicks
+from .prediction import Prediction, Roi
+from .spec import EVAL_MODES
+from .zoom_in import clicks_to_roi_frame, next_roi, whole_image_roi
 
 
 def check_image(image: Any) -> np.ndarray:
@@ -77,15 +67,16 @@ class Predictor(ABC):
         self._image = check_image(image)
         self._prepare_image(self._image)
 
-    def _prepare_image(self, image: np.ndarray) -> None:
+    def _prepare_image(self, image: np.ndarray) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Hook for per-image work worth doing once (decoding to tensors, moving to the device)."""
 
     def predict(self, clicks: Sequence[Any], prev_mask: np.ndarray | None = None) -> np.ndarray:
         """Probabilities ``[H, W]`` float32 for ``clicks`` (``(y, x, is_positive)`` in pixels, or Click objects)."""
         return self.step(clicks, prev_mask).probs
 
-    def step(self, clicks: Sequence[Any], prev_mask: np.ndarray | None = None,
-             prev_roi: Roi | None = None) -> Prediction:
+    def step(
+        self, clicks: Sequence[Any], prev_mask: np.ndarray | None = None, prev_roi: Roi | None = None
+    ) -> Prediction:
         """One interaction step: like :meth:`predict` but also taking and returning the zoom-in ROI."""
         clicks = check_clicks(clicks, self.image_shape)
         if prev_mask is not None:
@@ -95,8 +86,7 @@ class Predictor(ABC):
         return self._step(clicks, prev_mask, prev_roi)
 
     @abstractmethod
-    def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction:
-        ...
+    def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction: ...
 
 
 class AdaptiveClickPredictor(Predictor):
@@ -111,8 +101,15 @@ class AdaptiveClickPredictor(Predictor):
         input_size: side of the square network input (448 as trained; 672 is the reference choice for DAVIS).
     """
 
-    def __init__(self, net: AdaptiveClick, model_version: str, device: str | torch.device = "cpu",
-                 mode: str = "cvpr", with_flip: bool = False, input_size: int = 448) -> None:
+    def __init__(
+        self,
+        net: AdaptiveClick,
+        model_version: str,
+        device: str | torch.device = "cpu",
+        mode: str = "cvpr",
+        with_flip: bool = False,
+        input_size: int = 448,
+    ) -> None:
         super().__init__()
         if mode not in EVAL_MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(EVAL_MODES)}")
@@ -140,14 +137,14 @@ class AdaptiveClickPredictor(Predictor):
         if prev_mask is None:
             prev = torch.zeros((1, 1) + self.input_size, device=self.device)
         else:
-            prev = torch.from_numpy(prev_mask).to(self.device)[None, None, rmin:rmax + 1, cmin:cmax + 1]
+            prev = torch.from_numpy(prev_mask).to(self.device)[None, None, rmin : rmax + 1, cmin : cmax + 1]
             prev = F.interpolate(prev, size=self.input_size, mode="bilinear", align_corners=True)
         net_clicks = clicks_to_roi_frame(clicks, roi, self.input_size)
         logits = self._run_net(roi, prev, net_clicks)
         probs = torch.sigmoid(logits)
         probs = F.interpolate(probs, size=(rmax - rmin + 1, cmax - cmin + 1), mode="bilinear", align_corners=True)
         full = torch.zeros((h, w), dtype=torch.float32, device=self.device)
-        full[rmin:rmax + 1, cmin:cmax + 1] = probs[0, 0]
+        full[rmin : rmax + 1, cmin : cmax + 1] = probs[0, 0]
         return Prediction(full.cpu().numpy(), roi)
 
     def _region_input(self, roi: Roi) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -162,7 +159,7 @@ class AdaptiveClickPredictor(Predictor):
         if self._region is not None and self._region[0] == roi:
             return self._region[1:]
         rmin, rmax, cmin, cmax = roi
-        crop = self._image_tensor[:, :, rmin:rmax + 1, cmin:cmax + 1]
+        crop = self._image_tensor[:, :, rmin : rmax + 1, cmin : cmax + 1]
         rgb = F.interpolate(crop, size=self.input_size, mode="bilinear", align_corners=True)
         if self.with_flip:
             rgb = torch.cat([rgb, torch.flip(rgb, dims=[3])], dim=0)

@@ -1,4 +1,5 @@
 """SimpleFPN: a single-scale ViT feature map to a stride 4/8/16/32 pyramid (ViTDet-style, as in SimpleClick)."""
+
 from __future__ import annotations
 
 import torch

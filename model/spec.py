@@ -1,34 +1,34 @@
-"""Predictor specs: one string that says which predictor to run and how.
+"""Predictor specs: one string that says which predictor to run and how. Parsing imports no torch.
 
 ``SOURCE[#option=value,option=value...]`` where SOURCE is
 
 * ``baseline``: the embedded GrabCut predictor (no weights needed);
 * a checkpoint path, an ``http(s)://`` URL or an ``s3://bucket/key`` URI (AdaptiveClick weights);
-* ``random:base`` / ``random:huge``: an untrained, randomly initialised AdaptiveClick, for benchmarks only; its
-  model version says it is untrained.
+* ``random:base`` / ``random:huge`` / ``random:tiny``: an untrained, randomly initialised AdaptiveClick, for
+  benchmarks, tests and smoke runs only (``tiny`` is a small network of the same architecture); its model version
+  says it is untrained.
 
 Options (all optional): ``device`` (``cpu``, ``cuda``, ``cuda:1``, ``auto``), ``mode`` (``cvpr``/``plain``),
 ``flip`` (``0``/``1``), ``size`` (``base``/``huge``), ``sha256`` (expected hash of the weights file),
 ``version`` (model version to report instead of the derived one), ``precision`` (``fp32``, ``bf16``, ``int8``: the
 arithmetic of the heavy layers, see :mod:`model.fast`; default: the fastest one that runs natively and has shown
-parity with fp32, see ``model.fast.optimize.PARITY_MET``; fp32 on GPUs), ``threads`` (CPU threads for torch, default: torch's choice, one per core).
-The fragment separator ``#`` never reaches a server, so URLs stay intact.
+parity with fp32, see ``model.fast.optimize.PARITY_MET``; fp32 on GPUs), ``threads`` (CPU threads for torch,
+default: torch's choice, one per core). The fragment separator ``#`` never reaches a server, so URLs stay intact.
+:func:`model.load_predictor` builds what a spec names.
 """
+
 from __future__ import annotations
 
-import hashlib
-import os
-import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
-
-from .predictor import EVAL_MODES, Predictor
 
 BASELINE = "baseline"
 RANDOM_PREFIX = "random:"
+RANDOM_SIZES = ("base", "huge", "tiny")
+EVAL_MODES = ("cvpr", "plain")
+PRECISIONS = ("fp32", "bf16", "int8")
 KNOWN_OPTIONS = ("device", "mode", "flip", "size", "sha256", "version", "precision", "threads")
+#: options that describe the weights rather than how to run them (a new version of the weights replaces them)
+WEIGHT_OPTIONS = ("sha256", "version", "size")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -45,6 +45,18 @@ class PredictorSpec:
     def is_random(self) -> bool:
         return self.source.startswith(RANDOM_PREFIX)
 
+    @property
+    def random_size(self) -> str:
+        """``base`` for ``random:base`` (ValueError for other sources)."""
+        if not self.is_random:
+            raise ValueError(f"{self.source!r} is not a random:SIZE spec")
+        return self.source[len(RANDOM_PREFIX) :]
+
+    @property
+    def is_checkpoint(self) -> bool:
+        """Names a weights file (path, URL or s3 URI), not the baseline or random weights."""
+        return not (self.is_baseline or self.is_random)
+
     def option(self, name: str, default: str | None = None) -> str | None:
         return self.options.get(name, default)
 
@@ -58,94 +70,72 @@ class PredictorSpec:
             return False
         raise ValueError(f"predictor option {name}={value!r} must be 0 or 1")
 
+    def with_options(self, **options: str | None) -> PredictorSpec:
+        """A checked copy with ``options`` set (a None value removes the option)."""
+        merged = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        for name in (k for k, v in options.items() if v is None):
+            merged.pop(name, None)
+        return parse_spec(PredictorSpec(self.source, merged))
+
+    def run_options(self) -> dict[str, str]:
+        """The options that say how to run the weights (device, mode, flip, precision, ...), not which."""
+        return {k: v for k, v in self.options.items() if k not in WEIGHT_OPTIONS}
+
     def __str__(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.options.items())
         return f"{self.source}#{opts}" if opts else self.source
 
 
-def parse_spec(spec: str | PredictorSpec) -> PredictorSpec:
-    """Parse and validate a spec string (see the module docstring)."""
-    if isinstance(spec, PredictorSpec):
-        return spec
-    spec = (spec or "").strip()
-    if not spec:
-        raise ValueError("empty predictor spec: use 'baseline' or a checkpoint path/URL/s3 URI")
-    source, _, fragment = spec.partition("#")
-    options: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in fragment.split(","))):
+def pinned_spec(
+    weights: str, sha256: str, version: str | None = None, run_like: PredictorSpec | None = None
+) -> PredictorSpec:
+    """The spec of exact weights (hash-checked), reporting ``version``, run like ``run_like`` (device, mode,
+    precision, ... of the served spec)."""
+    options = dict(run_like.run_options()) if run_like is not None else {}
+    options["sha256"] = sha256
+    if version:
+        options["version"] = version
+    return parse_spec(PredictorSpec(weights, options))
+
+
+def parse_options(text: str) -> dict[str, str]:
+    """``"precision=int8,threads=2"`` -> ``{"precision": "int8", "threads": "2"}`` (names checked by parse_spec)."""
+    options = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
         key, eq, value = item.partition("=")
-        key = key.strip().lower()
         if not eq or not value.strip():
             raise ValueError(f"predictor option {item!r} must look like name=value")
+        options[key.strip().lower()] = value.strip()
+    return options
+
+
+def parse_spec(spec: str | PredictorSpec) -> PredictorSpec:
+    """Parse and validate a spec (a string, or a :class:`PredictorSpec` to check); see the module docstring."""
+    if isinstance(spec, PredictorSpec):
+        source, options = spec.source, dict(spec.options)
+    else:
+        text = (spec or "").strip()
+        if not text:
+            raise ValueError("empty predictor spec: use 'baseline' or a checkpoint path/URL/s3 URI")
+        source, _, fragment = text.partition("#")
+        options = parse_options(fragment)
+    parsed = PredictorSpec(source.strip(), options)
+    if not parsed.source:
+        raise ValueError("empty predictor source: use 'baseline' or a checkpoint path/URL/s3 URI")
+    for key in options:
         if key not in KNOWN_OPTIONS:
             raise ValueError(f"unknown predictor option {key!r}; known: {', '.join(KNOWN_OPTIONS)}")
-        options[key] = value.strip()
-    parsed = PredictorSpec(source.strip(), options)
     mode = parsed.option("mode", "cvpr")
     if mode not in EVAL_MODES:
         raise ValueError(f"predictor option mode={mode!r}: expected one of {', '.join(EVAL_MODES)}")
-    if parsed.is_random and parsed.source[len(RANDOM_PREFIX):] not in ("base", "huge"):
-        raise ValueError(f"{parsed.source!r}: expected random:base or random:huge")
-    from .fast import PRECISIONS
-
+    if parsed.is_random and parsed.random_size not in RANDOM_SIZES:
+        raise ValueError(f"{parsed.source!r}: expected one of " + ", ".join(RANDOM_PREFIX + s for s in RANDOM_SIZES))
     if parsed.option("precision", "fp32") not in PRECISIONS:
-        raise ValueError(f"predictor option precision={parsed.option('precision')!r}: expected one of "
-                         f"{', '.join(PRECISIONS)}")
-    threads = parsed.option("threads", "1")
+        raise ValueError(
+            f"predictor option precision={parsed.option('precision')!r}: expected one of {', '.join(PRECISIONS)}"
+        )
+    threads = parsed.option("threads", "1") or "1"
     if not threads.isdigit() or int(threads) < 1:
         raise ValueError(f"predictor option threads={threads!r}: expected a whole number >= 1")
+    parsed.flag("flip", False)  # a bad flag value is a spec error, not a later load error
     return parsed
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
-def weights_version(source: str, sha256: str | None = None) -> str:
-    """``<file stem>-<first 12 hex of sha256>`` for local files; the URL's stem and a hash of the URL otherwise."""
-    stem = Path(urllib.parse.urlparse(source).path).stem or "weights"
-    if sha256:
-        return f"{stem}-{sha256[:12]}"
-    if os.path.isfile(source):
-        from .checkpoint import sha256_of
-
-        return f"{stem}-{sha256_of(source)[:12]}"
-    return f"{stem}-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
-
-
-def load_predictor(spec: str | PredictorSpec, device: str | None = None) -> Predictor:
-    """Build the predictor a spec names. ``device`` overrides the spec's ``device`` option."""
-    from .baseline import GrabCutPredictor
-    from .build import build_adaptiveclick
-    from .checkpoint import load_adaptiveclick
-    from .fast import check_precision, default_precision, optimize_for_inference
-    from .predictor import AdaptiveClickPredictor
-
-    spec = parse_spec(spec)
-    if spec.is_baseline:
-        predictor = GrabCutPredictor()
-        if spec.option("version"):
-            predictor.model_version = spec.option("version")
-        return predictor
-    torch_device = resolve_device(device or spec.option("device"))
-    precision = spec.option("precision") or default_precision(torch_device)
-    check_precision(precision, torch_device)  # before loading: a clear error on a CPU that lacks the instructions
-    if spec.option("threads"):
-        torch.set_num_threads(int(spec.option("threads")))  # process-wide: torch has one CPU thread pool
-    if spec.is_random:
-        size = spec.source[len(RANDOM_PREFIX):]
-        with torch.random.fork_rng(devices=[]):  # deterministic weights without touching the global RNG
-            torch.manual_seed(0)
-            net = build_adaptiveclick(size)
-        version = f"adaptiveclick-{size}-UNTRAINED-random-init"
-    else:
-        net = load_adaptiveclick(spec.source, sha256=spec.option("sha256"), size=spec.option("size"))
-        version = f"adaptiveclick-{net.config.name}-{weights_version(spec.source, spec.option('sha256'))}"
-    net = optimize_for_inference(net.to(torch_device), precision, torch_device)
-    return AdaptiveClickPredictor(net, spec.option("version") or version, device=torch_device,
-                                  mode=spec.option("mode", "cvpr"), with_flip=spec.flag("flip", False))

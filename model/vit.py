@@ -7,6 +7,7 @@ and ``head`` are unused by segmentation but are part of the checkpoint format.
 Attention is computed inside non-overlapping windows of 224x224 pixels (the MAE pre-training size) except in the
 last block of every group of blocks, which attends globally, exactly as the reference ``forward_backbone``.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -176,8 +177,9 @@ class VisionTransformer(nn.Module):
         """``[1, gh*gw, D]`` position embedding for a token grid (interpolated away from the training grid)."""
         return resize_pos_embed(self.pos_embed, grid)[:, 1:]
 
-    def forward(self, image: torch.Tensor, click_tokens: torch.Tensor | None = None,
-                image_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, click_tokens: torch.Tensor | None = None, image_tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Encode an image whose click tokens are added to its patch tokens.
 
         Args:

@@ -4,15 +4,15 @@ A region of interest (ROI) is ``(rmin, rmax, cmin, cmax)``, inclusive, in image 
 network sees the predicted object's box expanded 1.4x (at least 200 px), resized to the network input size; the
 ROI is kept while it still holds every positive click and overlaps the new candidate box by IoU >= 0.5.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .clicks import Click
-
-Roi = tuple[int, int, int, int]
+from .prediction import Roi
 
 EXPANSION_RATIO = 1.4
 MIN_CROP_SIZE = 200
@@ -35,8 +35,12 @@ def expand_bbox(bbox: Roi, ratio: float, min_size: float) -> Roi:
     rc, cc = 0.5 * (rmin + rmax), 0.5 * (cmin + cmax)
     height = max(ratio * (rmax - rmin + 1), min_size)
     width = max(ratio * (cmax - cmin + 1), min_size)
-    return (int(round(rc - 0.5 * height)), int(round(rc + 0.5 * height)),
-            int(round(cc - 0.5 * width)), int(round(cc + 0.5 * width)))
+    return (
+        int(round(rc - 0.5 * height)),
+        int(round(rc + 0.5 * height)),
+        int(round(cc - 0.5 * width)),
+        int(round(cc + 0.5 * width)),
+    )
 
 
 def clamp_bbox(bbox: Roi, height: int, width: int) -> Roi:
@@ -66,8 +70,9 @@ def roi_holds_positive_clicks(roi: Roi, clicks: Sequence[Click]) -> bool:
     return all(roi[0] <= c.y < roi[1] and roi[2] <= c.x < roi[3] for c in clicks if c.is_positive)
 
 
-def next_roi(prev_probs: np.ndarray | None, clicks: Sequence[Click], prev_roi: Roi | None,
-             image_shape: tuple[int, int]) -> Roi:
+def next_roi(
+    prev_probs: np.ndarray | None, clicks: Sequence[Click], prev_roi: Roi | None, image_shape: tuple[int, int]
+) -> Roi:
     """The ROI the network sees for this click.
 
     Args:

@@ -21,6 +21,7 @@ Two extensions, two operator namespaces:
   :mod:`ops.dispatch` only asks for it for CUDA tensors). Its folder holds one sub-folder per set of GPU
   architectures, so an image built for several architectures is reused wherever one of them fits the device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +38,11 @@ from pathlib import Path
 
 import torch
 
+from storage.paths import cache_dir
+
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-CACHE_ENV = "ADAPTIVECLICK_CACHE"
 KINDS = ("cpu", "cuda")
 EXTENSION_NAMES = {"cpu": "adaptiveclick_msda_cpu", "cuda": "adaptiveclick_msda_cuda"}
 SOURCES = {"cpu": ["msda_cpu.cpp"], "cuda": ["msda_cuda.cu"]}
@@ -62,9 +64,11 @@ def cache_roots() -> list[Path]:
     """Where builds are looked for, in order: ``$ADAPTIVECLICK_CACHE/torch_extensions`` (default
     ``~/.cache/adaptiveclick/torch_extensions``), then a per-user temporary folder (used when the first is not
     writable, e.g. a read-only image layer at run time), then :func:`installed_root`."""
-    base = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "adaptiveclick")
-    return [base / "torch_extensions", Path(tempfile.gettempdir()) / f"adaptiveclick-torch-extensions-{os.getuid()}",
-            installed_root()]
+    return [
+        cache_dir() / "torch_extensions",
+        Path(tempfile.gettempdir()) / f"adaptiveclick-torch-extensions-{os.getuid()}",
+        installed_root(),
+    ]
 
 
 def installed_root() -> Path:
@@ -104,11 +108,18 @@ def cuda_home() -> Path | None:
     torch guesses from ``which nvcc``, which is wrong when ``nvcc`` on PATH is a wrapper script (as
     ``/usr/local/bin/nvcc`` is on the dev machines), so check the usual places ourselves.
     """
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), _cpp_extension().CUDA_HOME,
-                  "/usr/local/cuda"]
+    candidates = [
+        os.environ.get("CUDA_HOME"),
+        os.environ.get("CUDA_PATH"),
+        _cpp_extension().CUDA_HOME,
+        "/usr/local/cuda",
+    ]
     for candidate in candidates:
-        if candidate and (Path(candidate) / "bin" / "nvcc").exists() and \
-                (Path(candidate) / "include" / "cuda_runtime.h").exists():
+        if (
+            candidate
+            and (Path(candidate) / "bin" / "nvcc").exists()
+            and (Path(candidate) / "include" / "cuda_runtime.h").exists()
+        ):
             return Path(candidate)
     return None
 
@@ -135,8 +146,18 @@ def build_key(kind: str) -> str:
     for path in sorted(CSRC.iterdir()):
         if path.suffix in {".h", ".cpp", ".cu", ".cuh"}:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update(repr((kind, torch.__version__, torch.version.cuda, sys.version_info[:2], platform.machine(),
-                        compiler_flags(kind))).encode())
+    digest.update(
+        repr(
+            (
+                kind,
+                torch.__version__,
+                torch.version.cuda,
+                sys.version_info[:2],
+                platform.machine(),
+                compiler_flags(kind),
+            )
+        ).encode()
+    )
     return digest.hexdigest()[:16]
 
 
@@ -229,13 +250,23 @@ def _compile(kind: str, folder: Path, archs: list[str], verbose: bool) -> Path:
     with _build_environment(kind):
         try:
             library = cpp_extension.load(
-                name=EXTENSION_NAMES[kind], sources=[str(p) for p in source_files(kind)],
-                extra_cflags=cflags, extra_cuda_cflags=cuda_cflags + arch_flags(archs), extra_ldflags=ldflags,
-                extra_include_paths=[str(CSRC)], build_directory=str(folder), with_cuda=kind == "cuda",
-                is_python_module=False, verbose=verbose)
+                name=EXTENSION_NAMES[kind],
+                sources=[str(p) for p in source_files(kind)],
+                extra_cflags=cflags,
+                extra_cuda_cflags=cuda_cflags + arch_flags(archs),
+                extra_ldflags=ldflags,
+                extra_include_paths=[str(CSRC)],
+                build_directory=str(folder),
+                with_cuda=kind == "cuda",
+                is_python_module=False,
+                verbose=verbose,
+            )
         except Exception as exc:  # compiler errors arrive as RuntimeError, a missing tool as OSError, ...
-            error = exc if isinstance(exc, BuildError) else BuildError(
-                f"building {EXTENSION_NAMES[kind]} in {folder} failed: {exc}")
+            error = (
+                exc
+                if isinstance(exc, BuildError)
+                else BuildError(f"building {EXTENSION_NAMES[kind]} in {folder} failed: {exc}")
+            )
             with contextlib.suppress(OSError):
                 (folder / FAILED_MARKER).write_text(str(error))
             raise error from exc
@@ -262,8 +293,9 @@ def _find_build(name: str, tag: str, capability: tuple[int, int] | None) -> Path
     return None
 
 
-def load(kind: str, *, jit: bool = True, archs: list[str] | None = None, retry_failed: bool = False,
-         verbose: bool = False) -> Path:
+def load(
+    kind: str, *, jit: bool = True, archs: list[str] | None = None, retry_failed: bool = False, verbose: bool = False
+) -> Path:
     """Load the ``kind`` extension into this process (building it first if needed); returns the library path.
 
     Raises :class:`BuildError` with the reason when it can be neither loaded nor built. ``jit=False`` only loads
@@ -284,14 +316,17 @@ def load(kind: str, *, jit: bool = True, archs: list[str] | None = None, retry_f
         library = _find_build(name, tag, capability)
         if library is None:
             if not jit:
-                raise BuildError(f"no finished build {name} in {[str(r) for r in cache_roots()]}; "
-                                 f"run `python -m ops.build`")
+                raise BuildError(
+                    f"no finished build {name} in {[str(r) for r in cache_roots()]}; run `python -m ops.build`"
+                )
             folder = writable_cache_root() / name
             folder = folder / tag if tag else folder
             failed = folder / FAILED_MARKER
             if failed.is_file() and not retry_failed:
-                raise BuildError(f"an earlier build failed (delete {failed} or run `python -m ops.build` to retry): "
-                                 f"{failed.read_text()}")
+                raise BuildError(
+                    f"an earlier build failed (delete {failed} or run `python -m ops.build` to retry): "
+                    f"{failed.read_text()}"
+                )
             log.info("building %s in %s (once; later runs reuse it)", EXTENSION_NAMES[kind], folder)
             library = _compile(kind, folder, wanted, verbose)
         else:
@@ -318,11 +353,18 @@ def prune() -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", choices=("yes", "no"), default="yes", help="build the CPU kernel (default yes)")
-    parser.add_argument("--cuda", choices=("auto", "yes", "no"), default="auto",
-                        help="build the CUDA kernel: auto (when nvcc is found), yes (fail without it) or no")
-    parser.add_argument("--cuda-arch", default=None,
-                        help=f"CUDA architectures, e.g. '8.0;9.0+PTX' (default: $TORCH_CUDA_ARCH_LIST, the visible "
-                             f"GPUs, or {DEFAULT_CUDA_ARCHS!r} without a GPU)")
+    parser.add_argument(
+        "--cuda",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="build the CUDA kernel: auto (when nvcc is found), yes (fail without it) or no",
+    )
+    parser.add_argument(
+        "--cuda-arch",
+        default=None,
+        help=f"CUDA architectures, e.g. '8.0;9.0+PTX' (default: $TORCH_CUDA_ARCH_LIST, the visible "
+        f"GPUs, or {DEFAULT_CUDA_ARCHS!r} without a GPU)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
     parser.add_argument("--prune", action="store_true", help="first delete builds of other sources/versions")
     args = parser.parse_args(argv)

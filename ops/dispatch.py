@@ -9,6 +9,7 @@ warning per process and the call falls back to PyTorch; importing this package n
 kernel that cannot be built, or one that does not match the tensors' device, raises
 :class:`MSDAUnavailableError` instead of falling back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,7 +63,9 @@ def _kernel_ready(kind: str) -> str | None:
             log.warning(
                 "multi-scale deformable attention: the compiled %s kernel is unavailable, using the slower PyTorch "
                 "implementation instead (run `python -m ops.build` for the full build log). Reason: %s",
-                kind.upper(), _summary(reason))
+                kind.upper(),
+                _summary(reason),
+            )
             return reason
 
 
@@ -89,12 +92,14 @@ def implementation_for(device: torch.device | str) -> str:
             return "pytorch"
         return kind if kind is not None and _kernel_ready(kind) is None else "pytorch"
     if impl != kind:
-        raise MSDAUnavailableError(f"{IMPL_ENV}={impl} forces the {impl.upper()} kernel, but the tensors are on "
-                                   f"{device}")
+        raise MSDAUnavailableError(
+            f"{IMPL_ENV}={impl} forces the {impl.upper()} kernel, but the tensors are on {device}"
+        )
     reason = _kernel_ready(impl)
     if reason is not None:
-        raise MSDAUnavailableError(f"{IMPL_ENV}={impl} forces the compiled {impl.upper()} kernel, which is "
-                                   f"unavailable: {_summary(reason)}")
+        raise MSDAUnavailableError(
+            f"{IMPL_ENV}={impl} forces the compiled {impl.upper()} kernel, which is unavailable: {_summary(reason)}"
+        )
     return impl
 
 
@@ -116,8 +121,7 @@ class _CompiledMSDA(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        grad_value, grad_locations, grad_weights = _ops(ctx.kind).backward(*ctx.saved_tensors,
-                                                                           grad_output.contiguous())
+        grad_value, grad_locations, grad_weights = _ops(ctx.kind).backward(*ctx.saved_tensors, grad_output.contiguous())
         return None, grad_value, None, None, grad_locations, grad_weights
 
 
@@ -148,5 +152,11 @@ def ms_deform_attn(
     dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
     spatial_shapes = spatial_shapes.to(device=value.device, dtype=torch.long).contiguous()
     level_start_index = level_start_index.to(device=value.device, dtype=torch.long).contiguous()
-    return _CompiledMSDA.apply(impl, value.to(dtype).contiguous(), spatial_shapes, level_start_index,
-                               sampling_locations.to(dtype).contiguous(), attention_weights.to(dtype).contiguous())
+    return _CompiledMSDA.apply(
+        impl,
+        value.to(dtype).contiguous(),
+        spatial_shapes,
+        level_start_index,
+        sampling_locations.to(dtype).contiguous(),
+        attention_weights.to(dtype).contiguous(),
+    )

@@ -3,6 +3,7 @@
 The parameter names (``sampling_offsets``, ``attention_weights``, ``value_proj``, ``output_proj``) are the ones the
 released AdaptiveClick / Mask2Former checkpoints use, so weights load without renaming.
 """
+
 from __future__ import annotations
 
 import math

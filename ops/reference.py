@@ -4,6 +4,7 @@ Semantics follow Deformable-DETR: for every query, head, level and point, biline
 that level at ``sampling_locations`` (normalised ``(x, y)`` in ``[0, 1]``, ``align_corners=False``, zeros outside)
 and sum the samples weighted by ``attention_weights``.
 """
+
 from __future__ import annotations
 
 import torch

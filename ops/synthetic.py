@@ -5,6 +5,7 @@ The AdaptiveClick pixel decoder at 448x448 input attends over three levels of 14
 sampling locations are each query's reference point plus learned offsets of a few pixels, so the realistic inputs
 here do the same (with a share of points falling outside the map, which samples zeros).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,17 +29,27 @@ class MSDAInputs:
     attention_weights: torch.Tensor
 
     def args(self) -> tuple[torch.Tensor, ...]:
-        return (self.value, self.spatial_shapes, self.level_start_index, self.sampling_locations,
-                self.attention_weights)
+        return (
+            self.value,
+            self.spatial_shapes,
+            self.level_start_index,
+            self.sampling_locations,
+            self.attention_weights,
+        )
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> MSDAInputs:
         """Float tensors cast to ``dtype`` and everything moved to ``device``."""
+
         def move(t: torch.Tensor, is_float: bool) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if is_float and dtype is not None else t.dtype)
 
-        return MSDAInputs(move(self.value, True), move(self.spatial_shapes, False),
-                          move(self.level_start_index, False), move(self.sampling_locations, True),
-                          move(self.attention_weights, True))
+        return MSDAInputs(
+            move(self.value, True),
+            move(self.spatial_shapes, False),
+            move(self.level_start_index, False),
+            move(self.sampling_locations, True),
+            move(self.attention_weights, True),
+        )
 
     def requires_grad_(self) -> MSDAInputs:
         for t in (self.value, self.sampling_locations, self.attention_weights):

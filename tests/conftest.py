@@ -1,4 +1,5 @@
 """Shared fixtures: dataset location, a local HTTP file server and a local S3 (moto server mode)."""
+
 from __future__ import annotations
 
 import functools
@@ -63,6 +64,7 @@ def http_dir(tmp_path):
     """Serve ``tmp_path/www`` over HTTP on loopback; yields ``(directory, base_url)``."""
     root = tmp_path / "www"
     root.mkdir()
+
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):  # keep test output clean
             pass
@@ -79,13 +81,20 @@ def http_dir(tmp_path):
 def s3_server():
     """A moto S3 server on loopback; sets the AWS_* variables boto3 reads and yields the endpoint URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
         endpoint = f"http://127.0.0.1:{port}"
-        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         yield endpoint

@@ -3,6 +3,7 @@
 Each writer fills ``root`` and returns what a loader must give back: ``{instance name: (mask, ignore)}`` in the
 expected iteration order, plus the images by image id for checking colours.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -142,16 +143,26 @@ def write_sbd_mat(path: Path, segmentation: np.ndarray, categories: list[int]) -
         edge = mask - cv2.erode(mask, np.ones((3, 3), np.uint8))
         boundaries[row, 0] = scipy.sparse.csc_matrix(edge.astype(bool))
     path.parent.mkdir(parents=True, exist_ok=True)
-    savemat(str(path), {"GTinst": {"Segmentation": segmentation.astype(np.uint8), "Boundaries": boundaries,
-                                   "Categories": np.array(categories, np.uint8).reshape(-1, 1)}})
+    savemat(
+        str(path),
+        {
+            "GTinst": {
+                "Segmentation": segmentation.astype(np.uint8),
+                "Boundaries": boundaries,
+                "Categories": np.array(categories, np.uint8).reshape(-1, 1),
+            }
+        },
+    )
 
 
 def write_sbd(root: Path) -> Expected:
     """``img/<id>.jpg``, ``inst/<id>.mat``, ``train.txt``/``val.txt``."""
     expected: Expected = {}
-    layouts = {"2008_000202": [box(3, 15, 3, 15), box(3, 15, 20, 44), box(20, 34, 10, 30)],
-               "2008_000219": [box(10, 30, 10, 30)],
-               "2008_000001": [box(0, 10, 0, 10)]}  # train
+    layouts = {
+        "2008_000202": [box(3, 15, 3, 15), box(3, 15, 20, 44), box(20, 34, 10, 30)],
+        "2008_000219": [box(10, 30, 10, 30)],
+        "2008_000001": [box(0, 10, 0, 10)],
+    }  # train
     for index, (image_id, objects) in enumerate(layouts.items()):
         segmentation = np.zeros((H, W), np.uint8)
         for number, obj in enumerate(objects, start=1):
@@ -206,6 +217,12 @@ def write_oai_zib(root: Path) -> Expected:
 
 
 WRITERS = {
-    "GrabCut": write_grabcut, "Berkeley": write_berkeley, "DAVIS": write_davis, "PascalVOC": write_pascalvoc,
-    "SBD": write_sbd, "ssTEM": write_sstem, "BraTS": write_brats, "OAIZIB": write_oai_zib,
+    "GrabCut": write_grabcut,
+    "Berkeley": write_berkeley,
+    "DAVIS": write_davis,
+    "PascalVOC": write_pascalvoc,
+    "SBD": write_sbd,
+    "ssTEM": write_sstem,
+    "BraTS": write_brats,
+    "OAIZIB": write_oai_zib,
 }

@@ -4,6 +4,7 @@ The same function produced ``data/reference_outputs_base.json`` from the referen
 (lab206/AdaptiveClick) loaded with these weights, so a test can compare our network with it without the reference
 code or a released checkpoint on the machine.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,13 @@ def golden_inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     image = torch.rand(2, 4, 448, 448, generator=gen)
     image[:, 3] = (image[:, 3] > 0.7).float()
-    points = torch.tensor([[[100, 120, 0], [200, 210.5, 2], [300, 50, 1], [-1, -1, -1]],
-                           [[10, 400, 0], [-1, -1, -1], [-1, -1, -1], [-1, -1, -1]]], dtype=torch.float32)
+    points = torch.tensor(
+        [
+            [[100, 120, 0], [200, 210.5, 2], [300, 50, 1], [-1, -1, -1]],
+            [[10, 400, 0], [-1, -1, -1], [-1, -1, -1], [-1, -1, -1]],
+        ],
+        dtype=torch.float32,
+    )
     return image, points
 
 

@@ -1,19 +1,22 @@
 """The Flask app through its test client: protocol routes, the session cache's effect, errors, webhook, metrics,
 Basic auth and the hot-swap holder. Images are served over HTTP from a temp folder (the ``http_dir`` fixture)."""
+
 from __future__ import annotations
 
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend.app import create_app
-from backend.label_config import recommended_config
-from backend.rle import decode_rle
 from backend.settings import Settings
+from evaluation import Clicker
 from evaluation.datasets import GrabCutDataset
-from model import Clicker, GrabCutPredictor
+from labelstudio.label_config import recommended_config
+from labelstudio.rle import decode_rle
+from model import GrabCutPredictor
 
 CONFIG = recommended_config()
 
@@ -61,14 +64,25 @@ def make_client(predictor=None, **settings):
 
 def keypoint(y, x, shape, positive=True, label="Object"):
     h, w = shape
-    return {"type": "keypointlabels", "from_name": "click", "to_name": "image", "is_positive": positive,
-            "original_width": w, "original_height": h, "image_rotation": 0,
-            "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h, "width": 0.5, "keypointlabels": [label]}}
+    return {
+        "type": "keypointlabels",
+        "from_name": "click",
+        "to_name": "image",
+        "is_positive": positive,
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h, "width": 0.5, "keypointlabels": [label]},
+    }
 
 
 def predict_body(url, regions, task_id=1):
-    return {"tasks": [{"id": task_id, "data": {"image": url}}], "project": "1.1700000000",
-            "label_config": CONFIG, "params": {"login": None, "password": None, "context": {"result": regions}}}
+    return {
+        "tasks": [{"id": task_id, "data": {"image": url}}],
+        "project": "1.1700000000",
+        "label_config": CONFIG,
+        "params": {"login": None, "password": None, "context": {"result": regions}},
+    }
 
 
 def decode(response) -> np.ndarray:
@@ -97,10 +111,14 @@ def run_clicks(client, url, sample, n):
 def test_health_and_setup():
     _, client = make_client()
     for path in ("/", "/health"):
-        assert client.get(path).json == {"status": "UP", "model_class": "AdaptiveClick",
-                                         "model_version": "counting-v1"}
-    body = {"project": "3.1700000000", "schema": CONFIG, "hostname": "http://localhost:8080",
-            "access_token": "x", "extra_params": None}
+        assert client.get(path).json == {"status": "UP", "model_class": "AdaptiveClick", "model_version": "counting-v1"}
+    body = {
+        "project": "3.1700000000",
+        "schema": CONFIG,
+        "hostname": "http://localhost:8080",
+        "access_token": "x",
+        "extra_params": None,
+    }
     assert client.post("/setup", json=body).json == {"model_version": "counting-v1"}
     response = client.post("/setup", json={**body, "schema": "<View><Image name='i' value='$i'/></View>"})
     assert response.status_code == 400 and "BrushLabels" in response.json["error"]
@@ -137,10 +155,16 @@ def test_results_equal_the_bare_predictor_and_do_not_depend_on_the_cache(images,
     regions, masks = run_clicks(client, url, sample, 3)
     bare, probs = GrabCutPredictor(), None
     bare.set_image(sample.image)
-    clicks = [(int(r["value"]["y"] * sample.mask.shape[0] / 100), int(r["value"]["x"] * sample.mask.shape[1] / 100),
-               r["is_positive"]) for r in regions]
+    clicks = [
+        (
+            int(r["value"]["y"] * sample.mask.shape[0] / 100),
+            int(r["value"]["x"] * sample.mask.shape[1] / 100),
+            r["is_positive"],
+        )
+        for r in regions
+    ]
     for k in range(3):
-        probs = bare.predict(clicks[:k + 1], probs)
+        probs = bare.predict(clicks[: k + 1], probs)
         assert np.array_equal(probs > 0.49, masks[k])
     # a moved second click: the backend replays from the first click, as a fresh backend would
     predictor = CountingPredictor()
@@ -164,17 +188,27 @@ def test_box_prompt(images, samples):
     sample = samples[0]
     h, w = sample.mask.shape
     ys, xs = np.nonzero(sample.mask)
-    box = {"type": "rectanglelabels", "from_name": "box", "to_name": "image", "original_width": w,
-           "original_height": h, "value": {"x": xs.min() * 100 / w, "y": ys.min() * 100 / h,
-                                          "width": (xs.max() - xs.min() + 1) * 100 / w,
-                                          "height": (ys.max() - ys.min() + 1) * 100 / h,
-                                          "rotation": 0, "rectanglelabels": ["Object"]}}
+    box = {
+        "type": "rectanglelabels",
+        "from_name": "box",
+        "to_name": "image",
+        "original_width": w,
+        "original_height": h,
+        "value": {
+            "x": xs.min() * 100 / w,
+            "y": ys.min() * 100 / h,
+            "width": (xs.max() - xs.min() + 1) * 100 / w,
+            "height": (ys.max() - ys.min() + 1) * 100 / h,
+            "rotation": 0,
+            "rectanglelabels": ["Object"],
+        },
+    }
     _, client = make_client()
     response = client.post("/predict", json=predict_body(url, [box]))
     mask = decode(response)
     assert iou(mask, sample.mask) > 0.5
     outside = np.ones_like(mask)
-    outside[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = False
+    outside[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = False
     assert not (mask & outside).any()
 
 
@@ -187,16 +221,34 @@ def test_bad_input_is_4xx_with_a_message_and_the_app_keeps_serving(images, sampl
         (client.post("/predict", data="{not json", content_type="application/json"), 400, "valid JSON"),
         (client.post("/predict", json=[1, 2]), 400, "JSON object"),
         (client.post("/predict", json={**predict_body(url, click), "label_config": "<View/>"}), 400, "Image"),
-        (client.post("/predict", json={"tasks": [{"id": 1, "data": {}}], "label_config": CONFIG,
-                                       "params": {"context": {"result": click}}}), 400, "no image"),
+        (
+            client.post(
+                "/predict",
+                json={
+                    "tasks": [{"id": 1, "data": {}}],
+                    "label_config": CONFIG,
+                    "params": {"context": {"result": click}},
+                },
+            ),
+            400,
+            "no image",
+        ),
         (client.post("/predict", json=predict_body(f"{base}/missing.jpg", click)), 404, "404"),
         (client.post("/predict", json=predict_body(f"{base}/broken.jpg", click)), 422, "not a readable image"),
         (client.post("/predict", json=predict_body("/data/upload/1/x.jpg", click)), 422, "LABEL_STUDIO_URL"),
-        (client.post("/predict", json=predict_body(url, [{**click[0], "value": {**click[0]["value"], "x": 130}}])),
-         400, "outside the image"),
+        (
+            client.post("/predict", json=predict_body(url, [{**click[0], "value": {**click[0]["value"], "x": 130}}])),
+            400,
+            "outside the image",
+        ),
         (client.post("/predict", json=predict_body(url, [keypoint(5, 5, shape, label="Horse")])), 400, "Horse"),
-        (client.post("/predict", json={**predict_body(url, click), "tasks": [{"id": 1, "data": {"image": url}}] * 2}),
-         400, "exactly one task"),
+        (
+            client.post(
+                "/predict", json={**predict_body(url, click), "tasks": [{"id": 1, "data": {"image": url}}] * 2}
+            ),
+            400,
+            "exactly one task",
+        ),
         (client.get("/predict"), 405, "not allowed"),
         (client.get("/nope"), 404, "not found"),
     ]
@@ -218,23 +270,39 @@ def test_basic_auth(images):
 
 def test_webhook_events_are_counted_and_handed_to_the_handler():
     seen = []
-    app = create_app(Settings(), predictor=CountingPredictor(),
-                     webhook_handler=lambda event, counts: seen.append((event.action, counts.annotations)) or "ok")
+    app = create_app(
+        Settings(),
+        predictor=CountingPredictor(),
+        webhook_handler=lambda event, counts: seen.append((event.action, counts.annotations)) or "ok",
+    )
     client = app.test_client()
     project = {"id": 4, "label_config": CONFIG}
     created = {"action": "ANNOTATION_CREATED", "annotation": {"id": 10}, "task": {"id": 2}, "project": project}
-    for body in (created, {**created, "annotation": {"id": 11}}, {**created, "action": "ANNOTATION_UPDATED"},
-                 {"action": "ANNOTATION_DELETED", "annotations": [{"id": 10}], "project": project},
-                 {"action": "START_TRAINING", "project": project}):
+    for body in (
+        created,
+        {**created, "annotation": {"id": 11}},
+        {**created, "action": "ANNOTATION_UPDATED"},
+        {"action": "ANNOTATION_DELETED", "annotations": [{"id": 10}], "project": project},
+        {"action": "START_TRAINING", "project": project},
+    ):
         response = client.post("/webhook", json=body)
         assert response.status_code == 201 and response.json["status"] == "ok"
-    assert seen == [("ANNOTATION_CREATED", 1), ("ANNOTATION_CREATED", 2), ("ANNOTATION_UPDATED", 2),
-                    ("ANNOTATION_DELETED", 1), ("START_TRAINING", 1)]
+    assert seen == [
+        ("ANNOTATION_CREATED", 1),
+        ("ANNOTATION_CREATED", 2),
+        ("ANNOTATION_UPDATED", 2),
+        ("ANNOTATION_DELETED", 1),
+        ("START_TRAINING", 1),
+    ]
     # Label Studio sends every project action to the backend's webhook: others are acknowledged and ignored
     assert client.post("/webhook", json={"action": "TASKS_CREATED", "project": project}).json == {"status": "ignored"}
-    for bad in ({"project": project}, {"action": "ANNOTATION_CREATED", "project": project},
-                {"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}, "project": project},
-                {"action": "START_TRAINING"}, {"action": "ANNOTATION_DELETED", "project": project}):
+    for bad in (
+        {"project": project},
+        {"action": "ANNOTATION_CREATED", "project": project},
+        {"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}, "project": project},
+        {"action": "START_TRAINING"},
+        {"action": "ANNOTATION_DELETED", "project": project},
+    ):
         response = client.post("/webhook", json=bad)
         assert response.status_code == 400 and response.json["error"]
     metrics = client.get("/metrics").data.decode()
@@ -276,10 +344,13 @@ def test_hot_swap_keeps_requests_consistent(images, samples):
 def test_concurrent_sessions_on_two_images_match_sequential_answers(images, samples):
     (url_a, url_b), _ = images
     _, reference = make_client()
-    sessions = {url_a: run_clicks(reference, url_a, samples[0], 3)[0],
-                url_b: run_clicks(reference, url_b, samples[1], 3)[0]}
-    expected = {url: decode(reference.post("/predict", json=predict_body(url, regions)))
-                for url, regions in sessions.items()}
+    sessions = {
+        url_a: run_clicks(reference, url_a, samples[0], 3)[0],
+        url_b: run_clicks(reference, url_b, samples[1], 3)[0],
+    }
+    expected = {
+        url: decode(reference.post("/predict", json=predict_body(url, regions))) for url, regions in sessions.items()
+    }
     app, _ = make_client()
     failures = []
 
@@ -298,3 +369,23 @@ def test_concurrent_sessions_on_two_images_match_sequential_answers(images, samp
     for t in threads:
         t.join()
     assert not failures
+
+
+def test_the_readme_example_predict_body_gets_a_mask(data_root):
+    """The /predict body printed in the README, served with LOCAL_FILES_DOCUMENT_ROOT at the datasets, as it says."""
+    import json
+    import re
+
+    from labelstudio.settings import LabelStudioSettings
+    from model import GrabCutPredictor
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    body = json.loads(re.search(r"<<'BODY'\n(.*?)\nBODY\n", readme, re.S).group(1))
+    app = create_app(Settings(label_studio=LabelStudioSettings(local_files_document_root=data_root)),
+                     predictor=GrabCutPredictor())
+    reply = app.test_client().post("/predict", json=body)
+    assert reply.status_code == 200, reply.get_json()
+    region = reply.get_json()["results"][0]["result"][0]
+    mask = decode_rle(region["value"]["rle"], region["original_height"], region["original_width"])
+    assert region["type"] == "brushlabels" and (region["original_width"], region["original_height"]) == (481, 321)
+    assert mask[160, 240] and 0.02 < mask.mean() < 0.9  # the clicked pixel is in, the mask is an object

@@ -1,4 +1,5 @@
 """Session cache: LRU by bytes, longest click prefix, keyed by model version; thread safety."""
+
 from __future__ import annotations
 
 import threading

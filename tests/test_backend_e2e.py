@@ -1,9 +1,10 @@
 """End to end against the real Label Studio: install it into its own virtualenv, start it on loopback, start this
 backend under gunicorn, connect them through Label Studio's API and annotate a GrabCut image with keypoint clicks.
 
-The Label Studio virtualenv is cached in ``$ADAPTIVECLICK_CACHE_DIR`` (default ``~/.cache/adaptiveclick``) under a
+The Label Studio virtualenv is cached in ``$ADAPTIVECLICK_CACHE`` (default ``~/.cache/adaptiveclick``) under a
 folder named after the version, so only the first run installs it (a few minutes).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -18,13 +19,16 @@ import cv2
 import numpy as np
 import pytest
 import requests
+from conftest import REPO, free_port
 
 from backend.app import create_app
-from backend.label_config import recommended_config
-from backend.rle import decode_rle
 from backend.settings import Settings
-from conftest import REPO, free_port
-from model import Clicker, GrabCutPredictor
+from evaluation import Clicker
+from labelstudio.label_config import recommended_config
+from labelstudio.rle import decode_rle
+from labelstudio.settings import LabelStudioSettings
+from model import GrabCutPredictor
+from storage.paths import cache_dir
 
 # the first test also installs Label Studio when its cached virtualenv is missing (a few minutes)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -40,7 +44,7 @@ IMAGE = "106024"
 
 def label_studio_venv() -> Path:
     """The cached virtualenv with label-studio installed (installed on first use, under a file lock)."""
-    cache = Path(os.environ.get("ADAPTIVECLICK_CACHE_DIR") or Path.home() / ".cache" / "adaptiveclick")
+    cache = cache_dir()
     venv = cache / f"label-studio-{LABEL_STUDIO_VERSION}"
     done = venv / ".installed"
     cache.mkdir(parents=True, exist_ok=True)
@@ -49,9 +53,18 @@ def label_studio_venv() -> Path:
         if not done.exists():
             shutil.rmtree(venv, ignore_errors=True)  # a half-finished install from an interrupted run
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            result = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                                     f"label-studio=={LABEL_STUDIO_VERSION}"],
-                                    capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+            result = subprocess.run(
+                [
+                    str(venv / "bin" / "pip"),
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    f"label-studio=={LABEL_STUDIO_VERSION}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=INSTALL_TIMEOUT_S,
+            )
             if result.returncode != 0:
                 pytest.fail(f"installing label-studio failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
             done.touch()
@@ -109,8 +122,9 @@ class LabelStudio:
         return self.api("POST", "/api/ml", json=body).json()
 
     def interactive(self, ml_id: int, task_id: int, regions: list[dict]) -> dict:
-        return self.api("POST", f"/api/ml/{ml_id}/interactive-annotating",
-                        json={"task": task_id, "context": {"result": regions}}).json()
+        return self.api(
+            "POST", f"/api/ml/{ml_id}/interactive-annotating", json={"task": task_id, "context": {"result": regions}}
+        ).json()
 
 
 @pytest.fixture(scope="module")
@@ -118,17 +132,42 @@ def label_studio(tmp_path_factory):
     venv = label_studio_venv()
     data = tmp_path_factory.mktemp("label-studio")
     port = free_port()
-    env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data), "LABEL_STUDIO_USERNAME": ADMIN[0],
-           "LABEL_STUDIO_PASSWORD": ADMIN[1], "LABEL_STUDIO_USER_TOKEN": LEGACY_TOKEN,
-           "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "ML_BLOCK_LOCAL_IP": "false",
-           "SSRF_PROTECTION_ENABLED": "false", "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false",
-           "SENTRY_DSN": "", "SENTRY_RATE": "0", "FRONTEND_SENTRY_DSN": "", "FRONTEND_SENTRY_RATE": "0"}
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
+        "LABEL_STUDIO_USERNAME": ADMIN[0],
+        "LABEL_STUDIO_PASSWORD": ADMIN[1],
+        "LABEL_STUDIO_USER_TOKEN": LEGACY_TOKEN,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
+        "LATEST_VERSION_CHECK": "false",
+        "COLLECT_ANALYTICS": "false",
+        "SENTRY_DSN": "",
+        "SENTRY_RATE": "0",
+        "FRONTEND_SENTRY_DSN": "",
+        "FRONTEND_SENTRY_RATE": "0",
+    }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     log = data / "label-studio.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([str(venv / "bin" / "label-studio"), "start", "--no-browser", "--internal-host",
-                                 "127.0.0.1", "-p", str(port), "--data-dir", str(data)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=data)
+        proc = subprocess.Popen(
+            [
+                str(venv / "bin" / "label-studio"),
+                "start",
+                "--no-browser",
+                "--internal-host",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "--data-dir",
+                str(data),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=data,
+        )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", proc, log, START_TIMEOUT_S)
         yield LabelStudio(f"http://127.0.0.1:{port}", data)
@@ -144,16 +183,26 @@ def pat(label_studio) -> str:
 
 def start_backend(tmp_path_factory, label_studio, api_key: str, basic_auth=None):
     port = free_port()
-    env = {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": api_key,
-           "ADAPTIVECLICK_PREDICTOR": "baseline", "LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": api_key,
+        "ADAPTIVECLICK_PREDICTOR": "baseline",
+        "LOG_LEVEL": "INFO",
+    }
     for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
         env.pop(name, None)
     if basic_auth:
         env.update(BASIC_AUTH_USER=basic_auth[0], BASIC_AUTH_PASS=basic_auth[1])
     log = tmp_path_factory.mktemp("backend") / "backend.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url + "/health", proc, log, 120, auth=basic_auth)
     return proc, url, log
@@ -181,10 +230,18 @@ def grabcut(data_root):
 
 def keypoint(y, x, shape, positive):
     h, w = shape
-    return {"id": f"k{y}-{x}", "type": "keypointlabels", "from_name": "click", "to_name": "image",
-            "origin": "manual", "is_positive": positive, "original_width": w, "original_height": h,
-            "image_rotation": 0, "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h, "width": 0.6,
-                                           "keypointlabels": ["Object"]}}
+    return {
+        "id": f"k{y}-{x}",
+        "type": "keypointlabels",
+        "from_name": "click",
+        "to_name": "image",
+        "origin": "manual",
+        "is_positive": positive,
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h, "width": 0.6, "keypointlabels": ["Object"]},
+    }
 
 
 def metric(backend_url: str, auth, name: str) -> float:
@@ -203,8 +260,10 @@ def test_interactive_annotation_through_label_studio(label_studio, backends, gra
     ml = label_studio.connect(project, backend_url, auth)  # Label Studio calls /health and /setup here
     assert ml["readable_state"] == "Connected", ml
     assert ml["model_version"] == GrabCutPredictor.model_version
-    assert metric(backend_url, auth, 'adaptiveclick_http_requests_total{endpoint="/setup",method="POST",'
-                                     'status="200"}') >= 1
+    assert (
+        metric(backend_url, auth, 'adaptiveclick_http_requests_total{endpoint="/setup",method="POST",status="200"}')
+        >= 1
+    )
 
     runs_before = metric(backend_url, auth, "adaptiveclick_network_runs_total")
     clicker, regions, pred, ious = Clicker(gt), [], np.zeros(gt.shape, bool), []
@@ -231,9 +290,15 @@ def test_webhook_counts_annotations_made_in_label_studio(label_studio, backends,
     task = label_studio.upload(project, grabcut[0])
     label_studio.connect(project, backend_url)  # registers the backend's /webhook for the project
     h, w = grabcut[1].shape
-    mask_result = {"from_name": "mask", "to_name": "image", "type": "brushlabels", "original_width": w,
-                   "original_height": h, "image_rotation": 0,
-                   "value": {"format": "rle", "rle": [0, 0, 0, 4, 7, 17, 255, 255, 255, 0], "brushlabels": ["Object"]}}
+    mask_result = {
+        "from_name": "mask",
+        "to_name": "image",
+        "type": "brushlabels",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {"format": "rle", "rle": [0, 0, 0, 4, 7, 17, 255, 255, 255, 0], "brushlabels": ["Object"]},
+    }
     label_studio.api("POST", f"/api/tasks/{task['id']}/annotations", json={"result": [mask_result]})
     name = f'adaptiveclick_project_annotations{{kind="created",project="{project}"}}'
     deadline = time.monotonic() + 30
@@ -253,11 +318,16 @@ def test_bad_input_is_4xx_and_the_server_keeps_serving(label_studio, backends, g
     config = recommended_config()
 
     def predict(regions, image=None, raw=None, auth_=auth):
-        body = {"tasks": [{"id": task["id"], "data": {"image": image or task["data"]["image"]}}],
-                "project": f"{project}.1", "label_config": config, "params": {"context": {"result": regions}}}
+        body = {
+            "tasks": [{"id": task["id"], "data": {"image": image or task["data"]["image"]}}],
+            "project": f"{project}.1",
+            "label_config": config,
+            "params": {"context": {"result": regions}},
+        }
         if raw is not None:
-            return requests.post(backend_url + "/predict", data=raw, auth=auth_, timeout=60,
-                                 headers={"Content-Type": "application/json"})
+            return requests.post(
+                backend_url + "/predict", data=raw, auth=auth_, timeout=60, headers={"Content-Type": "application/json"}
+            )
         return requests.post(backend_url + "/predict", json=body, auth=auth_, timeout=60)
 
     click = keypoint(150, 250, shape, True)
@@ -280,11 +350,19 @@ def test_bad_input_is_4xx_and_the_server_keeps_serving(label_studio, backends, g
     assert predict([click]).status_code == 200
 
     # a wrong Label Studio key: the image fetch is refused, which the backend reports as 403
-    app = create_app(Settings(label_studio_url=label_studio.url, label_studio_api_key="wrong-key"),
-                     predictor=GrabCutPredictor())
-    response = app.test_client().post("/predict", json={
-        "tasks": [{"id": task["id"], "data": {"image": task["data"]["image"]}}], "project": f"{project}.1",
-        "label_config": config, "params": {"context": {"result": [click]}}})
+    app = create_app(
+        Settings(label_studio=LabelStudioSettings(url=label_studio.url, api_key="wrong-key")),
+        predictor=GrabCutPredictor(),
+    )
+    response = app.test_client().post(
+        "/predict",
+        json={
+            "tasks": [{"id": task["id"], "data": {"image": task["data"]["image"]}}],
+            "project": f"{project}.1",
+            "label_config": config,
+            "params": {"context": {"result": [click]}},
+        },
+    )
     assert response.status_code == 403 and "LABEL_STUDIO_API_KEY" in response.json["error"]
 
     # through Label Studio the annotator sees the status (Label Studio shows no reply body), and the backend

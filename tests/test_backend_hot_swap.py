@@ -1,4 +1,5 @@
 """Hot swap from the model registry, and the fine-tune jobs the backend starts."""
+
 from __future__ import annotations
 
 import sys
@@ -14,13 +15,16 @@ from werkzeug.serving import make_server
 
 from backend.app import create_app
 from backend.model_holder import ModelHolder
-from backend.registry_watcher import RegistryWatcher, version_spec
+from backend.registry_watcher import RegistryWatcher
 from backend.settings import Settings, SettingsError
 from backend.training import FinetuneLauncher, wait_for
 from backend.webhook import ProjectCounts, WebhookDispatcher, parse_webhook
-from finetune.network import TINY_CONFIG, save_weights
-from finetune.registry import open_registry
+from finetune.network import save_weights
+from labelstudio.settings import LabelStudioSettings
 from model import GrabCutPredictor, build_adaptiveclick
+from model.build import TINY_CONFIG
+from model.spec import parse_spec, pinned_spec
+from storage.registry import open_registry
 
 
 def tiny_weights(path: Path, seed: int) -> Path:
@@ -35,7 +39,9 @@ def registry(tmp_path):
 
 
 def test_version_spec_keeps_run_options_not_weight_options():
-    spec = version_spec("/r/w.pth", "ab" * 32, "ft-1", "old.pth#sha256=00,device=cpu,mode=plain,version=x")
+    spec = pinned_spec(
+        "/r/w.pth", "ab" * 32, "ft-1", run_like=parse_spec("old.pth#sha256=00,device=cpu,mode=plain,version=x")
+    )
     assert spec.source == "/r/w.pth"
     assert spec.options == {"device": "cpu", "mode": "plain", "sha256": "ab" * 32, "version": "ft-1"}
 
@@ -81,20 +87,38 @@ def test_requests_during_a_swap_all_succeed_and_name_their_version(registry, tmp
     import cv2
 
     cv2.imwrite(str(image_path), sample.image[:, :, ::-1])
-    settings = Settings(model_dir=tmp_path / "models", model_registry=str(registry.uri),
-                        local_files_document_root=tmp_path, registry_poll_seconds=0.05)
+    settings = Settings(
+        model_dir=tmp_path / "models",
+        model_registry=str(registry.uri),
+        label_studio=LabelStudioSettings(local_files_document_root=tmp_path),
+        registry_poll_seconds=0.05,
+    )
     app = create_app(settings, predictor=GrabCutPredictor(), watch_registry=True)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     import requests
 
     url = f"http://127.0.0.1:{server.server_port}/predict"
-    body = {"tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d={image_path.name}"}}],
-            "label_config": Path("backend/label_config.xml").read_text(),
-            "params": {"context": {"result": [{
-                "type": "keypointlabels", "from_name": "click", "to_name": "image", "original_width": 481,
-                "original_height": 321, "is_positive": True, "id": "k1",
-                "value": {"x": 48.0, "y": 65.0, "width": 0.5, "keypointlabels": ["Object"]}}]}}}
+    body = {
+        "tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d={image_path.name}"}}],
+        "label_config": Path("labelstudio/label_config.xml").read_text(),
+        "params": {
+            "context": {
+                "result": [
+                    {
+                        "type": "keypointlabels",
+                        "from_name": "click",
+                        "to_name": "image",
+                        "original_width": 481,
+                        "original_height": 321,
+                        "is_positive": True,
+                        "id": "k1",
+                        "value": {"x": 48.0, "y": 65.0, "width": 0.5, "keypointlabels": ["Object"]},
+                    }
+                ]
+            }
+        },
+    }
     failures, versions, stop = [], [], threading.Event()
 
     def click():
@@ -152,9 +176,13 @@ FAKE_FINETUNE = textwrap.dedent("""
 def launcher(tmp_path):
     script = tmp_path / "fake_finetune.py"
     script.write_text(FAKE_FINETUNE)
-    settings = Settings(model_dir=tmp_path / "models", predictor="baseline", label_studio_api_key="secret",
-                        label_studio_url="http://ls.example", finetune_args="--init random:tiny --steps 3",
-                        finetune_min_annotations=2)
+    settings = Settings(
+        model_dir=tmp_path / "models",
+        predictor="baseline",
+        label_studio=LabelStudioSettings(url="http://ls.example", api_key="secret"),
+        finetune_args="--init random:tiny --steps 3",
+        finetune_min_annotations=2,
+    )
     return FinetuneLauncher(settings, command_prefix=[sys.executable, str(script)])
 
 
@@ -184,8 +212,11 @@ def test_annotation_threshold_starts_a_job(launcher):
     dispatcher = WebhookDispatcher(launcher.handle_event)
 
     def annotate(i):
-        return dispatcher.dispatch(parse_webhook({"action": "ANNOTATION_CREATED", "project": {"id": 3},
-                                                  "annotation": {"id": i}, "task": {"id": i}}))
+        return dispatcher.dispatch(
+            parse_webhook(
+                {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "annotation": {"id": i}, "task": {"id": i}}
+            )
+        )
 
     assert annotate(1) == {"status": "counted", "new_annotations": 1, "threshold": 2}
     assert annotate(2)["status"] == "started"
@@ -205,8 +236,7 @@ def test_failed_and_interrupted_jobs_are_reported(launcher, monkeypatch):
 
 def test_jobs_need_starting_weights(tmp_path):
     launcher = FinetuneLauncher(Settings(model_dir=tmp_path))
-    result = launcher.handle_event(parse_webhook({"action": "START_TRAINING", "project": {"id": 1}}),
-                                   ProjectCounts())
+    result = launcher.handle_event(parse_webhook({"action": "START_TRAINING", "project": {"id": 1}}), ProjectCounts())
     assert result["status"] == "not started" and "FINETUNE_ARGS" in result["message"]
     served = FinetuneLauncher(Settings(model_dir=tmp_path, predictor="/w/model.pth#sha256=ab,device=cpu"))
     assert served.init_argument() == ["--init", "/w/model.pth#sha256=ab"]
@@ -231,13 +261,25 @@ def test_jobs_endpoints(launcher, tmp_path):
 def test_settings_validation():
     assert Settings(model_dir=Path("/m")).registry_uri == "/m/registry"
     assert Settings(model_registry="s3://b/p").registry_uri == "s3://b/p"
-    for bad in ({"model_registry": "ftp://x"}, {"registry_poll_seconds": -1}, {"finetune_min_annotations": -2},
-                {"finetune_args": "--init 'unterminated"}):
+    for bad in (
+        {"model_registry": "ftp://x"},
+        {"registry_poll_seconds": -1},
+        {"finetune_min_annotations": -2},
+        {"finetune_args": "--init 'unterminated"},
+    ):
         with pytest.raises(SettingsError):
             Settings(**bad)
-    env = {"MODEL_REGISTRY": "s3://bucket/models", "MODEL_REGISTRY_POLL_SECONDS": "2.5",
-           "FINETUNE_MIN_ANNOTATIONS": "10", "FINETUNE_ARGS": "--steps 100"}
+    env = {
+        "MODEL_REGISTRY": "s3://bucket/models",
+        "MODEL_REGISTRY_POLL_SECONDS": "2.5",
+        "FINETUNE_MIN_ANNOTATIONS": "10",
+        "FINETUNE_ARGS": "--steps 100",
+    }
     settings = Settings.from_env(env)
-    assert (settings.model_registry, settings.registry_poll_seconds, settings.finetune_min_annotations,
-            settings.finetune_args) == ("s3://bucket/models", 2.5, 10, "--steps 100")
+    assert (
+        settings.model_registry,
+        settings.registry_poll_seconds,
+        settings.finetune_min_annotations,
+        settings.finetune_args,
+    ) == ("s3://bucket/models", 2.5, 10, "--steps 100")
     assert np.isclose(Settings.from_env({}).registry_poll_seconds, 10.0)

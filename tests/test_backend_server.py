@@ -1,5 +1,6 @@
 """``adaptiveclick serve``: gunicorn configuration (one worker, threads, model built after the fork), argument and
 settings errors, and the JSON log format."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,10 @@ import logging
 
 import pytest
 
-from backend.logs import JsonFormatter
 from backend.server import DEFAULT_HOST, DEFAULT_PORT, add_arguments, gunicorn_application, run
 from backend.settings import Settings
 from cli import build_parser
+from storage.logs import JsonFormatter
 
 
 def parse(*argv):
@@ -23,7 +24,7 @@ def parse(*argv):
 def test_defaults_match_label_studio_ml():
     args = parse()
     assert (args.host, args.port, args.predictor) == (DEFAULT_HOST, DEFAULT_PORT, None) == ("0.0.0.0", 9090, None)
-    assert build_parser().parse_args(["serve", "--port", "9191"]).port == 9191
+    assert build_parser("serve").parse_args(["serve", "--port", "9191"]).port == 9191
 
 
 def test_gunicorn_config_loads_the_model_in_the_worker():
@@ -31,7 +32,7 @@ def test_gunicorn_config_loads_the_model_in_the_worker():
     cfg = app.cfg
     assert cfg.bind == ["127.0.0.1:9999"] and cfg.workers == 1 and cfg.threads == 6
     assert cfg.worker_class_str == "gthread" and cfg.preload_app is False and cfg.timeout == 77
-    assert cfg.logconfig_dict["formatters"]["json"]["()"] == "backend.logs.JsonFormatter"
+    assert cfg.logconfig_dict["formatters"]["json"]["()"] == "storage.logs.JsonFormatter"
     wsgi = app.load()  # what the worker does after the fork
     assert wsgi.extensions["adaptiveclick"]["holder"].version == "baseline-grabcut-v1"
 
@@ -39,7 +40,7 @@ def test_gunicorn_config_loads_the_model_in_the_worker():
 def test_bad_arguments_and_settings_exit_with_a_message(capsys, monkeypatch):
     assert run(parse("--port", "70000")) == 2
     assert "not a TCP port" in capsys.readouterr().out
-    assert run(parse("--predictor", "random:tiny")) == 2
+    assert run(parse("--predictor", "random:gigantic")) == 2
     assert "ADAPTIVECLICK_PREDICTOR" in capsys.readouterr().out
     monkeypatch.setenv("LABEL_STUDIO_URL", "not-a-url")
     assert run(parse()) == 2
@@ -64,7 +65,7 @@ def test_json_log_lines():
 
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])
 def test_log_level_is_applied(level):
-    from backend.logs import configure_logging
+    from storage.logs import configure_logging
 
     root = logging.getLogger()
     saved = root.handlers[:], root.level

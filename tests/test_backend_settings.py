@@ -1,4 +1,5 @@
 """Settings from the environment: names, defaults, parsing and the errors for bad values."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,26 +11,38 @@ from backend.settings import Settings, SettingsError
 
 def test_defaults():
     s = Settings.from_env({})
-    assert s.predictor == "baseline" and s.device == "auto" and s.label_studio_url is None
+    assert s.predictor == "baseline" and s.device == "auto" and s.label_studio.url is None
     assert s.basic_auth is None and s.log_level == "INFO" and s.cache_bytes == 2048 << 20
     assert s.threads == 4 and s.model_dir == Path("models")
 
 
 def test_reads_the_conventional_names(tmp_path):
-    s = Settings.from_env({
-        "ADAPTIVECLICK_PREDICTOR": "random:base#device=cpu", "DEVICE": "cpu",
-        "LABEL_STUDIO_URL": "http://ls.local:8080/", "LABEL_STUDIO_API_KEY": " key ",
-        "MODEL_DIR": str(tmp_path), "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p", "LOG_LEVEL": "debug",
-        "LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path), "ADAPTIVECLICK_CACHE_MB": "16",
-        "ADAPTIVECLICK_MAX_IMAGE_MB": "2", "ADAPTIVECLICK_MAX_IMAGE_PIXELS": "1000",
-        "ADAPTIVECLICK_FETCH_TIMEOUT": "2.5", "ADAPTIVECLICK_THREADS": "8", "ADAPTIVECLICK_THRESHOLD": "0.6",
-    })
+    s = Settings.from_env(
+        {
+            "ADAPTIVECLICK_PREDICTOR": "random:base#device=cpu",
+            "DEVICE": "cpu",
+            "LABEL_STUDIO_URL": "http://ls.local:8080/",
+            "LABEL_STUDIO_API_KEY": " key ",
+            "MODEL_DIR": str(tmp_path),
+            "BASIC_AUTH_USER": "u",
+            "BASIC_AUTH_PASS": "p",
+            "LOG_LEVEL": "debug",
+            "LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path),
+            "ADAPTIVECLICK_CACHE_MB": "16",
+            "ADAPTIVECLICK_MAX_IMAGE_MB": "2",
+            "ADAPTIVECLICK_MAX_IMAGE_PIXELS": "1000",
+            "ADAPTIVECLICK_FETCH_TIMEOUT": "2.5",
+            "ADAPTIVECLICK_THREADS": "8",
+            "ADAPTIVECLICK_THRESHOLD": "0.6",
+        }
+    )
     assert s.predictor == "random:base#device=cpu" and s.device == "cpu"
-    assert s.label_studio_url == "http://ls.local:8080" and s.label_studio_api_key == "key"
+    ls = s.label_studio
+    assert ls.url == "http://ls.local:8080" and ls.api_key == "key" and ls.connected
     assert s.model_dir == tmp_path and s.basic_auth == ("u", "p") and s.log_level == "DEBUG"
-    assert s.local_files_document_root == tmp_path.resolve()
-    assert (s.cache_bytes, s.max_image_bytes, s.max_image_pixels) == (16 << 20, 2 << 20, 1000)
-    assert (s.fetch_timeout, s.threads, s.threshold) == (2.5, 8, 0.6)
+    assert ls.local_files_document_root == tmp_path.resolve()
+    assert (s.cache_bytes, ls.limits.max_bytes, ls.limits.max_pixels) == (16 << 20, 2 << 20, 1000)
+    assert (ls.fetch_timeout, s.threads, s.threshold) == (2.5, 8, 0.6)
 
 
 def test_overrides_win():
@@ -39,17 +52,21 @@ def test_overrides_win():
         Settings.from_env({}, colour="red")
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"ADAPTIVECLICK_PREDICTOR": "random:tiny"}, "ADAPTIVECLICK_PREDICTOR"),
-    ({"LABEL_STUDIO_URL": "ls.local:8080"}, "LABEL_STUDIO_URL"),
-    ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
-    ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH_PASS"),
-    ({"LOCAL_FILES_DOCUMENT_ROOT": "/"}, "filesystem root"),
-    ({"ADAPTIVECLICK_CACHE_MB": "lots"}, "ADAPTIVECLICK_CACHE_MB must be a int"),
-    ({"ADAPTIVECLICK_THREADS": "0"}, "threads must be positive"),
-    ({"ADAPTIVECLICK_THRESHOLD": "1.5"}, "THRESHOLD"),
-    ({"ADAPTIVECLICK_FETCH_TIMEOUT": "-1"}, "FETCH_TIMEOUT"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"ADAPTIVECLICK_PREDICTOR": "random:gigantic"}, "ADAPTIVECLICK_PREDICTOR"),
+        ({"LABEL_STUDIO_URL": "ls.local:8080"}, "LABEL_STUDIO_URL"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+        ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH_PASS"),
+        ({"LOCAL_FILES_DOCUMENT_ROOT": "/"}, "filesystem root"),
+        ({"ADAPTIVECLICK_CACHE_MB": "lots"}, "ADAPTIVECLICK_CACHE_MB must be a int"),
+        ({"ADAPTIVECLICK_THREADS": "0"}, "ADAPTIVECLICK_THREADS must be positive"),
+        ({"ADAPTIVECLICK_MAX_IMAGE_MB": "0"}, "ADAPTIVECLICK_MAX_IMAGE_MB must be positive"),
+        ({"ADAPTIVECLICK_THRESHOLD": "1.5"}, "THRESHOLD"),
+        ({"ADAPTIVECLICK_FETCH_TIMEOUT": "-1"}, "FETCH_TIMEOUT"),
+    ],
+)
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)

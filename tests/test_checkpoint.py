@@ -1,4 +1,5 @@
 """Checkpoint loading: reference layout, plain state_dicts, URLs with sha256, s3, MAE init, readable errors."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,10 +41,18 @@ def reference_layout_file(tmp_path, base_state, monkeypatch):
     EasyDict.__module__ = "easydict"
     module.EasyDict = EasyDict
     monkeypatch.setitem(sys.modules, "easydict", module)
-    cfg = EasyDict({"MODEL": EasyDict({"BACKBONE": EasyDict({"EMBED_DIM": 768})}),
-                    "EXPS_PATH": pathlib.PosixPath("/exps"), "device": torch.device("cpu"), "crop_size": (448, 448)})
-    config = {"class": "isegm.model.is_adaptiveclick_model.AdaptiveClickModel",
-              "params": {"cfg": {"type": "builtin", "value": cfg, "specified": True}}}
+    cfg = EasyDict(
+        {
+            "MODEL": EasyDict({"BACKBONE": EasyDict({"EMBED_DIM": 768})}),
+            "EXPS_PATH": pathlib.PosixPath("/exps"),
+            "device": torch.device("cpu"),
+            "crop_size": (448, 448),
+        }
+    )
+    config = {
+        "class": "isegm.model.is_adaptiveclick_model.AdaptiveClickModel",
+        "params": {"cfg": {"type": "builtin", "value": cfg, "specified": True}},
+    }
     path = tmp_path / "adaptiveclick_base448_sbd.pth"
     torch.save({"state_dict": base_state, "config": config}, path)
     return path
@@ -131,8 +140,11 @@ def test_s3_uri(s3_bucket, base_state, tmp_path, monkeypatch):
 
 def test_mae_init_interpolates_position_embedding(tmp_path):
     torch.manual_seed(0)
-    mae = {k: v for k, v in build_adaptiveclick("base").backbone.state_dict().items()
-           if not k.startswith(("fc_norm", "head"))}
+    mae = {
+        k: v
+        for k, v in build_adaptiveclick("base").backbone.state_dict().items()
+        if not k.startswith(("fc_norm", "head"))
+    }
     mae["pos_embed"] = torch.randn(1, 1 + 14 * 14, 768)  # pre-trained at 224 px
     mae["norm.weight"], mae["norm.bias"] = torch.ones(768), torch.zeros(768)  # MAE's final norm, unused here
     torch.save({"model": mae}, tmp_path / "mae_pretrain_vit_base.pth")

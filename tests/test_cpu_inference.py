@@ -1,5 +1,6 @@
 """model.fast: int8/bf16 layers, instruction-set checks, optimize_for_inference, the spec options, and the
 predictor's per-region reuse of the image half of the work."""
+
 from __future__ import annotations
 
 import copy
@@ -9,12 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from finetune.network import TINY_CONFIG
 from model import AdaptiveClickPredictor, build_adaptiveclick, load_predictor, parse_spec
-from model.fast import PRECISIONS, check_precision, default_precision, optimize_for_inference, precision_support
+from model.build import TINY_CONFIG
+from model.fast import check_precision, default_precision, optimize_for_inference, precision_support
 from model.fast.bf16_layers import Bf16Conv, Bf16Linear, convert_to_bf16
 from model.fast.cpu_features import cpu_flags
 from model.fast.int8_linear import DynamicInt8Linear, int8_support, quantize_linears
+from model.spec import PRECISIONS
 
 needs_int8 = pytest.mark.skipif(precision_support("int8") is not None, reason=f"{precision_support('int8')}")
 needs_bf16 = pytest.mark.skipif(precision_support("bf16") is not None, reason=f"{precision_support('bf16')}")
@@ -130,8 +132,11 @@ def test_optimized_network_stays_close_to_fp32(tiny_net, precision):
 def test_spec_options_are_validated():
     spec = parse_spec("random:base#precision=int8,threads=2")
     assert spec.option("precision") == "int8" and spec.option("threads") == "2"
-    for bad, message in [("random:base#precision=fp16", "precision='fp16'"), ("x.pth#threads=0", "threads='0'"),
-                         ("x.pth#threads=two", "threads='two'")]:
+    for bad, message in [
+        ("random:base#precision=fp16", "precision='fp16'"),
+        ("x.pth#threads=0", "threads='0'"),
+        ("x.pth#threads=two", "threads='two'"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_spec(bad)
 
@@ -176,8 +181,9 @@ def test_image_work_is_reused_while_the_region_is_unchanged(tiny_net):
     with torch.no_grad():
         rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
         prev = torch.from_numpy(first.probs)[None, None]
-        net_input = nn.functional.interpolate(torch.cat([rgb, prev], 1), size=(448, 448), mode="bilinear",
-                                              align_corners=True)
+        net_input = nn.functional.interpolate(
+            torch.cat([rgb, prev], 1), size=(448, 448), mode="bilinear", align_corners=True
+        )
         points = torch.tensor([[[150 * 448 / 300, 200 * 448 / 400, 0.0], [20 * 448 / 300, 30 * 448 / 400, 1.0]]])
         logits = tiny_net(net_input, points)["instances"]
         probs = nn.functional.interpolate(logits.sigmoid(), size=(300, 400), mode="bilinear", align_corners=True)

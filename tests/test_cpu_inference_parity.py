@@ -4,6 +4,7 @@ The figures asserted are regression guards around what the variants measure with
 (see the README's CPU section): a conversion that broke a layer would give logit errors of order 1 and unrelated
 masks. They are not the issue's 0.99 mask-IoU target, which untrained weights do not reach (soft-edged masks).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,9 @@ import pytest
 import torch
 
 from benchmarks import cpu_parity
-from finetune.network import TINY_CONFIG, save_weights
+from finetune.network import save_weights
 from model import build_adaptiveclick
+from model.build import TINY_CONFIG
 from model.fast import precision_support
 
 
@@ -25,8 +27,9 @@ def test_comparison_measures():
     moved[5] = 0.8  # one more row of object: 60 pixels against 50
     diff = cpu_parity.compare(probs, moved)
     assert diff.mask_iou == pytest.approx(50 / 60) and diff.mean_abs_dp == pytest.approx(0.06)
-    np.testing.assert_allclose(cpu_parity.logits_of(np.array([0.5, 1e-20], np.float32)), [0.0, np.log(1e-20)],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        cpu_parity.logits_of(np.array([0.5, 1e-20], np.float32)), [0.0, np.log(1e-20)], rtol=1e-6
+    )
     assert cpu_parity.mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
     assert cpu_parity.summarize([same, diff])["mask_iou"] == pytest.approx((1 + 50 / 60) / 2)
 
@@ -71,8 +74,16 @@ def test_fp32_against_itself_and_the_noc_comparison(tmp_path, data_root):
 def test_cli_rejects_bad_arguments(capsys):
     import argparse
 
-    args = argparse.Namespace(source="random:base", variants="precision=fp16", instances=1, clicks=1, noc=False,
-                              noc_clicks=1, weights="default", data_root=None)
+    args = argparse.Namespace(
+        source="random:base",
+        variants="precision=fp16",
+        instances=1,
+        clicks=1,
+        noc=False,
+        noc_clicks=1,
+        weights="default",
+        data_root=None,
+    )
     assert cpu_parity.main(args) == 2 and "precision='fp16'" in capsys.readouterr().out
     args.variants, args.instances = "precision=int8", 0
     assert cpu_parity.main(args) == 2

@@ -1,4 +1,5 @@
 """Each dataset loader on a fixture in its published layout, the shipped GrabCut/Berkeley, and dataset roots."""
+
 from __future__ import annotations
 
 import json
@@ -6,11 +7,22 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from dataset_fixtures import WRITERS, rgb_image, write_gray, write_rgb, write_sbd_mat
-from evaluation.datasets import (DATASETS, BerkeleyDataset, DatasetError, GrabCutDataset, PascalVocDataset,
-                                 SBDDataset, dataset_info, default_datasets_root, load_datasets_config,
-                                 open_dataset, parse_dataset_names, resolve_dataset_root)
+
+from evaluation.datasets import (
+    DATASETS,
+    BerkeleyDataset,
+    DatasetError,
+    GrabCutDataset,
+    PascalVocDataset,
+    SBDDataset,
+    dataset_info,
+    default_datasets_root,
+    load_datasets_config,
+    open_dataset,
+    parse_dataset_names,
+    resolve_dataset_root,
+)
 
 LOSSLESS = {"GrabCut": {"b"}, "ssTEM": set(), "BraTS": {"BraTS20_001_slice_070"}, "OAIZIB": {"9001104_080"}}
 
@@ -159,8 +171,10 @@ def test_usual_folder_names_under_a_data_root(tmp_path):
     assert resolve_dataset_root(dataset_info("ssTEM"), tmp_path, environ=env) == tmp_path / "ssTEM" / "stack1"
     assert resolve_dataset_root(dataset_info("BraTS"), tmp_path, environ=env) == tmp_path / "BraTS20"
     assert resolve_dataset_root(dataset_info("OAIZIB"), tmp_path, environ=env) == tmp_path / "OAI-ZIB"
-    assert resolve_dataset_root(dataset_info("SBD"), tmp_path, environ=env) == \
-        tmp_path / "SBD" / "benchmark_RELEASE" / "dataset"
+    assert (
+        resolve_dataset_root(dataset_info("SBD"), tmp_path, environ=env)
+        == tmp_path / "SBD" / "benchmark_RELEASE" / "dataset"
+    )
     with pytest.raises(DatasetError, match="no DAVIS/ folder under .*ADAPTIVECLICK_DAVIS_PATH"):
         resolve_dataset_root(dataset_info("DAVIS"), tmp_path, environ=env)
 
@@ -186,12 +200,16 @@ def test_datasets_config_file(tmp_path):
     config = tmp_path / "conf" / "datasets.yaml"
     config.parent.mkdir()
     config.write_text("GrabCut: ../data/GrabCut\noai-zib: /abs/OAI-ZIB\n")
-    assert load_datasets_config(config) == {"GrabCut": config.parent / "../data/GrabCut",
-                                            "OAIZIB": tmp_path.__class__("/abs/OAI-ZIB")}
+    assert load_datasets_config(config) == {
+        "GrabCut": config.parent / "../data/GrabCut",
+        "OAIZIB": tmp_path.__class__("/abs/OAI-ZIB"),
+    }
     # the reference's base_configuration.yaml: dataset keys understood, model/experiment keys skipped
-    config.write_text('INTERACTIVE_MODELS_PATH: "./weights"\nGRABCUT_PATH: "./datasets/GrabCut"\n'
-                      'BraTS_PATH: "./datasets/BraTS20"\nLVIS_PATH: "./datasets/LVIS"\n'
-                      "IMAGENET_PRETRAINED_MODELS:\n  MAE_BASE: x\n")
+    config.write_text(
+        'INTERACTIVE_MODELS_PATH: "./weights"\nGRABCUT_PATH: "./datasets/GrabCut"\n'
+        'BraTS_PATH: "./datasets/BraTS20"\nLVIS_PATH: "./datasets/LVIS"\n'
+        "IMAGENET_PRETRAINED_MODELS:\n  MAE_BASE: x\n"
+    )
     assert set(load_datasets_config(config)) == {"GrabCut", "BraTS"}
     config.write_text(json.dumps({"GrabCut": "/a", "Grabcutt": "/b"}))
     with pytest.raises(DatasetError, match="unknown dataset 'Grabcutt'"):

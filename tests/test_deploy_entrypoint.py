@@ -1,6 +1,7 @@
 """The image's entrypoint without Docker: the Dockerfile's CMD starts the server the way the container would and
 the HEALTHCHECK script sees it healthy (with and without Basic auth); the ops scripts (bucket creation, image
 build, CVAT deploy) driven with a local S3 and stand-in ``docker``/``nuctl`` commands."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def load_script(name: str):
 def image_command() -> list[str]:
     """The CMD of the Dockerfile's runtime stage."""
     lines = (REPO / "Dockerfile").read_text().splitlines()
-    return json.loads([line for line in lines if line.startswith("CMD ")][-1][len("CMD "):])
+    return json.loads([line for line in lines if line.startswith("CMD ")][-1][len("CMD ") :])
 
 
 def image_healthcheck() -> list[str]:
@@ -46,10 +46,17 @@ def image_server(tmp_path_factory):
     """The image's command with the image's state folders (moved under a temporary folder) and Basic auth on; the
     port is the image's 9090 unless that is taken here."""
     state = tmp_path_factory.mktemp("container")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "ADAPTIVECLICK_CACHE": str(state / "cache"), "MODEL_DIR": str(state / "models"),
-           "BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "s3cret", "ADAPTIVECLICK_PREDICTOR": "baseline",
-           "MODEL_REGISTRY_POLL_SECONDS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ADAPTIVECLICK_CACHE": str(state / "cache"),
+        "MODEL_DIR": str(state / "models"),
+        "BASIC_AUTH_USER": "label-studio",
+        "BASIC_AUTH_PASS": "s3cret",
+        "ADAPTIVECLICK_PREDICTOR": "baseline",
+        "MODEL_REGISTRY_POLL_SECONDS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     log = state / "server.log"
     for attempt in range(2):  # a free port can be taken by another process before the server binds it
         command = image_command()
@@ -57,8 +64,9 @@ def image_server(tmp_path_factory):
         command[command.index("--port") + 1] = str(port)
         command[command.index("--host") + 1] = "127.0.0.1"  # the container listens on 0.0.0.0; loopback here
         with log.open("w") as out:
-            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=state,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=state, start_new_session=True
+            )
         if wait_for_server(proc, port, timeout=180):
             break
         assert attempt == 0 and "Address already in use" in log.read_text(), log.read_text()[-3000:]
@@ -102,14 +110,20 @@ def test_image_command_serves_and_the_healthcheck_sees_it(image_server):
         time.sleep(0.5)
     assert response is not None and response.json()["status"] == "UP", log.read_text()[-2000:]
     healthcheck = load_script("healthcheck")
-    assert healthcheck.check(f"{url}/health", {"BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "s3cret"}) \
-        == (True, "up, model baseline-grabcut-v1")
+    assert healthcheck.check(f"{url}/health", {"BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "s3cret"}) == (
+        True,
+        "up, model baseline-grabcut-v1",
+    )
     healthy, why = healthcheck.check(f"{url}/health", {})
     assert not healthy and "answered 401" in why
     # as the HEALTHCHECK runs it: a separate process, credentials from the container's environment
-    result = subprocess.run([sys.executable, str(DEPLOY / "healthcheck.py"), f"{url}/health"],
-                            env={"BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "s3cret"},
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, str(DEPLOY / "healthcheck.py"), f"{url}/health"],
+        env={"BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "s3cret"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0 and "up" in result.stdout
     # gunicorn's log lines and the app's are JSON (what `docker logs` shows)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
@@ -139,12 +153,21 @@ def test_ensure_bucket_creates_the_registry_bucket_once(s3_server):
     import boto3
 
     assert "adaptiveclick-models-test" in {b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]}
-    result = subprocess.run([sys.executable, str(DEPLOY / "ensure_bucket.py")], env={**os.environ,
-                            "MODEL_REGISTRY": uri}, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(DEPLOY / "ensure_bucket.py")],
+        env={**os.environ, "MODEL_REGISTRY": uri},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and "already exists" in result.stdout
-    result = subprocess.run([sys.executable, str(DEPLOY / "ensure_bucket.py")],
-                            env={**os.environ, "MODEL_REGISTRY": "/var/lib/adaptiveclick/models/registry"},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(DEPLOY / "ensure_bucket.py")],
+        env={**os.environ, "MODEL_REGISTRY": "/var/lib/adaptiveclick/models/registry"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and "nothing to create" in result.stdout
     with pytest.raises(ValueError, match="s3://bucket"):
         ensure.bucket_of("s3:///prefix")
@@ -174,8 +197,13 @@ def fake_tools(tmp_path):
         (bin_dir / tool).write_text(FAKE_TOOL)
         (bin_dir / tool).chmod(0o755)
     log = tmp_path / "tools.log"
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TOOL_LOG": str(log), "DOCKER_ENGINE": "up", "HEALTH": "healthy",
-           "HOME": str(tmp_path)}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "TOOL_LOG": str(log),
+        "DOCKER_ENGINE": "up",
+        "HEALTH": "healthy",
+        "HOME": str(tmp_path),
+    }
     return env, log
 
 

@@ -5,6 +5,7 @@ with each other and with the code (settings names, versions, paths), and referen
 schema/compose-spec.json at 170098ba, Apache-2.0), so the compose files are checked as ``docker compose`` would
 parse them without needing Docker here.
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,13 +30,16 @@ FUNCTION_FILES = ("function.yaml", "function-gpu.yaml")
 
 
 def settings_variables() -> set[str]:
-    """Every environment variable in backend/settings.py's table (the product's one list of settings)."""
+    """Every environment variable in the tables of backend/settings.py and labelstudio/settings.py (the product's
+    lists of settings)."""
     import backend.settings
+    import labelstudio.settings
 
     names = set()
-    for line in backend.settings.__doc__.splitlines():
-        if line.startswith("| ``"):
-            names.update(re.findall(r"``([A-Z][A-Z0-9_]+)``", line.split("|")[1]))
+    for module in (backend.settings, labelstudio.settings):
+        for line in (module.__doc__ or "").splitlines():
+            if line.startswith("| ``"):
+                names.update(re.findall(r"``([A-Z][A-Z0-9_]+)``", line.split("|")[1]))
     return names
 
 
@@ -160,8 +164,8 @@ def test_dockerfile_variants_and_versions_follow_the_project(dockerfile):
     text = (REPO / "Dockerfile").read_text()
     pyproject = (REPO / "pyproject.toml").read_text()
     torch_pin = re.search(r'"torch==([\d.]+)"', pyproject).group(1)
-    vision_pin = re.search(r'"torchvision==([\d.]+)"', pyproject).group(1)
-    assert f"ARG TORCH_VERSION={torch_pin}" in text and f"ARG TORCHVISION_VERSION={vision_pin}" in text
+    assert f"ARG TORCH_VERSION={torch_pin}" in text
+    assert "torchvision" not in pyproject and "torchvision" not in text  # nothing imports it
     assert 'requires-python = ">=3.11,<3.12"' in pyproject and "uv python install 3.11" in text
     assert "ARG VARIANT=cpu" in text  # CPU is the default image
     assert "download.pytorch.org/whl/cpu" in text and "download.pytorch.org/whl/cu130" in text
@@ -177,8 +181,7 @@ def test_dockerfile_variants_and_versions_follow_the_project(dockerfile):
 
     assert build.parse_archs(archs) and build.arch_flags(build.parse_archs(archs))
     prefix_root = re.search(r"ADAPTIVECLICK_CACHE=(\S+) python -m ops.build", build_runs).group(1)
-    assert Path(prefix_root) / "torch_extensions" == Path("/opt/venv") / "share" / "adaptiveclick" / \
-        "torch_extensions"
+    assert Path(prefix_root) / "torch_extensions" == Path("/opt/venv") / "share" / "adaptiveclick" / "torch_extensions"
 
 
 def test_kernels_in_the_installed_root_are_found(monkeypatch, tmp_path):
@@ -207,22 +210,42 @@ def test_copied_sources_exist_and_pass_the_dockerignore(dockerfile, dockerignore
             *sources, _ = rest.split()
             for source in sources:
                 assert (REPO / source).exists(), source
-                files = [source] if (REPO / source).is_file() else [
-                    str(p.relative_to(REPO)) for p in (REPO / source).rglob("*") if p.is_file()
-                    and "__pycache__" not in p.parts]
+                files = (
+                    [source]
+                    if (REPO / source).is_file()
+                    else [
+                        str(p.relative_to(REPO))
+                        for p in (REPO / source).rglob("*")
+                        if p.is_file() and "__pycache__" not in p.parts
+                    ]
+                )
                 kept = [f for f in files if not dockerignore_excludes(dockerignore, f)]
                 assert kept, f"{source} is excluded by .dockerignore"
     assert not dockerignore_excludes(dockerignore, "ops/csrc/msda_cuda.cu")
-    assert not dockerignore_excludes(dockerignore, "backend/label_config.xml")
+    assert not dockerignore_excludes(dockerignore, "labelstudio/label_config.xml")
 
 
 def test_dockerignore_keeps_weights_venvs_and_data_out(dockerignore):
-    for path in (".venv/bin/python", ".git/HEAD", "tests/test_deploy_files.py", "runs/x/model.pth",
-                 "weights/adaptiveclick_base448_sbd.pth", "model/__pycache__/spec.cpython-311.pyc",
-                 "deploy/.env", "deploy/weights/a.pth", "ops/build/x.so", "adaptiveclick_backend.egg-info/PKG-INFO"):
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/test_deploy_files.py",
+        "runs/x/model.pth",
+        "weights/adaptiveclick_base448_sbd.pth",
+        "model/__pycache__/spec.cpython-311.pyc",
+        "deploy/.env",
+        "deploy/weights/a.pth",
+        "ops/build/x.so",
+        "adaptiveclick_backend.egg-info/PKG-INFO",
+    ):
         assert dockerignore_excludes(dockerignore, path), path
-    tracked = subprocess.run(["git", "ls-files", "model", "ops", "backend", "finetune", "evaluation", "benchmarks"],
-                             cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "model", "ops", "backend", "finetune", "evaluation", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert tracked and not [p for p in tracked if dockerignore_excludes(dockerignore, p)]
 
 
@@ -235,8 +258,9 @@ def linter(name: str) -> str:
 
 
 def test_dockerfile_and_scripts_pass_the_linters():
-    result = subprocess.run([linter("hadolint"), "--no-color", str(REPO / "Dockerfile")], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [linter("hadolint"), "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     scripts = [str(DEPLOY / "build-image.sh"), str(DEPLOY / "cvat" / "deploy.sh")]
     result = subprocess.run([linter("shellcheck"), *scripts], capture_output=True, text=True, timeout=60)
@@ -248,7 +272,7 @@ def test_dockerfile_and_scripts_pass_the_linters():
 
 def test_compose_files_follow_the_compose_schema(compose):
     schema = json.loads((REPO / "tests" / "data" / "compose-spec.json").read_text())
-    for name, document in compose.items():
+    for document in compose.values():
         jsonschema.Draft7Validator(schema).validate(document)
 
 
@@ -260,14 +284,20 @@ def test_compose_wiring(compose, dockerfile):
     assert backend["build"]["args"]["VARIANT"] == "cpu" and backend["image"].endswith(":cpu")
     env = dict(item.partition("=")[::2] for item in backend["environment"])
     assert env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
-    known = settings_variables() | {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                    "AWS_DEFAULT_REGION"}
+    known = settings_variables() | {
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+    }
     assert set(env) <= known, set(env) - known  # no parallel settings: only the backend's own names
     assert {"MODEL_REGISTRY", "MODEL_REGISTRY_POLL_SECONDS", "FINETUNE_MIN_ANNOTATIONS", "FINETUNE_ARGS"} <= set(env)
     # the label studio token and the backend key are the same variable
     ls_env = dict(item.partition("=")[::2] for item in services["label-studio"]["environment"])
-    assert "LABEL_STUDIO_API_KEY" in ls_env["LABEL_STUDIO_USER_TOKEN"] and "LABEL_STUDIO_API_KEY" in \
-        env["LABEL_STUDIO_API_KEY"]
+    assert (
+        "LABEL_STUDIO_API_KEY" in ls_env["LABEL_STUDIO_USER_TOKEN"]
+        and "LABEL_STUDIO_API_KEY" in env["LABEL_STUDIO_API_KEY"]
+    )
     # the volumes sit where the image keeps its state
     runtime_env = final_env(dockerfile["<final>"])
     targets = {mount_target(volume) for volume in backend["volumes"]}
@@ -277,8 +307,10 @@ def test_compose_wiring(compose, dockerfile):
     bucket = services["registry-bucket"]
     assert bucket["profiles"] == ["minio"] == services["minio"]["profiles"]
     assert bucket["command"][1] == "/opt/adaptiveclick/ensure_bucket.py" and (DEPLOY / "ensure_bucket.py").is_file()
-    assert backend["depends_on"]["registry-bucket"] == {"condition": "service_completed_successfully",
-                                                        "required": False}
+    assert backend["depends_on"]["registry-bucket"] == {
+        "condition": "service_completed_successfully",
+        "required": False,
+    }
     assert bucket["image"] == backend["image"]
 
 
@@ -328,18 +360,18 @@ def test_cvat_function_definition(name):
     body_limit = spec["triggers"]["myHttpTrigger"]["attributes"]["maxRequestBodySize"]
     from backend.settings import Settings
 
-    assert body_limit >= Settings().max_image_bytes
+    assert body_limit >= Settings().label_studio.limits.max_bytes
     if variant == "cuda":
         assert spec["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert {"name": "DEVICE", "value": "cuda"} in spec["env"]
 
 
 def test_cvat_function_imports_only_what_the_image_has():
-    """The function folder holds main.py and cvat_interactor.py; everything else comes from the installed
-    project (the backend image), so their imports must resolve to its packages or the standard library."""
+    """The function folder holds only the thin main.py; the adapter comes from the installed project (the backend
+    image), so its imports must resolve to the project's packages or the standard library."""
     folder_modules = {p.stem for p in (DEPLOY / "cvat").glob("*.py")}
-    assert folder_modules == {"main", "cvat_interactor"}
-    allowed = {"backend", "model", "numpy", "cv2"} | folder_modules | set(sys.stdlib_module_names)
+    assert folder_modules == {"main"}
+    allowed = {"backend"} | set(sys.stdlib_module_names)
     for path in (DEPLOY / "cvat").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

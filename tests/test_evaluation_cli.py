@@ -1,4 +1,5 @@
 """``adaptiveclick evaluate`` end to end: the baseline on the shipped datasets, fixtures, options, error paths."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from dataset_fixtures import WRITERS
 
 import cli
-from dataset_fixtures import WRITERS
 from evaluation import cli as evaluation_cli
 from model import AdaptiveClickPredictor, parse_spec
 
@@ -28,8 +29,21 @@ def test_baseline_on_grabcut_and_berkeley_is_stable_across_runs(data_root, tmp_p
     outputs = []
     for run in range(2):
         out = tmp_path / f"run{run}"
-        assert run_cli("--predictor", "baseline", "--datasets", "GrabCut,Berkeley", "--data-root", str(data_root),
-                       "--limit", "2", "--out", str(out)) == 0
+        assert (
+            run_cli(
+                "--predictor",
+                "baseline",
+                "--datasets",
+                "GrabCut,Berkeley",
+                "--data-root",
+                str(data_root),
+                "--limit",
+                "2",
+                "--out",
+                str(out),
+            )
+            == 0
+        )
         outputs.append(json.loads((out / "results.json").read_text()))
     captured = capsys.readouterr()
     assert "GrabCut: 100%" in captured.err and "Berkeley" in captured.err  # the progress bars
@@ -58,8 +72,12 @@ def test_multi_object_fixtures_through_a_datasets_config(tmp_path, monkeypatch):
     config.write_text("PascalVOC: somewhere/voc\nSBD: elsewhere\n")
     monkeypatch.setenv("ADAPTIVECLICK_DATASETS_CONFIG", str(config))
     out = tmp_path / "out"
-    assert run_cli("--predictor", "baseline", "--datasets", "voc,SBD", "--n-clicks", "3", "--out", str(out),
-                   "--no-progress") == 0
+    assert (
+        run_cli(
+            "--predictor", "baseline", "--datasets", "voc,SBD", "--n-clicks", "3", "--out", str(out), "--no-progress"
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["PascalVOC"]["n_instances"] == 3 and results["SBD"]["n_instances"] == 4
     assert len(results["SBD"]["miou_per_click"]) == 3
@@ -107,9 +125,26 @@ def test_mode_and_flip_reach_the_predictor_and_davis_zooms_to_672(tmp_path, fake
     WRITERS["DAVIS"](tmp_path / "DAVIS")
     WRITERS["GrabCut"](tmp_path / "GrabCut")
     out = tmp_path / "out"
-    assert run_cli("--predictor", "weights.pth#mode=plain", "--datasets", "DAVIS,GrabCut", "--data-root",
-                   str(tmp_path), "--mode", "cvpr", "--n-clicks", "2", "--limit", "1", "--out", str(out),
-                   "--no-progress") == 0
+    assert (
+        run_cli(
+            "--predictor",
+            "weights.pth#mode=plain",
+            "--datasets",
+            "DAVIS,GrabCut",
+            "--data-root",
+            str(tmp_path),
+            "--mode",
+            "cvpr",
+            "--n-clicks",
+            "2",
+            "--limit",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        )
+        == 0
+    )
     spec, net = fake_adaptiveclick[-1]
     assert spec.option("mode") == "cvpr" and spec.flag("flip", False)  # --mode wins; flip on by default
     # each click runs the image and its mirror (batch 2); DAVIS at 672 px, GrabCut at 448 px
@@ -117,9 +152,27 @@ def test_mode_and_flip_reach_the_predictor_and_davis_zooms_to_672(tmp_path, fake
     table = (out / "results.md").read_text()
     assert "mode: cvpr, flip: on" in table and "`weights.pth#mode=cvpr,flip=1`" in table
 
-    assert run_cli("--predictor", "weights.pth#flip=1", "--datasets", "DAVIS", "--data-root", str(tmp_path),
-                   "--mode", "plain", "--no-flip", "--n-clicks", "1", "--limit", "1", "--out", str(out),
-                   "--no-progress") == 0
+    assert (
+        run_cli(
+            "--predictor",
+            "weights.pth#flip=1",
+            "--datasets",
+            "DAVIS",
+            "--data-root",
+            str(tmp_path),
+            "--mode",
+            "plain",
+            "--no-flip",
+            "--n-clicks",
+            "1",
+            "--limit",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        )
+        == 0
+    )
     spec, net = fake_adaptiveclick[-1]
     assert spec.option("mode") == "plain" and not spec.flag("flip", True)
     assert net.inputs == [(1, 4, 448, 448)]  # no zoom-in, so no 672 either
@@ -128,8 +181,25 @@ def test_mode_and_flip_reach_the_predictor_and_davis_zooms_to_672(tmp_path, fake
 
 def test_baseline_says_mode_and_flip_do_not_apply(tmp_path, capsys):
     WRITERS["BraTS"](tmp_path / "BraTS")
-    assert run_cli("--predictor", "baseline", "--datasets", "BraTS", "--data-root", str(tmp_path), "--mode",
-                   "plain", "--no-flip", "--n-clicks", "2", "--out", str(tmp_path / "out"), "--no-progress") == 0
+    assert (
+        run_cli(
+            "--predictor",
+            "baseline",
+            "--datasets",
+            "BraTS",
+            "--data-root",
+            str(tmp_path),
+            "--mode",
+            "plain",
+            "--no-flip",
+            "--n-clicks",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        )
+        == 0
+    )
     assert "do not apply to the baseline" in capsys.readouterr().err
 
 
@@ -138,24 +208,45 @@ def test_results_of_finished_datasets_survive_a_later_failure(tmp_path, capsys):
     WRITERS["Berkeley"](tmp_path / "Berkeley")
     (tmp_path / "Berkeley" / "masks" / "101.png").write_bytes(b"broken")
     out = tmp_path / "out"
-    assert run_cli("--predictor", "baseline", "--datasets", "GrabCut,Berkeley", "--data-root", str(tmp_path),
-                   "--n-clicks", "2", "--out", str(out), "--no-progress") == 2
+    assert (
+        run_cli(
+            "--predictor",
+            "baseline",
+            "--datasets",
+            "GrabCut,Berkeley",
+            "--data-root",
+            str(tmp_path),
+            "--n-clicks",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        )
+        == 2
+    )
     assert "cannot read mask" in capsys.readouterr().err
     assert list(json.loads((out / "results.json").read_text())) == ["GrabCut"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--datasets", "GrabCut,Foo"], "unknown dataset 'Foo'"),
-    (["--datasets", "DAVIS"], "no DAVIS/ folder under"),
-    (["--predictor", "baseline#colour=red"], "unknown predictor option 'colour'"),
-    (["--predictor", "missing.pth"], "does not exist"),
-    (["--predictor", "weights.pth#mode=zoom"], "mode='zoom'"),
-    (["--datasets-config", "nowhere.yaml"], "cannot read datasets config"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--datasets", "GrabCut,Foo"], "unknown dataset 'Foo'"),
+        (["--datasets", "DAVIS"], "no DAVIS/ folder under"),
+        (["--predictor", "baseline#colour=red"], "unknown predictor option 'colour'"),
+        (["--predictor", "missing.pth"], "does not exist"),
+        (["--predictor", "weights.pth#mode=zoom"], "mode='zoom'"),
+        (["--datasets-config", "nowhere.yaml"], "cannot read datasets config"),
+    ],
+)
 def test_errors_exit_2_with_a_message(tmp_path, capsys, args, message):
     WRITERS["GrabCut"](tmp_path / "GrabCut")
-    base = {"--predictor": "baseline", "--datasets": "GrabCut", "--data-root": str(tmp_path),
-            "--out": str(tmp_path / "out")}
+    base = {
+        "--predictor": "baseline",
+        "--datasets": "GrabCut",
+        "--data-root": str(tmp_path),
+        "--out": str(tmp_path / "out"),
+    }
     base.update(dict(zip(args[::2], args[1::2])))
     if "--datasets-config" in base:
         base["--datasets-config"] = str(tmp_path / base["--datasets-config"])
@@ -171,12 +262,15 @@ def test_out_must_be_a_folder(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--limit", "0"], "must be at least 1"),
-    (["--n-clicks", "many"], "expected a whole number"),
-    (["--threshold", "1.5"], "strictly between 0 and 1"),
-    (["--mode", "zoom"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--limit", "0"], "must be at least 1"),
+        (["--n-clicks", "many"], "expected a whole number"),
+        (["--threshold", "1.5"], "strictly between 0 and 1"),
+        (["--mode", "zoom"], "invalid choice"),
+    ],
+)
 def test_bad_options_are_usage_errors(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         run_cli("--predictor", "baseline", "--out", str(tmp_path / "out"), *args)

@@ -1,4 +1,5 @@
 """IoU, NoC and NoF on hand-made masks and synthetic IoU curves."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,8 @@ from evaluation.metrics import DatasetResult, iou, noc_per_instance
 
 
 def test_iou_ignores_unknown_pixels():
-    gt = np.array([[1, 1, 0, 0],
-                   [1, 1, -1, -1]], np.int8)
-    pred = np.array([[1, 0, 1, 0],
-                     [1, 1, 1, 1]], bool)
+    gt = np.array([[1, 1, 0, 0], [1, 1, -1, -1]], np.int8)
+    pred = np.array([[1, 0, 1, 0], [1, 1, 1, 1]], bool)
     # valid pixels: 6; intersection 3 (object hits), union 3 + 1 missed + 1 false = 5; the two -1 never count
     assert iou(gt, pred) == pytest.approx(3 / 5)
     assert iou(gt, gt == 1) == 1.0
@@ -27,13 +26,15 @@ def test_iou_of_an_empty_object_predicted_empty_is_one():
     assert iou(gt, np.eye(3, dtype=bool)) == 0.0
 
 
-CURVES = np.array([
-    [0.50, 0.86, 0.91, 0.95, 0.97],  # NoC@85 2, NoC@90 3
-    [0.90, 0.92, 0.93, 0.93, 0.94],  # reaches 0.90 exactly at the first click: 1 and 1
-    [0.10, 0.20, 0.30, 0.40, 0.50],  # never: 5 and 5, a failure at both
-    [0.10, 0.20, 0.30, 0.86, 0.91],  # reaches 0.90 at the last click: NoC 5, and RITM counts it as a failure
-    [0.95, 0.80, 0.70, 0.99, 0.99],  # first crossing counts, even if IoU drops later
-])
+CURVES = np.array(
+    [
+        [0.50, 0.86, 0.91, 0.95, 0.97],  # NoC@85 2, NoC@90 3
+        [0.90, 0.92, 0.93, 0.93, 0.94],  # reaches 0.90 exactly at the first click: 1 and 1
+        [0.10, 0.20, 0.30, 0.40, 0.50],  # never: 5 and 5, a failure at both
+        [0.10, 0.20, 0.30, 0.86, 0.91],  # reaches 0.90 at the last click: NoC 5, and RITM counts it as a failure
+        [0.95, 0.80, 0.70, 0.99, 0.99],  # first crossing counts, even if IoU drops later
+    ]
+)
 
 
 def test_noc_per_instance_on_synthetic_curves():

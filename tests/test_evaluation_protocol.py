@@ -1,4 +1,5 @@
 """The NoC loop: what the predictor is given at each click, and the IoU curves it produces."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,11 +1,21 @@
 """finetune.augment: geometry keeps image and masks aligned; photometric changes and crops are as specified."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from finetune.augment import (AugmentConfig, augment, brightness_contrast, crop_origin_around, flip, pad_to,
-                              rgb_shift, rotate90, shift_rotate)
+from finetune.augment import (
+    AugmentConfig,
+    augment,
+    brightness_contrast,
+    crop_origin_around,
+    flip,
+    pad_to,
+    rgb_shift,
+    rotate90,
+    shift_rotate,
+)
 
 
 def painted(h=120, w=90):
@@ -44,11 +54,15 @@ def test_same_seed_same_view_and_validation_only_resizes_pads_crops():
     no_resize = AugmentConfig(crop_size=64, scale_range=(1.0, 1.0))
     for seed in range(5):
         val_image, val_layers = augment(image, layers, np.random.default_rng(seed), no_resize, train=False)
-        windows = [(t, left) for t in range(120 - 63) for left in range(90 - 63)
-                   if np.array_equal(image[t:t + 64, left:left + 64], val_image)]
+        windows = [
+            (t, left)
+            for t in range(120 - 63)
+            for left in range(90 - 63)
+            if np.array_equal(image[t : t + 64, left : left + 64], val_image)
+        ]
         assert windows, "the validation view is a plain crop of the image"
         t, left = windows[0]
-        assert np.array_equal(layers[t:t + 64, left:left + 64], val_layers)
+        assert np.array_equal(layers[t : t + 64, left : left + 64], val_layers)
 
 
 def test_small_images_are_padded_with_zeros_centred():

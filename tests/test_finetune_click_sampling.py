@@ -1,4 +1,5 @@
 """finetune.click_sampling: sampled clicks land where the reference sampler puts them; corrective clicks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ from finetune.click_sampling import ClickSampler, ClickSamplerConfig, geometric_
 
 def square(shape=(64, 64), top=16, left=16, size=24) -> np.ndarray:
     mask = np.zeros(shape, bool)
-    mask[top:top + size, left:left + size] = True
+    mask[top : top + size, left : left + size] = True
     return mask
 
 
@@ -44,8 +45,9 @@ def test_points_layout_and_regions():
 
 def test_number_of_positive_clicks_follows_the_geometric_law():
     sampler = ClickSampler(ClickSamplerConfig(max_points=24, prob_gamma=0.8, merge_objects_prob=0.0))
-    counts = [len(split_points(sampler.sample([square()], None, np.random.default_rng(s)).points, 24)[0])
-              for s in range(600)]
+    counts = [
+        len(split_points(sampler.sample([square()], None, np.random.default_rng(s)).points, 24)[0]) for s in range(600)
+    ]
     expected = 1 + (np.arange(24) * geometric_probs(24, 0.8)).sum()
     assert np.mean(counts) == pytest.approx(expected, rel=0.1)
     assert min(counts) == 1 and max(counts) > 10
@@ -58,7 +60,7 @@ def test_negative_strategies_use_their_regions():
     others_only = ClickSampler(ClickSamplerConfig(negative_probs=(0.0, 1.0, 0.0), merge_objects_prob=0.0))
     band = 2  # ceil(0.1 * sqrt(400))
     near = np.zeros_like(obj)
-    near[30 - band:50 + band, 30 - band:50 + band] = True
+    near[30 - band : 50 + band, 30 - band : 50 + band] = True
     for seed in range(20):
         rng = np.random.default_rng(seed)
         target = border_only.sample([obj], None, rng)

@@ -1,4 +1,5 @@
 """finetune.criterion: targets, deep supervision and the 0.3/0.3/0.4 mix, pinned to the reference."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,13 @@ from finetune.losses import class_cross_entropy, dice_loss, sigmoid_adaptive_foc
 def golden_inputs():
     """10 decoder outputs for a batch of 2 with 16x16 masks, and 64x64 instance masks."""
     gen = torch.Generator().manual_seed(7)
-    outputs = [{"pred_logits": torch.randn(2, 10, 2, generator=gen),
-                "pred_masks": 3 * torch.randn(2, 10, 16, 16, generator=gen)} for _ in range(10)]
+    outputs = [
+        {
+            "pred_logits": torch.randn(2, 10, 2, generator=gen),
+            "pred_masks": 3 * torch.randn(2, 10, 16, 16, generator=gen),
+        }
+        for _ in range(10)
+    ]
     instances = torch.zeros(2, 1, 64, 64)
     instances[0, :, 10:41, 5:30] = 1
     instances[1, :, 30:62, 33:61] = 1
@@ -81,15 +87,17 @@ def test_total_is_the_weighted_mix_of_the_terms_of_a_single_output():
     afl, dice = sigmoid_adaptive_focal_loss(pred, tgt, 2.0), dice_loss(pred, tgt, 2.0)
     expected = 0.3 * 2 * ce + 0.3 * 5 * dice + 0.4 * 5 * afl
     assert losses["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
-    other = AdaptiveClickCriterion(torch.tensor([1.0, 0.1]), weights=LossWeights(mix_ce=1, mix_dice=0, mix_mask=0),
-                                   target_mode="binary")(single, instances)
+    other = AdaptiveClickCriterion(
+        torch.tensor([1.0, 0.1]), weights=LossWeights(mix_ce=1, mix_dice=0, mix_mask=0), target_mode="binary"
+    )(single, instances)
     assert other["loss"].item() == pytest.approx(2 * ce.item(), rel=1e-6)
 
 
 def test_every_decoder_output_is_supervised():
     predictions, instances = golden_inputs()
-    leaves = [predictions["pred_masks"].requires_grad_()] + \
-        [aux["pred_logits"].requires_grad_() for aux in predictions["aux_outputs"]]
+    leaves = [predictions["pred_masks"].requires_grad_()] + [
+        aux["pred_logits"].requires_grad_() for aux in predictions["aux_outputs"]
+    ]
     loss = AdaptiveClickCriterion(torch.tensor([1.0, 0.1]))(predictions, instances)["loss"]
     grads = torch.autograd.grad(loss, leaves)
     assert all(g.abs().sum() > 0 for g in grads)

@@ -1,4 +1,5 @@
 """finetune.data: records from datasets and disk, the stable split, the position-indexed training set."""
+
 from __future__ import annotations
 
 import cv2
@@ -8,8 +9,17 @@ import torch
 
 from finetune.augment import AugmentConfig
 from finetune.click_sampling import ClickSampler, ClickSamplerConfig
-from finetune.data import (CachedImageRecord, ClickTrainingSet, DatasetImageRecord, PositionSampler,
-                           dataset_records, records_from_json, records_to_json, split_records, validation_samples)
+from finetune.data import (
+    CachedImageRecord,
+    ClickTrainingSet,
+    DatasetImageRecord,
+    PositionSampler,
+    dataset_records,
+    records_from_json,
+    records_to_json,
+    split_records,
+    validation_samples,
+)
 
 
 class Record:
@@ -63,8 +73,9 @@ def test_cached_records_round_trip(tmp_path):
 
 def test_training_items_are_deterministic_per_position(data_root):
     records = dataset_records("GrabCut", data_root)[1:3]  # both with an unknown band
-    dataset = ClickTrainingSet(records, ClickSampler(ClickSamplerConfig(max_points=8)), AugmentConfig(crop_size=96),
-                               seed=1)
+    dataset = ClickTrainingSet(
+        records, ClickSampler(ClickSamplerConfig(max_points=8)), AugmentConfig(crop_size=96), seed=1
+    )
     item = dataset[7]
     assert item["images"].shape == (3, 96, 96) and item["images"].dtype == torch.float32
     assert 0 <= item["images"].min() and item["images"].max() <= 1

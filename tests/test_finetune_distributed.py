@@ -1,4 +1,5 @@
 """finetune.distributed: single-process no-ops, and a real 2-process torchrun (gloo on CPU) staying in sync."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.distributed import (DistributedContext, gather_objects, init_distributed, mean_over_processes,
-                                  parameter_fingerprint, resolve_device)
+from finetune.distributed import (
+    DistributedContext,
+    gather_objects,
+    init_distributed,
+    mean_over_processes,
+    parameter_fingerprint,
+    resolve_device,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,11 +52,44 @@ def test_device_resolution():
 def test_two_cpu_processes_under_torchrun_stay_in_sync(data_root, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "cli", "finetune", "--dataset", "GrabCut", "--data-root", str(data_root),
-               "--init", "random:tiny", "--output", str(out), "--steps", "3", "--batch-size", "1",
-               "--input-size", "96", "--checkpoint-every", "1", "--workers", "0", "--val-fraction", "0.1",
-               "--val-max-images", "2", "--val-clicks", "2", "--no-progress", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "cli",
+        "finetune",
+        "--dataset",
+        "GrabCut",
+        "--data-root",
+        str(data_root),
+        "--init",
+        "random:tiny",
+        "--output",
+        str(out),
+        "--steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--input-size",
+        "96",
+        "--checkpoint-every",
+        "1",
+        "--workers",
+        "0",
+        "--val-fraction",
+        "0.1",
+        "--val-max-images",
+        "2",
+        "--val-clicks",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -66,5 +106,5 @@ def test_two_cpu_processes_under_torchrun_stay_in_sync(data_root, tmp_path):
     val = [e for e in entries if e["kind"] == "val"]
     assert len(val) == 1 and val[0]["instances"] == 2  # validation samples split over the two processes
     assert (out / "model.pth").is_file()
-    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
     assert summary["training"]["world_size"] == 2 and summary["training"]["steps"] == 3

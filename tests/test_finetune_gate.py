@@ -2,12 +2,13 @@
 
 The NoC evaluation is stubbed here (the gate takes it as a parameter); the real protocol runs in the job tests.
 """
+
 from __future__ import annotations
 
 import pytest
 
 from finetune.gate import gate, is_better, publish_candidate
-from finetune.registry import open_registry
+from storage.registry import open_registry
 
 
 def stub(results: dict):
@@ -60,8 +61,15 @@ def test_publish_candidate_records_the_decision(tmp_path):
     rejected = gate("cur", "cand", SAMPLES, evaluate=stub({"cand": (3.0, 5.0), "cur": (4.0, 6.0)}))
     assert publish_candidate(registry, weights, rejected) is None and registry.current() is None
     accepted = gate("cand", "cur", SAMPLES, current_name="v0", evaluate=stub({"cand": (3.0, 5.0), "cur": (4.0, 6.0)}))
-    info = publish_candidate(registry, weights, accepted, config={"train": {"lr": 1e-5}},
-                             extra_metrics={"training": {"steps": 10}}, version="v1", parent="v0")
+    info = publish_candidate(
+        registry,
+        weights,
+        accepted,
+        config={"train": {"lr": 1e-5}},
+        extra_metrics={"training": {"steps": 10}},
+        version="v1",
+        parent="v0",
+    )
     assert registry.current() == info and info.parent == "v0" and info.config == {"train": {"lr": 1e-5}}
     assert info.metrics["noc90"] == 5.0 and info.metrics["training"] == {"steps": 10}
     assert info.metrics["gate"]["compared_with"] == "v0" and info.metrics["gate"]["current"]["noc90"] == 6.0

@@ -1,4 +1,5 @@
 """finetune.job: Label Studio export -> train -> gate -> S3 registry; kill -9 and resume; refusals."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,8 @@ from finetune.config import TrainConfig
 from finetune.gate import is_better
 from finetune.job import JobError, JobOptions, run_job
 from finetune.network import load_network
-from finetune.registry import open_registry
+from model.spec import pinned_spec
+from storage.registry import open_registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,19 +36,40 @@ def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
     for task_id, image_id in enumerate(dataset.image_ids[:count], start=1):
         mask = dataset.read_annotation(image_id).labels > 0
         rgba = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 4, axis=2)
-        region = {"id": f"r{task_id}", "type": "brushlabels", "from_name": "mask", "to_name": "image",
-                  "original_width": mask.shape[1], "original_height": mask.shape[0], "image_rotation": 0,
-                  "value": {"format": "rle", "rle": encode_rle(rgba.flatten()), "brushlabels": ["Object"]}}
-        tasks.append({"id": task_id, "data": {"image": str(dataset.image_path(image_id))},
-                      "annotations": [{"id": task_id, "result": [region], "was_cancelled": False}]})
+        region = {
+            "id": f"r{task_id}",
+            "type": "brushlabels",
+            "from_name": "mask",
+            "to_name": "image",
+            "original_width": mask.shape[1],
+            "original_height": mask.shape[0],
+            "image_rotation": 0,
+            "value": {"format": "rle", "rle": encode_rle(rgba.flatten()), "brushlabels": ["Object"]},
+        }
+        tasks.append(
+            {
+                "id": task_id,
+                "data": {"image": str(dataset.image_path(image_id))},
+                "annotations": [{"id": task_id, "result": [region], "was_cancelled": False}],
+            }
+        )
     path.write_text(json.dumps(tasks))
     return path
 
 
 def small_options(output: Path, seed: int = 0, **overrides) -> JobOptions:
     train = TrainConfig(batch_size=1, crop_size=96, checkpoint_every=2, val_clicks=2, seed=seed)
-    values = dict(output=output, train=train, steps=2, init="random:tiny", val_fraction=0.3, val_max_images=1,
-                  device="cpu", workers=0, progress=False)
+    values = dict(
+        output=output,
+        train=train,
+        steps=2,
+        init="random:tiny",
+        val_fraction=0.3,
+        val_max_images=1,
+        device="cpu",
+        workers=0,
+        progress=False,
+    )
     values.update(overrides)
     return JobOptions(**values)
 
@@ -56,8 +79,9 @@ def test_label_studio_export_trains_gates_and_publishes_to_s3(data_root, tmp_pat
     export = grabcut_export(data_root, tmp_path / "export.json")
     registry_uri = f"s3://{s3_bucket}/project-1"
 
-    first = run_job(small_options(tmp_path / "run1", ls_exports=[export], registry=registry_uri, force=True,
-                                  version="v1"))
+    first = run_job(
+        small_options(tmp_path / "run1", ls_exports=[export], registry=registry_uri, force=True, version="v1")
+    )
     assert first["images"]["train"] + first["images"]["val"] == 8 and first["images"]["val"] >= 1
     assert first["gate"]["published"] == "v1" and first["gate"]["publish"]
     registry = open_registry(registry_uri)
@@ -65,7 +89,7 @@ def test_label_studio_export_trains_gates_and_publishes_to_s3(data_root, tmp_pat
     assert v1.version == "v1" and v1.metrics["noc90"] == first["gate"]["candidate"]["noc90"]
     assert v1.metrics["gate"]["compared_with"].startswith("starting weights: random:tiny")
     assert v1.metrics["training"]["steps"] == 2 and v1.config["train"]["crop_size"] == 96
-    served = load_network(v1.predictor_spec().split(",version=")[0])
+    served = load_network(pinned_spec(v1.weights_uri, v1.sha256))
     trained = torch.load(tmp_path / "run1" / "model.pth", weights_only=True)["state_dict"]
     assert all(torch.equal(served.state_dict()[k], trained[k]) for k in trained)
     status = json.loads((tmp_path / "run1" / "status.json").read_text())
@@ -76,8 +100,9 @@ def test_label_studio_export_trains_gates_and_publishes_to_s3(data_root, tmp_pat
     again = run_job(small_options(tmp_path / "run1", resume=True, registry=registry_uri))
     assert again["gate"]["published"] == "v1" and [v.version for v in registry.list_versions()] == ["v1"]
 
-    second = run_job(small_options(tmp_path / "run2", ls_exports=[export], registry=registry_uri,
-                                   init="registry", seed=1))
+    second = run_job(
+        small_options(tmp_path / "run2", ls_exports=[export], registry=registry_uri, init="registry", seed=1)
+    )
     gate = second["gate"]
     assert gate["current_name"] == "v1"
     assert gate["publish"] == is_better(gate["candidate"], gate["current"])
@@ -98,17 +123,48 @@ def test_a_run_is_never_overwritten_and_needs_data_and_a_start(data_root, tmp_pa
 
 
 def cli(*args: str, output: Path, data_root: Path) -> list[str]:
-    return [sys.executable, "-m", "cli", "finetune", "--dataset", "GrabCut", "--data-root", str(data_root),
-            "--init", "random:tiny", "--output", str(output), "--batch-size", "1", "--input-size", "96",
-            "--workers", "0", "--val-fraction", "0.1", "--val-max-images", "1", "--val-clicks", "2",
-            "--no-progress", "--device", "cpu", *args]
+    return [
+        sys.executable,
+        "-m",
+        "cli",
+        "finetune",
+        "--dataset",
+        "GrabCut",
+        "--data-root",
+        str(data_root),
+        "--init",
+        "random:tiny",
+        "--output",
+        str(output),
+        "--batch-size",
+        "1",
+        "--input-size",
+        "96",
+        "--workers",
+        "0",
+        "--val-fraction",
+        "0.1",
+        "--val-max-images",
+        "1",
+        "--val-clicks",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        *args,
+    ]
 
 
 def test_kill_9_mid_run_then_resume_finishes_like_an_uninterrupted_run(data_root, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     steps = ["--steps", "8", "--checkpoint-every", "2"]
-    run = subprocess.Popen(cli(*steps, output=tmp_path / "killed", data_root=data_root), cwd=REPO, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = subprocess.Popen(
+        cli(*steps, output=tmp_path / "killed", data_root=data_root),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     checkpoint = tmp_path / "killed" / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and run.poll() is None:
@@ -122,11 +178,23 @@ def test_kill_9_mid_run_then_resume_finishes_like_an_uninterrupted_run(data_root
     killed_at = _status(tmp_path / "killed")["step"]
     assert 3 <= killed_at < 8 and torch.load(checkpoint, weights_only=True)["step"] in (2, 4, 6)
 
-    resumed = subprocess.run(cli("--resume", output=tmp_path / "killed", data_root=data_root), cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        cli("--resume", output=tmp_path / "killed", data_root=data_root),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight = subprocess.run(cli(*steps, output=tmp_path / "straight", data_root=data_root), cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600)
+    straight = subprocess.run(
+        cli(*steps, output=tmp_path / "straight", data_root=data_root),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     a = torch.load(tmp_path / "killed" / "model.pth", weights_only=True)["state_dict"]

@@ -1,4 +1,5 @@
 """finetune.labelstudio: exports and the API to instance masks; unusable annotations are reported, not fatal."""
+
 from __future__ import annotations
 
 import http.server
@@ -9,34 +10,11 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 import pytest
-from label_studio_sdk.converter.brush import encode_rle
+from ls_regions import H, W, brush_region, keypoint_region, polygon_region, task
 
-from finetune.labelstudio import (LabelStudioError, fetch_tasks, image_fetcher, import_tasks, load_export,
-                                  read_manifest, region_mask)
-
-H, W = 40, 60
-
-
-def brush_region(mask: np.ndarray, label="Object", **extra) -> dict:
-    """A brushlabels region as Label Studio stores it (RLE of the RGBA bytes, alpha = the mask)."""
-    rgba = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 4, axis=2)
-    return {"id": "b", "type": "brushlabels", "from_name": "mask", "to_name": "image",
-            "original_width": mask.shape[1], "original_height": mask.shape[0], "image_rotation": 0,
-            "value": {"format": "rle", "rle": encode_rle(rgba.flatten()), "brushlabels": [label]}, **extra}
-
-
-def polygon_region(points_percent, label="Object") -> dict:
-    return {"id": "p", "type": "polygonlabels", "original_width": W, "original_height": H,
-            "value": {"points": points_percent, "polygonlabels": [label]}}
-
-
-def keypoint_region(x, y, positive=True, width=1.0) -> dict:
-    return {"id": "k", "type": "keypointlabels", "original_width": W, "original_height": H, "is_positive": positive,
-            "value": {"x": x, "y": y, "width": width, "keypointlabels": ["Object"]}}
-
-
-def task(task_id, image, *annotations) -> dict:
-    return {"id": task_id, "data": {"image": image}, "annotations": list(annotations)}
+from finetune.labelstudio import image_fetcher, import_tasks, read_manifest
+from labelstudio.api import LabelStudioError, fetch_tasks
+from labelstudio.settings import LabelStudioSettings
 
 
 def annotation(*regions, **extra) -> dict:
@@ -71,11 +49,15 @@ def test_regions_become_masks_and_problems_are_reported(picture, tmp_path):
         task(6, str(tmp_path / "missing.png"), annotation(brush_region(blob()))),
         task(7, str(path), annotation({"id": "r", "type": "rectanglelabels", "value": {}})),
         task(8, str(path), annotation(brush_region(np.zeros((H + 1, W), bool)))),
-        task(9, str(path), annotation(polygon_region(square), id=1, updated_at="2024-01-02"),
-             annotation(brush_region(blob()), id=2, updated_at="2024-01-01", ground_truth=True)),
+        task(
+            9,
+            str(path),
+            annotation(polygon_region(square), id=1, updated_at="2024-01-02"),
+            annotation(brush_region(blob()), id=2, updated_at="2024-01-01", ground_truth=True),
+        ),
         task(10, str(path)),
     ]
-    records, report = import_tasks(tasks, image_fetcher(), tmp_path / "cache")
+    records, report = import_tasks(tasks, image_fetcher(LabelStudioSettings()), tmp_path / "cache")
     by_key = {r.key: r.load() for r in records}
     assert sorted(by_key) == ["task-1", "task-2", "task-3", "task-4", "task-9"]
     assert np.array_equal(by_key["task-1"].image, image)
@@ -87,51 +69,35 @@ def test_regions_become_masks_and_problems_are_reported(picture, tmp_path):
     assert np.array_equal(by_key["task-9"].objects[0], blob())  # the ground-truth annotation wins
     assert report.tasks == 10 and report.tasks_used == 5 and report.objects == 5
     reasons = {(s.task, s.reason.split(":")[0]) for s in report.skipped}
-    assert {(3, "negative keypoint without a mask"), (5, "annotation cancelled"), (6, "image unavailable"),
-            (7, "unsupported region type"), (7, "no usable objects"), (8, "unusable brushlabels"),
-            (10, "no annotations")} <= reasons
+    assert {
+        (3, "negative keypoint without a mask"),
+        (5, "annotation cancelled"),
+        (6, "image unavailable"),
+        (7, "unsupported region type"),
+        (7, "no usable objects"),
+        (8, "unusable brushlabels"),
+        (10, "no annotations"),
+    } <= reasons
     saved, saved_report = read_manifest(tmp_path / "cache")
     assert saved == records and saved_report["tasks_used"] == 5
 
 
 def test_label_filter_and_image_key(picture, tmp_path):
     _, path = picture
-    tasks = [{"id": 1, "data": {"photo": str(path), "note": "x"},
-              "annotations": [annotation(brush_region(blob(), "Cat"), brush_region(blob(), "Dog"))]}]
-    records, report = import_tasks(tasks, image_fetcher(), tmp_path / "c", image_key="photo", labels=["Cat"])
+    tasks = [
+        {
+            "id": 1,
+            "data": {"photo": str(path), "note": "x"},
+            "annotations": [annotation(brush_region(blob(), "Cat"), brush_region(blob(), "Dog"))],
+        }
+    ]
+    records, report = import_tasks(
+        tasks, image_fetcher(LabelStudioSettings()), tmp_path / "c", image_key="photo", labels=["Cat"]
+    )
     assert len(records) == 1 and len(records[0].mask_paths) == 1
     assert any("label not selected" in s.reason for s in report.skipped)
-    _, report = import_tasks(tasks, image_fetcher(), tmp_path / "d", image_key="nope")
+    _, report = import_tasks(tasks, image_fetcher(LabelStudioSettings()), tmp_path / "d", image_key="nope")
     assert report.tasks_used == 0 and "no image URL" in report.skipped[0].reason
-
-
-def test_region_mask_edge_cases():
-    with pytest.raises(ValueError, match="rotation"):
-        region_mask({**polygon_region([[0, 0], [50, 0], [50, 50]]), "image_rotation": 90}, H, W)
-    with pytest.raises(ValueError, match="fewer than 3"):
-        region_mask(polygon_region([[0, 0], [50, 50]]), H, W)
-    with pytest.raises(ValueError, match="not RLE"):
-        region_mask({"type": "brushlabels", "value": {"format": "png"}}, H, W)
-    # a brush stored at half resolution (same aspect) is scaled to the image
-    small = np.zeros((H // 2, W // 2), bool)
-    small[5:10, 5:10] = True
-    mask = region_mask(brush_region(small), H, W)
-    assert mask.shape == (H, W) and mask.sum() == 100
-    with pytest.raises(ValueError, match="but the image is"):
-        region_mask(brush_region(np.zeros((H, H), bool)), H, W)
-
-
-def test_load_export_errors(tmp_path):
-    (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(LabelStudioError, match="not JSON"):
-        load_export(tmp_path / "bad.json")
-    (tmp_path / "obj.json").write_text('{"a": 1}')
-    with pytest.raises(LabelStudioError, match="list of tasks"):
-        load_export(tmp_path / "obj.json")
-    with pytest.raises(LabelStudioError, match="cannot read"):
-        load_export(tmp_path / "missing.json")
-    (tmp_path / "ok.json").write_text(json.dumps([task(1, "x.png")]))
-    assert load_export(tmp_path / "ok.json")[0]["id"] == 1
 
 
 class FakeLabelStudio(http.server.BaseHTTPRequestHandler):
@@ -159,7 +125,7 @@ class FakeLabelStudio(http.server.BaseHTTPRequestHandler):
             return self.reply(200, json.dumps(self.tasks).encode())
         if url.path == "/api/tasks" and query.get("project") == ["8"]:
             page, size = int(query["page"][0]), int(query["page_size"][0])
-            chunk = self.tasks[(page - 1) * size: page * size]
+            chunk = self.tasks[(page - 1) * size : page * size]
             return self.reply(200, json.dumps({"tasks": chunk, "total": len(self.tasks)}).encode())
         if url.path == "/data/upload/7/picture.png":
             return self.reply(200, self.image, "image/png")
@@ -170,8 +136,9 @@ class FakeLabelStudio(http.server.BaseHTTPRequestHandler):
 def label_studio(picture):
     image, path = picture
     FakeLabelStudio.image = path.read_bytes()
-    FakeLabelStudio.tasks = [task(i, "/data/upload/7/picture.png", annotation(brush_region(blob())))
-                             for i in range(1, 131)]
+    FakeLabelStudio.tasks = [
+        task(i, "/data/upload/7/picture.png", annotation(brush_region(blob()))) for i in range(1, 131)
+    ]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeLabelStudio)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", image
@@ -183,11 +150,15 @@ def test_project_through_the_api(label_studio, tmp_path):
     exported = fetch_tasks(url, "secret", 7)
     paginated = fetch_tasks(url, "secret", 8)  # no export endpoint: the tasks API, two pages
     assert len(exported) == len(paginated) == 130 and [t["id"] for t in paginated] == list(range(1, 131))
-    records, report = import_tasks(exported[:2], image_fetcher(url, "secret"), tmp_path / "c")
+    records, report = import_tasks(
+        exported[:2], image_fetcher(LabelStudioSettings(url=url, api_key="secret")), tmp_path / "c"
+    )
     assert report.tasks_used == 2 and np.array_equal(records[0].load().image, image)
     with pytest.raises(LabelStudioError, match="401"):
         fetch_tasks(url, "wrong", 7)
     with pytest.raises(LabelStudioError, match="API key"):
         fetch_tasks(url, "", 7)
-    _, report = import_tasks(exported[:1], image_fetcher(), tmp_path / "d")  # no key: the image cannot be fetched
+    _, report = import_tasks(
+        exported[:1], image_fetcher(LabelStudioSettings()), tmp_path / "d"
+    )  # no key: the image cannot be fetched
     assert report.tasks_used == 0 and report.skipped[0].reason.startswith("image unavailable")

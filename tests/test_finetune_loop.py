@@ -1,6 +1,7 @@
 """The whole fine-tune loop across processes: a Label Studio export of GrabCut masks -> ``adaptiveclick finetune``
 (train, validate by NoC, publish to an S3 registry on a moto server) -> a running ``adaptiveclick serve`` picks the
 new version up while clients keep clicking, none of their requests failing."""
+
 from __future__ import annotations
 
 import json
@@ -9,23 +10,36 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import requests
-
 from conftest import REPO, free_port, wait_for_port
-from finetune.registry import open_registry
-from model import BASELINE_VERSION
 from test_finetune_job import grabcut_export
+
+from model import BASELINE_VERSION
+from storage.registry import open_registry
 
 
 def click_request(image_name: str) -> dict:
-    return {"tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d={image_name}"}}],
-            "label_config": (REPO / "backend" / "label_config.xml").read_text(),
-            "params": {"context": {"result": [{
-                "type": "keypointlabels", "from_name": "click", "to_name": "image", "original_width": 481,
-                "original_height": 321, "is_positive": True, "id": "k1",
-                "value": {"x": 48.0, "y": 65.0, "width": 0.5, "keypointlabels": ["Object"]}}]}}}
+    return {
+        "tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d={image_name}"}}],
+        "label_config": (REPO / "labelstudio" / "label_config.xml").read_text(),
+        "params": {
+            "context": {
+                "result": [
+                    {
+                        "type": "keypointlabels",
+                        "from_name": "click",
+                        "to_name": "image",
+                        "original_width": 481,
+                        "original_height": 321,
+                        "is_positive": True,
+                        "id": "k1",
+                        "value": {"x": 48.0, "y": 65.0, "width": 0.5, "keypointlabels": ["Object"]},
+                    }
+                ]
+            }
+        },
+    }
 
 
 def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_bucket):
@@ -33,12 +47,22 @@ def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_buck
     export = grabcut_export(data_root, tmp_path / "export.json", count=6)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ADAPTIVECLICK_CACHE": str(tmp_path / "c")}
     port = free_port()
-    server_env = {**env, "MODEL_REGISTRY": registry_uri, "MODEL_REGISTRY_POLL_SECONDS": "0.5",
-                  "MODEL_DIR": str(tmp_path / "models"), "ADAPTIVECLICK_PREDICTOR": "baseline",
-                  "LOCAL_FILES_DOCUMENT_ROOT": str(data_root / "GrabCut" / "data_GT"), "LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                               "--threads", "4"], cwd=REPO, env=server_env, stdout=subprocess.DEVNULL,
-                              stderr=open(tmp_path / "server.log", "wb"))
+    server_env = {
+        **env,
+        "MODEL_REGISTRY": registry_uri,
+        "MODEL_REGISTRY_POLL_SECONDS": "0.5",
+        "MODEL_DIR": str(tmp_path / "models"),
+        "ADAPTIVECLICK_PREDICTOR": "baseline",
+        "LOCAL_FILES_DOCUMENT_ROOT": str(data_root / "GrabCut" / "data_GT"),
+        "LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--threads", "4"],
+        cwd=REPO,
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "server.log", "wb"),
+    )
     try:
         wait_for_port(port, timeout=120)
         base = f"http://127.0.0.1:{port}"
@@ -65,11 +89,46 @@ def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_buck
             c.start()
         try:
             job = subprocess.run(
-                [sys.executable, "-m", "cli", "finetune", "--ls-export", str(export), "--init", "random:tiny",
-                 "--output", str(tmp_path / "run"), "--steps", "2", "--batch-size", "1", "--input-size", "96",
-                 "--workers", "0", "--val-fraction", "0.3", "--val-max-images", "1", "--val-clicks", "2",
-                 "--device", "cpu", "--no-progress", "--registry", registry_uri, "--version", "ft-loop", "--force"],
-                cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                [
+                    sys.executable,
+                    "-m",
+                    "cli",
+                    "finetune",
+                    "--ls-export",
+                    str(export),
+                    "--init",
+                    "random:tiny",
+                    "--output",
+                    str(tmp_path / "run"),
+                    "--steps",
+                    "2",
+                    "--batch-size",
+                    "1",
+                    "--input-size",
+                    "96",
+                    "--workers",
+                    "0",
+                    "--val-fraction",
+                    "0.3",
+                    "--val-max-images",
+                    "1",
+                    "--val-clicks",
+                    "2",
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                    "--registry",
+                    registry_uri,
+                    "--version",
+                    "ft-loop",
+                    "--force",
+                ],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert job.returncode == 0, job.stderr[-3000:]
             gate = json.loads((tmp_path / "run" / "gate.json").read_text())
             assert gate["published"] == "ft-loop"
@@ -86,9 +145,11 @@ def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_buck
         assert requests.get(f"{base}/health", timeout=30).json()["model_version"] == "ft-loop"
         metrics = requests.get(f"{base}/metrics", timeout=30).text
         assert "adaptiveclick_model_swaps_total 1.0" in metrics
-        print(f"requests served during the loop: {len(versions)} "
-              f"({versions.count(BASELINE_VERSION)} by the baseline, {versions.count('ft-loop')} by ft-loop), "
-              f"failures: {len(failures)}")
+        print(
+            f"requests served during the loop: {len(versions)} "
+            f"({versions.count(BASELINE_VERSION)} by the baseline, {versions.count('ft-loop')} by ft-loop), "
+            f"failures: {len(failures)}"
+        )
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -1,4 +1,5 @@
 """finetune.losses: AFL pinned to the seed formula, its BCE/focal special cases, Dice and the class CE."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from finetune.losses import (class_cross_entropy, dice_loss, sigmoid_adaptive_focal_loss, sigmoid_bce_loss,
-                             sigmoid_focal_loss)
+from finetune.losses import (
+    class_cross_entropy,
+    dice_loss,
+    sigmoid_adaptive_focal_loss,
+    sigmoid_bce_loss,
+    sigmoid_focal_loss,
+)
 
 
 def random_masks(seed: int, n: int = 5, pixels: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,15 +66,18 @@ def afl_with_grad(x, y, num_masks, **kwargs):
 def foreground_mean_p_t(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``[N, 1]`` mean p_t over each mask's foreground (0 for masks without foreground)."""
     p_t = x.sigmoid() * y + (1 - x.sigmoid()) * (1 - y)
-    return ((p_t * y).sum(-1, keepdim=True) / (y.sum(-1, keepdim=True) + 1e-12))
+    return (p_t * y).sum(-1, keepdim=True) / (y.sum(-1, keepdim=True) + 1e-12)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("params", [
-    {},
-    {"epsilon": 0.25, "gamma": 1.5, "delta": 0.1, "alpha": 0.5},
-    {"epsilon": -1, "gamma": 3.0, "delta": 0.0, "alpha": 0.0},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"epsilon": 0.25, "gamma": 1.5, "delta": 0.1, "alpha": 0.5},
+        {"epsilon": -1, "gamma": 3.0, "delta": 0.0, "alpha": 0.0},
+    ],
+)
 def test_afl_matches_the_seed_formula_in_value_and_gradient(seed, params):
     x, y = random_masks(seed)
     expected, expected_grad = seed_afl_numpy(x.numpy(), y.numpy(), 2.5, **params)
@@ -130,8 +139,9 @@ def test_afl_is_the_normalised_focal_loss_without_gradient_representation_and_po
 
     p_t = x.sigmoid() * y + (1 - x.sigmoid()) * (1 - y)
     m = (x.shape[1] / ((1 - p_t) ** g).sum(-1, keepdim=True)).numpy()  # [N, 1]
-    per_mask = torch.stack([sigmoid_focal_loss(x[i:i + 1], y[i:i + 1], 1.0, alpha=a, gamma=g)
-                            for i in range(x.shape[0])]).numpy()
+    per_mask = torch.stack(
+        [sigmoid_focal_loss(x[i : i + 1], y[i : i + 1], 1.0, alpha=a, gamma=g) for i in range(x.shape[0])]
+    ).numpy()
     assert afl == pytest.approx(float((m[:, 0] * per_mask).sum()), rel=1e-10)
     _, focal_grad = afl_with_grad_of(sigmoid_focal_loss, x, y, 1.0, alpha=a, gamma=g)
     np.testing.assert_allclose(afl_grad, m * focal_grad, rtol=1e-8, atol=1e-15)

@@ -1,4 +1,5 @@
 """finetune.matcher: the pair-wise costs follow their formulas and the assignment is optimal."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.matcher import (MatchCosts, batch_adaptive_focal_cost, batch_dice_cost, batch_focal_cost,
-                              match_queries)
+from finetune.matcher import MatchCosts, batch_adaptive_focal_cost, batch_dice_cost, batch_focal_cost, match_queries
 
 
 def pairs(seed: int, queries: int = 6, targets: int = 3, pixels: int = 200):
@@ -61,10 +61,10 @@ def test_assignment_is_optimal_against_brute_force():
         mask_logits = 2 * torch.randn(1, 5, 8, 8, generator=gen)
         masks = (torch.rand(3, 8, 8, generator=gen) > 0.5).float()
         labels = torch.tensor([1, 0, 1])
-        (rows, cols), = match_queries(class_logits, mask_logits, [{"labels": labels, "masks": masks}])
+        ((rows, cols),) = match_queries(class_logits, mask_logits, [{"labels": labels, "masks": masks}])
         probs = class_logits[0].softmax(-1)
         flat, tgt = mask_logits[0].flatten(1), masks.flatten(1)
-        cost = (5 * batch_adaptive_focal_cost(flat, tgt) - 2 * probs[:, labels] + 5 * batch_dice_cost(flat, tgt))
+        cost = 5 * batch_adaptive_focal_cost(flat, tgt) - 2 * probs[:, labels] + 5 * batch_dice_cost(flat, tgt)
         best = min(itertools.permutations(range(5), 3), key=lambda qs: sum(cost[q, t] for t, q in enumerate(qs)))
         found = {int(c): int(r) for r, c in zip(rows, cols)}
         assert tuple(found[t] for t in range(3)) == best
@@ -85,7 +85,7 @@ def test_the_query_predicting_the_target_is_matched():
 
 def test_no_targets_and_non_finite_costs():
     empty = {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 4, 4)}
-    (rows, cols), = match_queries(torch.zeros(1, 3, 2), torch.zeros(1, 3, 4, 4), [empty])
+    ((rows, cols),) = match_queries(torch.zeros(1, 3, 2), torch.zeros(1, 3, 4, 4), [empty])
     assert rows.numel() == 0 and cols.numel() == 0
     broken = torch.zeros(1, 3, 4, 4)
     broken[0, 1, 0, 0] = float("nan")
@@ -99,7 +99,7 @@ def test_cost_weights_change_the_assignment():
     mask_logits = torch.stack([12 * masks[0] - 6, -12 * masks[0] + 6])[None]  # query 0 fits the mask
     class_logits = torch.tensor([[[5.0, -5.0], [-5.0, 5.0]]])  # query 1 is confident foreground
     target = [{"labels": torch.tensor([1]), "masks": masks}]
-    (rows, _), = match_queries(class_logits, mask_logits, target)
+    ((rows, _),) = match_queries(class_logits, mask_logits, target)
     assert rows.tolist() == [0]
-    (rows, _), = match_queries(class_logits, mask_logits, target, MatchCosts(cost_class=100.0))
+    ((rows, _),) = match_queries(class_logits, mask_logits, target, MatchCosts(cost_class=100.0))
     assert rows.tolist() == [1]

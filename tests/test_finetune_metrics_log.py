@@ -1,4 +1,5 @@
 """finetune.metrics_log: the JSON-lines log, its truncation on resume, the plot and the status file."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """finetune.network: starting points, the weights file and atomic saving."""
+
 from __future__ import annotations
 
 import os
@@ -6,9 +7,16 @@ import os
 import pytest
 import torch
 
-from finetune.network import (TINY_CONFIG, UNUSED_PARAMETERS, atomic_torch_save, build_initial_network,
-                              freeze_unused, load_network, save_weights)
+from finetune.network import (
+    UNUSED_PARAMETERS,
+    atomic_torch_save,
+    build_initial_network,
+    freeze_unused,
+    load_network,
+    save_weights,
+)
 from model import CheckpointError, build_adaptiveclick
+from model.build import TINY_CONFIG
 
 
 def same_weights(a, b) -> bool:
@@ -22,14 +30,14 @@ def test_random_starts_are_seeded():
     c, _ = build_initial_network("random:tiny", seed=4)
     assert a.training and a.config == TINY_CONFIG and description == "random:tiny (seed 3)"
     assert same_weights(a, b) and not same_weights(a, c)
-    with pytest.raises(ValueError, match="unknown network size"):
+    with pytest.raises(ValueError, match="unknown AdaptiveClick size"):
         build_initial_network("random:giant")
     with pytest.raises(ValueError, match="starting point"):
         build_initial_network("")
 
 
 def test_weights_file_round_trip_and_hash_pinning(tmp_path):
-    from model.checkpoint import sha256_of
+    from storage.files import sha256_of
 
     net, _ = build_initial_network("random:tiny", seed=1)
     path = save_weights(net, tmp_path / "model.pth", {"finetune": {"steps": 3}})

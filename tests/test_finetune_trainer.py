@@ -1,4 +1,5 @@
 """finetune.trainer: the loss goes down on GrabCut crops; accumulation, click rounds, checkpoints and resume."""
+
 from __future__ import annotations
 
 import json
@@ -47,11 +48,20 @@ def test_accumulation_matches_a_bigger_batch(grabcut, tmp_path):
     sample with binary targets, so the mask-loss normalisation is the same)."""
     grads = []
     for batch, accumulation in ((2, 1), (1, 2)):
-        trainer = make_trainer(grabcut, tmp_path / f"{batch}", batch_size=batch, accumulation=accumulation,
-                               max_extra_clicks=0, target_mode="binary")
-        captured = {}
-        trainer.optimizer.register_step_pre_hook(lambda *_: captured.update(
-            {n: p.grad.clone() for n, p in trainer.net.named_parameters() if p.grad is not None}))
+        trainer = make_trainer(
+            grabcut,
+            tmp_path / f"{batch}",
+            batch_size=batch,
+            accumulation=accumulation,
+            max_extra_clicks=0,
+            target_mode="binary",
+        )
+        captured: dict = {}
+
+        def capture(*_, net=trainer.net, into=captured):
+            into.update({n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
+
+        trainer.optimizer.register_step_pre_hook(capture)
         trainer.train_step(iter(trainer.data_loader()))
         grads.append(captured)
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 100
@@ -156,7 +166,8 @@ def test_mixed_precision_training_on_gpu(grabcut, tmp_path):
     net, _ = build_initial_network("random:tiny", seed=0)
     for precision in ("bf16", "fp16"):
         config = TrainConfig(steps=3, batch_size=2, crop_size=128, precision=precision, checkpoint_every=3)
-        trainer = Trainer(config, net, grabcut, tmp_path / precision, init_distributed("cuda"), workers=0,
-                          progress=False)
+        trainer = Trainer(
+            config, net, grabcut, tmp_path / precision, init_distributed("cuda"), workers=0, progress=False
+        )
         trainer.run()
         assert all(np.isfinite(train_losses(tmp_path / precision)))

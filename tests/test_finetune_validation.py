@@ -1,4 +1,5 @@
 """finetune.validation: NoC through the evaluation protocol, for any predictor and for training networks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ def samples(n=3):
     for i in range(n):
         image = np.full((24, 32, 3), i, np.uint8)
         mask = np.zeros((24, 32), bool)
-        mask[4:12 + i, 5:20] = True
+        mask[4 : 12 + i, 5:20] = True
         out.append(Sample(f"s{i}", image, mask, np.zeros_like(mask)))
     return out
 

@@ -1,4 +1,5 @@
 """The network is the reference AdaptiveClick: same state_dict keys/shapes and the same outputs."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from seeded_weights import golden_inputs, seeded_state_dict
 
 from model import build_adaptiveclick
 from model.camd import click_aware_block_mask
-from seeded_weights import golden_inputs, seeded_state_dict
 
 DATA = Path(__file__).parent / "data"
 

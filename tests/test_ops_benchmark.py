@@ -1,5 +1,6 @@
 """``benchmarks/msda.py`` runs end to end on small shapes and prints one row per implementation with its ratio
 against the reference (the figures themselves come from running the benchmark, not from tests)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,13 +18,23 @@ def test_prints_every_implementation_with_ratios(capsys, monkeypatch):
     monkeypatch.setenv(IMPL_ENV, "auto")
     build.load("cpu")
     chosen = torch.ops.adaptiveclick_msda_cpu.instruction_set()
-    results = msda.run(batch=2, levels=((6, 6), (3, 3)), repeats=2, warmup=1,
-                       cpu_dtypes=(torch.float32, torch.bfloat16), all_isas=True, use_cuda=False)
+    results = msda.run(
+        batch=2,
+        levels=((6, 6), (3, 3)),
+        repeats=2,
+        warmup=1,
+        cpu_dtypes=(torch.float32, torch.bfloat16),
+        all_isas=True,
+        use_cuda=False,
+    )
     out = capsys.readouterr().out
     impls = {(v.dtype, v.impl, v.isa) for v in results}
     isas = torch.ops.adaptiveclick_msda_cpu.instruction_sets()
-    assert impls == {(dt, impl, isa) for dt in (torch.float32, torch.bfloat16)
-                     for impl, isa in [("pytorch", None)] + [("cpu", i) for i in isas]}
+    assert impls == {
+        (dt, impl, isa)
+        for dt in (torch.float32, torch.bfloat16)
+        for impl, isa in [("pytorch", None)] + [("cpu", i) for i in isas]
+    }
     assert all(len(v.forward) == 2 and len(v.train) == 2 for v in results)
     assert out.count("| cpu | float32 |") == 1 + len(isas) and "| PyTorch reference |" in out
     assert "N=2, levels 6x6/3x3 (S = Lq = 45)" in out and "| 1.0x |" in out

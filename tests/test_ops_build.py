@@ -1,5 +1,6 @@
 """``ops.build``: cache location and keys, CUDA toolkit and architecture handling, loading a finished build in a
 fresh process, and the ahead-of-time command building the CUDA kernel with nvcc (compile and link, no GPU needed)."""
+
 from __future__ import annotations
 
 import os
@@ -12,22 +13,23 @@ import pytest
 import torch
 
 from ops import build
+from storage.paths import CACHE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_cache_roots_follow_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(build.CACHE_ENV, str(tmp_path / "c"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
     assert build.cache_roots()[0] == tmp_path / "c" / "torch_extensions"
     assert build.writable_cache_root() == tmp_path / "c" / "torch_extensions"
-    monkeypatch.delenv(build.CACHE_ENV)
+    monkeypatch.delenv(CACHE_ENV)
     assert build.cache_roots()[0] == Path.home() / ".cache" / "adaptiveclick" / "torch_extensions"
 
 
 def test_unusable_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("")  # the cache folder cannot be created below a file (whoever runs the tests)
-    monkeypatch.setenv(build.CACHE_ENV, str(blocked / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))
     monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     assert build.writable_cache_root() == build.cache_roots()[1]
     assert build.cache_roots()[1].parent == tmp_path / "tmp" and build.cache_roots()[1].is_dir()
@@ -44,12 +46,21 @@ def test_build_key_tracks_the_sources(monkeypatch, tmp_path):
     assert build.build_name("cpu").startswith("adaptiveclick_msda_cpu-")
 
 
-@pytest.mark.parametrize("archs, flags", [
-    ("8.0", ["-gencode=arch=compute_80,code=sm_80"]),
-    ("8.6;9.0+PTX", ["-gencode=arch=compute_86,code=sm_86", "-gencode=arch=compute_90,code=sm_90",
-                     "-gencode=arch=compute_90,code=compute_90"]),
-    ("7.5 12.0", ["-gencode=arch=compute_75,code=sm_75", "-gencode=arch=compute_120,code=sm_120"]),
-])
+@pytest.mark.parametrize(
+    "archs, flags",
+    [
+        ("8.0", ["-gencode=arch=compute_80,code=sm_80"]),
+        (
+            "8.6;9.0+PTX",
+            [
+                "-gencode=arch=compute_86,code=sm_86",
+                "-gencode=arch=compute_90,code=sm_90",
+                "-gencode=arch=compute_90,code=compute_90",
+            ],
+        ),
+        ("7.5 12.0", ["-gencode=arch=compute_75,code=sm_75", "-gencode=arch=compute_120,code=sm_120"]),
+    ],
+)
 def test_arch_flags(archs, flags):
     assert build.arch_flags(build.parse_archs(archs)) == flags
 
@@ -89,7 +100,7 @@ def test_cuda_home_skips_wrapper_scripts(monkeypatch, tmp_path):
 
 
 def test_prune_keeps_only_current_builds(monkeypatch, tmp_path):
-    monkeypatch.setenv(build.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     root = build.writable_cache_root()
     keep = [root / build.build_name("cpu"), root / build.build_name("cuda") / "80", root / "unrelated"]
@@ -122,22 +133,27 @@ def path_without(tool: str, shim: Path) -> str:
 
 
 def run_python(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_a_fresh_process_loads_the_finished_build_without_compiling(tmp_path):
     """After one build, new processes only load the library: no compiler involved (CXX is broken here)."""
     build.load("cpu")  # the suite's shared build, in the default cache
     env = {**os.environ, "CXX": "/bin/false", "PATH": "/nonexistent"}
-    proc = run_python(["-c", "from ops import build; import torch; print(build.load('cpu', jit=False)); "
-                             "print(torch.ops.adaptiveclick_msda_cpu.instruction_sets())"], env)
+    proc = run_python(
+        [
+            "-c",
+            "from ops import build; import torch; print(build.load('cpu', jit=False)); "
+            "print(torch.ops.adaptiveclick_msda_cpu.instruction_sets())",
+        ],
+        env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert build.build_name("cpu") in proc.stdout and "baseline" in proc.stdout
 
 
 def test_no_finished_build_without_jit(tmp_path):
-    env = {**os.environ, build.CACHE_ENV: str(tmp_path / "empty"), "TMPDIR": str(tmp_path)}
+    env = {**os.environ, CACHE_ENV: str(tmp_path / "empty"), "TMPDIR": str(tmp_path)}
     proc = run_python(["-c", "from ops import build; build.load('cpu', jit=False)"], env)
     assert proc.returncode != 0
     assert "no finished build adaptiveclick_msda_cpu-" in proc.stderr and "python -m ops.build" in proc.stderr
@@ -152,7 +168,7 @@ def test_ahead_of_time_command_builds_the_cuda_kernel(tmp_path):
         pytest.skip("no CUDA toolkit (nvcc) on this machine")
     path = path_without("ninja", tmp_path / "bin")
     assert shutil.which("ninja", path=path) is None
-    env = {**os.environ, build.CACHE_ENV: str(tmp_path / "cache"), "PATH": path}
+    env = {**os.environ, CACHE_ENV: str(tmp_path / "cache"), "PATH": path}
     proc = run_python(["-m", "ops.build", "--cpu", "no", "--cuda", "yes", "--cuda-arch", "8.0"], env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     library = Path(proc.stdout.split("cuda: ", 1)[1].split()[0])
@@ -161,7 +177,7 @@ def test_ahead_of_time_command_builds_the_cuda_kernel(tmp_path):
 
 
 def test_ahead_of_time_command_reports_failures(tmp_path):
-    env = {**os.environ, build.CACHE_ENV: str(tmp_path / "cache"), "CXX": "/bin/false", "TMPDIR": str(tmp_path)}
+    env = {**os.environ, CACHE_ENV: str(tmp_path / "cache"), "CXX": "/bin/false", "TMPDIR": str(tmp_path)}
     proc = run_python(["-m", "ops.build", "--cuda", "no"], env, timeout=120)
     assert proc.returncode == 1
     assert "cpu: FAILED: building adaptiveclick_msda_cpu" in proc.stderr

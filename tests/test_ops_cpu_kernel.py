@@ -1,5 +1,6 @@
 """The compiled CPU kernel (ops/csrc/msda_cpu.cpp) against the PyTorch reference: forward, backward, gradcheck,
 every instruction set the CPU supports, reduced precision, edge cases and input validation."""
+
 from __future__ import annotations
 
 import pytest
@@ -59,8 +60,9 @@ def assert_close(actual, expected, rtol, name):
 @pytest.mark.parametrize("batch, levels, heads, channels, points, queries", SHAPES)
 def test_matches_reference_forward_and_backward(cpu_ops, isa, batch, levels, heads, channels, points, queries):
     inputs = random_inputs(batch, levels, heads, channels, points, queries, seed=channels)
-    grad_output = torch.randn(batch, inputs.sampling_locations.shape[1], heads * channels,
-                              generator=torch.Generator().manual_seed(1))
+    grad_output = torch.randn(
+        batch, inputs.sampling_locations.shape[1], heads * channels, generator=torch.Generator().manual_seed(1)
+    )
     out = cpu_ops.forward(*inputs.args())
     grad_value, grad_loc, grad_attn = cpu_ops.backward(*inputs.args(), grad_output)
     ref_out, ref_value, ref_loc, ref_attn = reference_grads(inputs, grad_output)
@@ -75,15 +77,15 @@ def test_locations_outside_and_on_the_border(cpu_ops):
     """Zero padding: points beyond the map contribute nothing, points within one pixel of it partly."""
     inputs = random_inputs(1, ((5, 6), (3, 2)), 2, 16, 4, 8, seed=3)
     loc = inputs.sampling_locations
-    loc[..., 0, :] = torch.tensor([-0.5, 1.5])          # far outside
-    loc[..., 1, :] = torch.tensor([0.0, 1.0])           # on the corners: half the bilinear support is outside
-    loc[..., 2, 0] = 1.0 + 0.4 / 6                      # just beyond the right edge, still in bilinear reach
+    loc[..., 0, :] = torch.tensor([-0.5, 1.5])  # far outside
+    loc[..., 1, :] = torch.tensor([0.0, 1.0])  # on the corners: half the bilinear support is outside
+    loc[..., 2, 0] = 1.0 + 0.4 / 6  # just beyond the right edge, still in bilinear reach
     loc[0, 0, 0, 0, 3] = float("inf")
     grad_output = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(0))
     out = cpu_ops.forward(*inputs.args())
     grads = cpu_ops.backward(*inputs.args(), grad_output)
     finite = inputs.to(torch.float64)
-    finite.sampling_locations[0, 0, 0, 0, 3] = 5.0      # the reference's grid_sample has no inf; both are "outside"
+    finite.sampling_locations[0, 0, 0, 0, 3] = 5.0  # the reference's grid_sample has no inf; both are "outside"
     ref_out, *ref_grads = reference_grads(finite, grad_output)
     assert_close(out, ref_out, 1e-5, "output")
     ref_grads[1][0, 0, 0, 0, 3] = 0.0
@@ -108,8 +110,9 @@ def test_reduced_precision(cpu_ops, dtype, rtol):
 
 def test_float64_is_exact_to_rounding(cpu_ops):
     inputs = random_inputs(2, ((4, 5), (2, 3)), 2, 16, 2, 6, dtype=torch.float64, seed=7)
-    torch.testing.assert_close(cpu_ops.forward(*inputs.args()), ms_deform_attn_pytorch(*inputs.args()),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        cpu_ops.forward(*inputs.args()), ms_deform_attn_pytorch(*inputs.args()), rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("channels", [3, 16])
@@ -141,8 +144,11 @@ def test_empty_queries(cpu_ops):
     out = cpu_ops.forward(*inputs.args())
     assert out.shape == (1, 0, 16)
     grads = cpu_ops.backward(*inputs.args(), out)
-    assert [g.shape for g in grads] == [inputs.value.shape, inputs.sampling_locations.shape,
-                                        inputs.attention_weights.shape]
+    assert [g.shape for g in grads] == [
+        inputs.value.shape,
+        inputs.sampling_locations.shape,
+        inputs.attention_weights.shape,
+    ]
     assert not grads[0].any()
 
 
@@ -153,18 +159,23 @@ def _bad(change):
     return args
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda a: a.__setitem__(0, a[0][0]), "value must be [N, S, M, D]"),
-    (lambda a: a.__setitem__(3, a[3].double()), "must share one dtype"),
-    (lambda a: a.__setitem__(1, a[1].int()), "must be int64"),
-    (lambda a: a.__setitem__(3, a[3].transpose(1, 2).contiguous().transpose(1, 2)),
-     "sampling_locations must be contiguous"),
-    (lambda a: a.__setitem__(1, torch.tensor([[4, 4], [2, 3]])), "spatial_shapes add up to 22"),
-    (lambda a: a.__setitem__(2, torch.tensor([0, 15])), "level_start_index[1] must be 16"),
-    (lambda a: a.__setitem__(4, a[4][..., :1].contiguous()), "attention_weights"),
-    (lambda a: a.__setitem__(0, a[0].int()), "value must be floating point"),
-    (lambda a: a.__setitem__(1, torch.tensor([[4, 4], [0, 2]])), "spatial_shapes[1] must be positive"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.__setitem__(0, a[0][0]), "value must be [N, S, M, D]"),
+        (lambda a: a.__setitem__(3, a[3].double()), "must share one dtype"),
+        (lambda a: a.__setitem__(1, a[1].int()), "must be int64"),
+        (
+            lambda a: a.__setitem__(3, a[3].transpose(1, 2).contiguous().transpose(1, 2)),
+            "sampling_locations must be contiguous",
+        ),
+        (lambda a: a.__setitem__(1, torch.tensor([[4, 4], [2, 3]])), "spatial_shapes add up to 22"),
+        (lambda a: a.__setitem__(2, torch.tensor([0, 15])), "level_start_index[1] must be 16"),
+        (lambda a: a.__setitem__(4, a[4][..., :1].contiguous()), "attention_weights"),
+        (lambda a: a.__setitem__(0, a[0].int()), "value must be floating point"),
+        (lambda a: a.__setitem__(1, torch.tensor([[4, 4], [0, 2]])), "spatial_shapes[1] must be positive"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(cpu_ops, change, message):
     with pytest.raises(RuntimeError) as info:
         cpu_ops.forward(*_bad(change))

@@ -1,6 +1,7 @@
 """The CUDA kernel (ops/csrc/msda_cuda.cu) against the PyTorch reference in fp32/fp16/bf16 (and a float64
 gradcheck). Needs a CUDA device; skipped without one. The nvcc compile check without a GPU lives in
 test_ops_build.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,7 @@ from ops import build, implementation_for, ms_deform_attn, ms_deform_attn_pytorc
 from ops.dispatch import IMPL_ENV
 from ops.synthetic import random_inputs
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 SHAPES = [
     pytest.param(1, ((14, 14), (28, 28), (56, 56)), 8, 32, 4, None, id="model-448"),
@@ -44,8 +44,9 @@ def check(actual, expected, rtol, name):
 @pytest.mark.parametrize("batch, levels, heads, channels, points, queries", SHAPES)
 def test_matches_reference(cuda_ops, dtype, batch, levels, heads, channels, points, queries):
     inputs = random_inputs(batch, levels, heads, channels, points, queries, seed=channels).to(dtype)
-    grad_output = torch.randn(batch, inputs.sampling_locations.shape[1], heads * channels,
-                              generator=torch.Generator().manual_seed(1)).to(dtype)
+    grad_output = torch.randn(
+        batch, inputs.sampling_locations.shape[1], heads * channels, generator=torch.Generator().manual_seed(1)
+    ).to(dtype)
     gpu = inputs.to(device="cuda")
     out = cuda_ops.forward(*gpu.args())
     grads = cuda_ops.backward(*gpu.args(), grad_output.cuda())
@@ -55,8 +56,11 @@ def test_matches_reference(cuda_ops, dtype, batch, levels, heads, channels, poin
     assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
     rtol = TOLERANCES[dtype]
     check(out, ref_out.detach(), rtol, "output")
-    for got, want, name in zip(grads, (ref.value.grad, ref.sampling_locations.grad, ref.attention_weights.grad),
-                               ("value", "locations", "weights")):
+    for got, want, name in zip(
+        grads,
+        (ref.value.grad, ref.sampling_locations.grad, ref.attention_weights.grad),
+        ("value", "locations", "weights"),
+    ):
         check(got, want, rtol * (10 if name == "locations" else 1), f"grad {name}")
 
 
@@ -70,8 +74,9 @@ def test_auto_picks_cuda_and_matches_the_reference_on_gpu(cuda_ops, monkeypatch)
     monkeypatch.delenv(IMPL_ENV, raising=False)
     assert implementation_for("cuda") == "cuda"
     inputs = random_inputs(1, ((14, 14), (28, 28), (56, 56)), 8, 32, 4).to(device="cuda")
-    torch.testing.assert_close(ms_deform_attn(*inputs.args()), ms_deform_attn_pytorch(*inputs.args()),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        ms_deform_attn(*inputs.args()), ms_deform_attn_pytorch(*inputs.args()), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_inputs_on_another_device_are_rejected(cuda_ops):

@@ -1,5 +1,6 @@
 """``ops.ms_deform_attn``: which implementation runs, env-var forcing, dtype handling, and the fallback when the
 kernel cannot be built (simulated in-process, and for real with a broken compiler in a fresh process)."""
+
 from __future__ import annotations
 
 import importlib
@@ -50,8 +51,9 @@ def test_auto_uses_the_cpu_kernel(cpu_kernel, monkeypatch):
     assert requested_impl() == "auto"
     assert implementation_for("cpu") == "cpu"
     inputs = random_inputs(1, ((6, 6), (3, 3)), 2, 16, 2, 5)
-    torch.testing.assert_close(ms_deform_attn(*inputs.args()), ms_deform_attn_pytorch(*inputs.args()),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        ms_deform_attn(*inputs.args()), ms_deform_attn_pytorch(*inputs.args()), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_forcing_pytorch_runs_the_reference(monkeypatch):
@@ -106,8 +108,13 @@ def test_forcing_an_unbuildable_kernel_raises(failing_build, monkeypatch):
 def test_mixed_dtypes_are_promoted(cpu_kernel, monkeypatch):
     monkeypatch.setenv(IMPL_ENV, "cpu")
     inputs = random_inputs(1, ((6, 6),), 2, 16, 2, 5)
-    out = ms_deform_attn(inputs.value.half(), inputs.spatial_shapes.int(), inputs.level_start_index.int(),
-                         inputs.sampling_locations, inputs.attention_weights)
+    out = ms_deform_attn(
+        inputs.value.half(),
+        inputs.spatial_shapes.int(),
+        inputs.level_start_index.int(),
+        inputs.sampling_locations,
+        inputs.attention_weights,
+    )
     assert out.dtype == torch.float32
     expected = ms_deform_attn_pytorch(inputs.value.half().float(), *inputs.args()[1:])
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
@@ -118,8 +125,9 @@ def test_non_contiguous_inputs_are_accepted(cpu_kernel, monkeypatch):
     inputs = random_inputs(1, ((6, 6),), 2, 16, 2, 5)
     value = inputs.value.transpose(2, 3).contiguous().transpose(2, 3)
     assert not value.is_contiguous()
-    torch.testing.assert_close(ms_deform_attn(value, *inputs.args()[1:]), ms_deform_attn_pytorch(*inputs.args()),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        ms_deform_attn(value, *inputs.args()[1:]), ms_deform_attn_pytorch(*inputs.args()), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_package_exports():
@@ -141,13 +149,18 @@ FALLBACK_SCRIPT = textwrap.dedent("""
 def test_a_real_failing_build_falls_back_in_a_fresh_process(tmp_path):
     """No kernel in the cache and a C++ compiler that always fails: import works, results come from PyTorch and
     exactly one warning explains why."""
-    env = {**os.environ, "ADAPTIVECLICK_CACHE": str(tmp_path / "cache"), "CXX": "/bin/false",
-           "TMPDIR": str(tmp_path / "tmp")}
+    env = {
+        **os.environ,
+        "ADAPTIVECLICK_CACHE": str(tmp_path / "cache"),
+        "CXX": "/bin/false",
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
     env.pop(IMPL_ENV, None)
     (tmp_path / "tmp").mkdir()
     for attempt in ("compiles and fails", "remembers the failure"):
-        proc = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", FALLBACK_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr
         assert "implementation: pytorch" in proc.stdout
         warnings = [line for line in proc.stderr.splitlines() if line.startswith("WARNING")]

@@ -1,5 +1,6 @@
 """``ops.MSDeformAttn``: checkpoint parameter names, and the same outputs and gradients whichever implementation
 of the attention runs underneath."""
+
 from __future__ import annotations
 
 import pytest
@@ -44,8 +45,9 @@ def run(module, inputs, impl, monkeypatch):
     monkeypatch.setenv(IMPL_ENV, impl)
     assert implementation_for("cpu") == impl
     module.zero_grad()
-    query, ref, src, shapes, starts, mask = (t.clone().requires_grad_(t.is_floating_point()) if t is not None
-                                             else None for t in inputs)
+    query, ref, src, shapes, starts, mask = (
+        t.clone().requires_grad_(t.is_floating_point()) if t is not None else None for t in inputs
+    )
     out = module(query, ref, src, shapes, starts, mask)
     out.pow(2).mean().backward()
     grads = {name: p.grad.clone() for name, p in module.named_parameters()}
@@ -54,9 +56,16 @@ def run(module, inputs, impl, monkeypatch):
 
 def test_parameter_names_match_the_checkpoints():
     names = [name for name, _ in MSDeformAttn(256, 3, 8, 4).named_parameters()]
-    assert names == ["sampling_offsets.weight", "sampling_offsets.bias", "attention_weights.weight",
-                     "attention_weights.bias", "value_proj.weight", "value_proj.bias", "output_proj.weight",
-                     "output_proj.bias"]
+    assert names == [
+        "sampling_offsets.weight",
+        "sampling_offsets.bias",
+        "attention_weights.weight",
+        "attention_weights.bias",
+        "value_proj.weight",
+        "value_proj.bias",
+        "output_proj.weight",
+        "output_proj.bias",
+    ]
 
 
 @pytest.mark.parametrize("batch, padding", [(1, False), (2, True)], ids=["model", "flip-batch-padding"])

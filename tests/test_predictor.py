@@ -1,13 +1,21 @@
 """The predictor interface: AdaptiveClick (random weights) and the embedded baseline."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
+from evaluation import Clicker
 from evaluation.datasets import GrabCutDataset
-from model import (BASELINE_VERSION, AdaptiveClickPredictor, Clicker, GrabCutPredictor, build_adaptiveclick,
-                   load_predictor, parse_spec)
+from model import (
+    BASELINE_VERSION,
+    AdaptiveClickPredictor,
+    GrabCutPredictor,
+    build_adaptiveclick,
+    load_predictor,
+    parse_spec,
+)
 from model.zoom_in import next_roi
 
 
@@ -90,11 +98,13 @@ def test_specs():
     assert parse_spec("baseline").is_baseline
     spec = parse_spec("s3://bucket/w.pth#device=cpu,flip=1,mode=plain")
     assert spec.source == "s3://bucket/w.pth" and spec.flag("flip", False) and spec.option("mode") == "plain"
-    for bad in ["", "x.pth#colour=red", "x.pth#mode=zoom", "x.pth#flip", "random:tiny"]:
+    for bad in ["", "x.pth#colour=red", "x.pth#mode=zoom", "x.pth#flip", "x.pth#flip=maybe", "random:gigantic"]:
         with pytest.raises(ValueError):
             parse_spec(bad)
     random = load_predictor("random:base#device=cpu")
     assert "UNTRAINED" in random.model_version
+    tiny = load_predictor("random:tiny#device=cpu")  # for tests and smoke runs
+    assert tiny.net.config.name == "tiny" and "tiny-UNTRAINED" in tiny.model_version
     assert load_predictor("baseline").model_version == BASELINE_VERSION
 
 
@@ -103,7 +113,7 @@ def test_baseline_reaches_stated_iou_on_grabcut(data_root):
     reaches a mean IoU of at least 0.80 after 5 clicks."""
     dataset = GrabCutDataset(data_root / "GrabCut")
     predictor = GrabCutPredictor()
-    finals, runs = [], []
+    finals = []
     for index in range(5):
         sample = dataset[index]
         predictor.set_image(sample.image)

@@ -3,14 +3,16 @@
 The predictor and limits come from the same environment variables as the Label Studio backend
 (``ADAPTIVECLICK_PREDICTOR``, ``DEVICE``, ``ADAPTIVECLICK_THRESHOLD``, ``ADAPTIVECLICK_CACHE_MB``,
 ``ADAPTIVECLICK_MAX_IMAGE_MB``, ``ADAPTIVECLICK_MAX_IMAGE_PIXELS``; see ``backend/settings.py``), set in
-``function.yaml``. The protocol lives in :mod:`cvat_interactor`.
+``function.yaml``. The protocol lives in the installed package, :mod:`backend.cvat`; this file only hands nuclio's
+context and event to it.
 """
+
 from __future__ import annotations
 
 import time
 
+from backend.cvat import Interactor
 from backend.settings import Settings
-from cvat_interactor import Interactor
 
 
 def init_context(context) -> None:
@@ -26,8 +28,12 @@ def handler(context, event):
     status, body, result = context.user_data.interactor.handle(event.body)
     fields = {"status": status, "ms": round((time.perf_counter() - start) * 1e3, 1)}
     if result is not None:
-        fields.update(network_runs=result.network_runs, cached_clicks=result.cached_clicks,
-                      model_ms=round(result.seconds_model * 1e3, 1), model_version=result.model_version)
+        fields.update(
+            network_runs=result.network_runs,
+            cached_clicks=result.cached_clicks,
+            model_ms=round(result.seconds_model * 1e3, 1),
+            model_version=result.model_version,
+        )
         _log(context, "info", "segmented", **fields)
     else:
         _log(context, "warn", "rejected request", error=body.decode(), **fields)

@@ -5,17 +5,20 @@ A loader lists the images of a dataset in its published on-disk layout and decod
 :class:`Sample`, so multi-object datasets (PascalVOC, SBD, ssTEM, OAI-ZIB) yield several samples per image, as RITM's
 ``evaluate_dataset`` iterates ``sample.objects_ids``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+#: the value of "unknown" pixels in a ground-truth map (never clicked, not counted in IoU)
+IGNORE_LABEL = -1
 
 
 class DatasetError(ValueError):
@@ -33,9 +36,9 @@ class Sample:
 
     @property
     def gt(self) -> np.ndarray:
-        """``[H, W]`` int8: 1 object, 0 background, -1 ignore (the Clicker's convention)."""
+        """``[H, W]`` int8: 1 object, 0 background, :data:`IGNORE_LABEL` ignore (the Clicker's convention)."""
         gt = self.mask.astype(np.int8)
-        gt[self.ignore] = -1
+        gt[self.ignore] = IGNORE_LABEL
         return gt
 
 
@@ -97,8 +100,9 @@ class InstanceDataset:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DatasetError(f"{self.name}: dataset folder {self.root} does not exist (expected layout: "
-                               f"{self.layout})")
+            raise DatasetError(
+                f"{self.name}: dataset folder {self.root} does not exist (expected layout: {self.layout})"
+            )
         self.image_ids: list[str] = []
 
     def image_path(self, image_id: str) -> Path:
@@ -116,11 +120,15 @@ class InstanceDataset:
         image = read_rgb(self.image_path(image_id))
         annotation = self.read_annotation(image_id)
         if annotation.labels.shape != image.shape[:2]:
-            raise DatasetError(f"{self.name}: annotation of {image_id} is {annotation.labels.shape[::-1]} pixels, "
-                               f"its image {image.shape[1::-1]}")
+            raise DatasetError(
+                f"{self.name}: annotation of {image_id} is {annotation.labels.shape[::-1]} pixels, "
+                f"its image {image.shape[1::-1]}"
+            )
         ignore = np.zeros(image.shape[:2], bool) if annotation.ignore is None else annotation.ignore
-        return [Sample(self.instance_name(image_id, obj), image, annotation.labels == obj, ignore)
-                for obj in annotation.object_ids]
+        return [
+            Sample(self.instance_name(image_id, obj), image, annotation.labels == obj, ignore)
+            for obj in annotation.object_ids
+        ]
 
     def instance_name(self, image_id: str, object_id: int) -> str:
         return image_id if self.single_object else f"{image_id}#{object_id}"
@@ -130,8 +138,7 @@ class InstanceDataset:
         """``(image_id, object_id)`` of every instance, in iteration order."""
         if self.single_object:
             return [(image_id, 1) for image_id in self.image_ids]
-        return [(image_id, obj) for image_id in self.image_ids
-                for obj in self.read_annotation(image_id).object_ids]
+        return [(image_id, obj) for image_id in self.image_ids for obj in self.read_annotation(image_id).object_ids]
 
     def __len__(self) -> int:
         return len(self.instances)
@@ -172,8 +179,10 @@ class PairedFolderDataset(InstanceDataset):
         self.require_images()
         missing = [stem for stem in self.image_ids if stem not in self._masks]
         if missing:
-            raise DatasetError(f"{self.name}: {len(missing)} image(s) without annotation in {masks}, e.g. "
-                               f"{', '.join(missing[:3])} (expected layout: {self.layout})")
+            raise DatasetError(
+                f"{self.name}: {len(missing)} image(s) without annotation in {masks}, e.g. "
+                f"{', '.join(missing[:3])} (expected layout: {self.layout})"
+            )
 
     def image_path(self, image_id: str) -> Path:
         return self._images[image_id]

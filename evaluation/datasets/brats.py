@@ -1,4 +1,5 @@
 """BraTS (SimpleClick's 2D slices of BraTS 2020): one tumour mask per slice."""
+
 from __future__ import annotations
 
 import numpy as np

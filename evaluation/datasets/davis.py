@@ -1,4 +1,5 @@
 """DAVIS (the 345-frame interactive-segmentation subset of RITM) and COCO MVal, which share its layout."""
+
 from __future__ import annotations
 
 import numpy as np

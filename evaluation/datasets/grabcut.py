@@ -1,4 +1,5 @@
 """GrabCut and Berkeley (RITM layout): one object per image, 128 in the mask marks pixels to ignore."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """OAI-ZIB (SimpleClick's 2D knee MRI slices): femoral and tibial cartilage, one object per label value."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """PASCAL VOC 2012 instance annotations (``SegmentationObject``), the val split, one sample per object."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,11 +36,16 @@ class PascalVocDataset(InstanceDataset):
             raise DatasetError(f"{self.name}: no split list {list_path} (expected layout: {self.layout})")
         self.image_ids = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
         self.require_images()
-        missing = [i for i in self.image_ids
-                   if not (self.images / f"{i}.jpg").is_file() or not (self.masks / f"{i}.png").is_file()]
+        missing = [
+            i
+            for i in self.image_ids
+            if not (self.images / f"{i}.jpg").is_file() or not (self.masks / f"{i}.png").is_file()
+        ]
         if missing:
-            raise DatasetError(f"{self.name}: {len(missing)} image(s) of {list_path.name} lack JPEGImages/<id>.jpg "
-                               f"or SegmentationObject/<id>.png, e.g. {', '.join(missing[:3])}")
+            raise DatasetError(
+                f"{self.name}: {len(missing)} image(s) of {list_path.name} lack JPEGImages/<id>.jpg "
+                f"or SegmentationObject/<id>.png, e.g. {', '.join(missing[:3])}"
+            )
 
     def image_path(self, image_id: str) -> Path:
         return self.images / f"{image_id}.jpg"

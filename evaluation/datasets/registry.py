@@ -11,13 +11,14 @@ A dataset's root is found, in this order:
    else ``../shared/datasets`` next to the repository): ``GrabCut/``, ``Berkeley/``, ``DAVIS/``, ``PascalVOC/`` or
    ``VOC2012/``, ``SBD/``, ``ssTEM/stack1/``, ``BraTS/`` or ``BraTS20/``, ``OAI-ZIB/``, ``COCO_MVal/``.
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import yaml
 
@@ -51,19 +52,26 @@ class DatasetInfo:
         return f"ADAPTIVECLICK_{re.sub('[^A-Z0-9]+', '_', self.name.upper())}_PATH"
 
 
-DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
-    DatasetInfo("GrabCut", GrabCutDataset, ("GrabCut",)),
-    DatasetInfo("Berkeley", BerkeleyDataset, ("Berkeley",)),
-    DatasetInfo("DAVIS", DavisDataset, ("DAVIS",), zoom_in_size=672),
-    # more specific folders first: the first one that exists wins
-    DatasetInfo("PascalVOC", PascalVocDataset,
-                ("PascalVOC/VOCdevkit/VOC2012", "PascalVOC", "VOCdevkit/VOC2012", "VOC2012"), aliases=("VOC",)),
-    DatasetInfo("SBD", SBDDataset, ("SBD/benchmark_RELEASE/dataset", "SBD/dataset", "SBD")),
-    DatasetInfo("ssTEM", SSTEMDataset, ("ssTEM/stack1", "ssTEM")),
-    DatasetInfo("BraTS", BraTSDataset, ("BraTS", "BraTS20")),
-    DatasetInfo("OAIZIB", OAIZIBDataset, ("OAI-ZIB", "OAIZIB")),
-    DatasetInfo("COCO_MVal", CocoMValDataset, ("COCO_MVal",)),
-)}
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("GrabCut", GrabCutDataset, ("GrabCut",)),
+        DatasetInfo("Berkeley", BerkeleyDataset, ("Berkeley",)),
+        DatasetInfo("DAVIS", DavisDataset, ("DAVIS",), zoom_in_size=672),
+        # more specific folders first: the first one that exists wins
+        DatasetInfo(
+            "PascalVOC",
+            PascalVocDataset,
+            ("PascalVOC/VOCdevkit/VOC2012", "PascalVOC", "VOCdevkit/VOC2012", "VOC2012"),
+            aliases=("VOC",),
+        ),
+        DatasetInfo("SBD", SBDDataset, ("SBD/benchmark_RELEASE/dataset", "SBD/dataset", "SBD")),
+        DatasetInfo("ssTEM", SSTEMDataset, ("ssTEM/stack1", "ssTEM")),
+        DatasetInfo("BraTS", BraTSDataset, ("BraTS", "BraTS20")),
+        DatasetInfo("OAIZIB", OAIZIBDataset, ("OAI-ZIB", "OAIZIB")),
+        DatasetInfo("COCO_MVal", CocoMValDataset, ("COCO_MVal",)),
+    )
+}
 
 
 def _key(name: str) -> str:
@@ -126,9 +134,12 @@ def load_datasets_config(path: str | Path) -> dict[str, Path]:
     return roots
 
 
-def resolve_dataset_root(info: DatasetInfo, data_root: str | Path | None = None,
-                         config: Mapping[str, Path] | None = None,
-                         environ: Mapping[str, str] | None = None) -> Path:
+def resolve_dataset_root(
+    info: DatasetInfo,
+    data_root: str | Path | None = None,
+    config: Mapping[str, Path] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
     """Where ``info``'s dataset lives (see the module docstring for the order)."""
     environ = os.environ if environ is None else environ
     if config and info.name in config:
@@ -139,12 +150,15 @@ def resolve_dataset_root(info: DatasetInfo, data_root: str | Path | None = None,
     for folder in info.folders:
         if (root / folder).is_dir():
             return root / folder
-    raise DatasetError(f"{info.name}: no {info.folders[0]}/ folder under {root}; pass --data-root DIR (the folder "
-                       f"holding it), set {info.env_var}, or name it in a datasets config file")
+    raise DatasetError(
+        f"{info.name}: no {info.folders[0]}/ folder under {root}; pass --data-root DIR (the folder "
+        f"holding it), set {info.env_var}, or name it in a datasets config file"
+    )
 
 
-def open_dataset(name: str, data_root: str | Path | None = None,
-                 config: Mapping[str, Path] | None = None) -> InstanceDataset:
+def open_dataset(
+    name: str, data_root: str | Path | None = None, config: Mapping[str, Path] | None = None
+) -> InstanceDataset:
     """The loader of dataset ``name`` on its root (its layout is checked now)."""
     info = dataset_info(name)
     return info.loader(resolve_dataset_root(info, data_root, config))

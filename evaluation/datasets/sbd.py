@@ -1,11 +1,10 @@
 """SBD (Semantic Boundaries Dataset) instance annotations, the val split: one sample per object (6671 in all)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from scipy.io import loadmat
-from scipy.io.matlab import MatReadError
 
 from .base import Annotation, DatasetError, InstanceDataset, require_dir
 
@@ -28,11 +27,16 @@ class SBDDataset(InstanceDataset):
             raise DatasetError(f"{self.name}: no split list {list_path} (expected layout: {self.layout})")
         self.image_ids = [line.strip() for line in list_path.read_text().splitlines() if line.strip()]
         self.require_images()
-        missing = [i for i in self.image_ids
-                   if not (self.images / f"{i}.jpg").is_file() or not (self.insts / f"{i}.mat").is_file()]
+        missing = [
+            i
+            for i in self.image_ids
+            if not (self.images / f"{i}.jpg").is_file() or not (self.insts / f"{i}.mat").is_file()
+        ]
         if missing:
-            raise DatasetError(f"{self.name}: {len(missing)} image(s) of {list_path.name} lack img/<id>.jpg or "
-                               f"inst/<id>.mat, e.g. {', '.join(missing[:3])}")
+            raise DatasetError(
+                f"{self.name}: {len(missing)} image(s) of {list_path.name} lack img/<id>.jpg or "
+                f"inst/<id>.mat, e.g. {', '.join(missing[:3])}"
+            )
 
     def image_path(self, image_id: str) -> Path:
         return self.images / f"{image_id}.jpg"
@@ -44,6 +48,9 @@ class SBDDataset(InstanceDataset):
 
 def read_instance_map(path: Path) -> np.ndarray:
     """``[H, W]`` int32: ``GTinst.Segmentation`` of an SBD ``inst/*.mat`` file."""
+    from scipy.io import loadmat  # scipy.io takes a tenth of a second to import: only SBD needs it
+    from scipy.io.matlab import MatReadError
+
     try:
         gtinst = loadmat(str(path))["GTinst"]
         labels = gtinst["Segmentation"][0, 0]

@@ -1,4 +1,5 @@
 """ssTEM (Drosophila ventral nerve cord EM stack, mitochondria): every connected mitochondrion is one object."""
+
 from __future__ import annotations
 
 import cv2

@@ -5,8 +5,8 @@ spec's ``precision`` option (default: see :func:`default_precision`). The predic
 the work between clicks (crop, resize, normalisation and patch embedding of the region of interest) whatever the
 precision.
 """
-from .cpu_features import cpu_flags, precision_support
-from .optimize import PRECISIONS, check_precision, default_precision, optimize_for_inference
 
-__all__ = ["PRECISIONS", "check_precision", "cpu_flags", "default_precision", "optimize_for_inference",
-           "precision_support"]
+from .cpu_features import cpu_flags, precision_support
+from .optimize import check_precision, default_precision, optimize_for_inference
+
+__all__ = ["check_precision", "cpu_flags", "default_precision", "optimize_for_inference", "precision_support"]

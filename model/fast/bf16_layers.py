@@ -5,9 +5,10 @@ softmax and the residual stream stay float32, which keeps the masks close to fp3
 The float weights stay in the state_dict under their usual names (a converted network saves, loads and compares
 like the original); the bf16 copies used to compute are plain attributes.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,21 +60,33 @@ class Bf16Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
         if self.transposed:
-            y = F.conv_transpose2d(x, self.weight_bf16, self.bias_bf16, self.stride, self.padding,
-                                   self.output_padding, self.groups, self.dilation)
+            y = F.conv_transpose2d(
+                x,
+                self.weight_bf16,
+                self.bias_bf16,
+                self.stride,
+                self.padding,
+                self.output_padding,
+                self.groups,
+                self.dilation,
+            )
         else:
             y = F.conv2d(x, self.weight_bf16, self.bias_bf16, self.stride, self.padding, self.dilation, self.groups)
         return y.float()
 
 
-def convert_to_bf16(module: nn.Module, layer_types: tuple[type, ...],
-                    include: Callable[[str, nn.Module], bool] = lambda name, layer: True,
-                    bf16_output: Callable[[str], bool] = lambda name: False) -> int:
+def convert_to_bf16(
+    module: nn.Module,
+    layer_types: tuple[type, ...],
+    include: Callable[[str, nn.Module], bool] = lambda name, layer: True,
+    bf16_output: Callable[[str], bool] = lambda name: False,
+) -> int:
     """Replace, in place, the layers of exactly ``layer_types`` under ``module`` (where ``include`` says so) by
     their bf16 wrappers; linear layers named by ``bf16_output`` keep a bf16 output. Returns how many were
     replaced."""
-    targets = [(name, layer) for name, layer in module.named_modules()
-               if type(layer) in layer_types and include(name, layer)]
+    targets = [
+        (name, layer) for name, layer in module.named_modules() if type(layer) in layer_types and include(name, layer)
+    ]
     for name, layer in targets:
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module

@@ -4,6 +4,7 @@ The low-precision paths only pay where the CPU has the instructions: int8 needs 
 ``avx_vnni`` or AMX) for its u8 x s8 dot products, bf16 needs native bf16 dot products (``avx512_bf16`` or AMX);
 without them oneDNN emulates bf16 with fp32 arithmetic plus conversions, which is slower than fp32 itself.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,9 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def precision_support(precision: str, device: torch.device | str = "cpu",
-                      flags: frozenset[str] | None = None) -> str | None:
+def precision_support(
+    precision: str, device: torch.device | str = "cpu", flags: frozenset[str] | None = None
+) -> str | None:
     """None when ``precision`` runs natively on ``device``, else why not (for the benchmark and error messages)."""
     device = torch.device(device)
     if precision == "fp32":

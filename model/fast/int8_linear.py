@@ -9,11 +9,12 @@ The ops live in ATen's ``quantized`` namespace; torch's Python wrappers around t
 deprecated, so the layer calls the ops directly and :func:`int8_support` says why they cannot be used where a build
 lacks them.
 """
+
 from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -93,8 +94,9 @@ class DynamicInt8Linear(nn.Module):
 def quantize_linears(module: nn.Module, include: Callable[[str, nn.Linear], bool] = lambda name, layer: True) -> int:
     """Replace, in place, every ``nn.Linear`` under ``module`` for which ``include(qualified_name, layer)`` is true
     by a :class:`DynamicInt8Linear`. Returns how many were replaced."""
-    targets = [(name, layer) for name, layer in module.named_modules()
-               if type(layer) is nn.Linear and include(name, layer)]  # exact type: MHA's out_proj stays as is
+    targets = [
+        (name, layer) for name, layer in module.named_modules() if type(layer) is nn.Linear and include(name, layer)
+    ]  # exact type: MHA's out_proj stays as is
     for name, layer in targets:
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module

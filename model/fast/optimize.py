@@ -13,16 +13,17 @@ Everything else (layer norms, softmax, attention over 10 queries in CAMD, the ma
 small part of the time and where low precision would cost the most accuracy. Parity with fp32 is measured by
 ``adaptiveclick benchmark cpu-parity``.
 """
+
 from __future__ import annotations
 
 from torch import nn
 
 from ..adaptiveclick import AdaptiveClick
+from ..spec import PRECISIONS
 from .bf16_layers import convert_to_bf16
 from .cpu_features import precision_support
 from .int8_linear import quantize_linears
 
-PRECISIONS = ("fp32", "bf16", "int8")
 # fastest first (measured by `adaptiveclick benchmark cpu`: int8 ~2x, bf16 ~1.6x fp32 eager on a Zen 4 core pair)
 CPU_PREFERENCE = ("int8", "bf16", "fp32")
 # The CPU default is the fastest precision that runs natively here *and* has shown parity with fp32 (mean mask
@@ -35,8 +36,12 @@ PARITY_MET = ("fp32",)
 # qualified-name prefixes of the layers that carry the compute
 VIT_PREFIXES = ("backbone.blocks.",)
 ENCODER_PREFIXES = ("pixel_decoder.transformer.",)
-CONV_PREFIXES = ("pixel_decoder.neck.", "pixel_decoder.adapter_1.", "pixel_decoder.layer_1.",
-                 "pixel_decoder.mask_features")
+CONV_PREFIXES = (
+    "pixel_decoder.neck.",
+    "pixel_decoder.adapter_1.",
+    "pixel_decoder.layer_1.",
+    "pixel_decoder.mask_features",
+)
 # the encoder FFN's first layer feeds only a ReLU and the second layer: its output stays bf16
 BF16_OUTPUT_SUFFIX = ".linear1"
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
@@ -71,7 +76,7 @@ def optimize_for_inference(net: AdaptiveClick, precision: str, device="cpu") -> 
     net.inference_precision = precision
     if precision == "fp32":
         return net
-    under = lambda prefixes: (lambda name, layer: name.startswith(prefixes))  # noqa: E731
+    under = lambda prefixes: lambda name, layer: name.startswith(prefixes)  # noqa: E731
     if precision == "int8":
         quantize_linears(net, under(VIT_PREFIXES))
     else:

@@ -13,9 +13,11 @@ name exists); the pointer is replaced with ``os.replace``. On S3 the weights go 
 then the manifest is created with a conditional PUT (``If-None-Match: *``), and the pointer is one PUT of a small
 JSON object, so readers always see either the old or the new pointer, each naming a complete version.
 """
+
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -23,17 +25,19 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
+
+from .files import atomic_write, sha256_of
+from .paths import cache_dir
 
 POINTER = "current.json"
 VERSIONS = "versions"
 MANIFEST = "manifest.json"
 FORMAT = 1
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-CACHE_ENV = "ADAPTIVECLICK_CACHE"
 
 
 class RegistryError(RuntimeError):
@@ -61,34 +65,22 @@ class VersionInfo:
     metrics: dict = field(default_factory=dict)
     parent: str | None = None
 
-    def predictor_spec(self) -> str:
-        """A predictor spec that loads exactly these weights (hash-checked) and reports this version."""
-        return f"{self.weights_uri}#sha256={self.sha256},version={self.version}"
-
-
-def sha256_file(path: str | Path) -> str:
-    # model.files.sha256_of does the same, but importing the model package would pull in torch, which this
-    # module (read by the backend's poller and by tools) deliberately avoids.
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def check_version_name(version: str) -> str:
     if not isinstance(version, str) or not VERSION_PATTERN.match(version):
-        raise ValueError(f"invalid version name {version!r}: use letters, digits, '.', '_' or '-' "
-                         "(at most 128, starting with a letter or digit)")
+        raise ValueError(
+            f"invalid version name {version!r}: use letters, digits, '.', '_' or '-' "
+            "(at most 128, starting with a letter or digit)"
+        )
     return version
 
 
 def new_version_name(sha256: str, prefix: str = "ft") -> str:
-    return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{sha256[:8]}"
+    return f"{prefix}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{sha256[:8]}"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Registry:
@@ -97,11 +89,21 @@ class Registry:
     uri: str
 
     # storage primitives (keys are relative, '/'-separated)
-    def _read(self, key: str) -> bytes | None: raise NotImplementedError
-    def _replace(self, key: str, data: bytes) -> None: raise NotImplementedError
-    def _children(self, key: str) -> list[str]: raise NotImplementedError
-    def _uri(self, key: str) -> str: raise NotImplementedError
-    def _download(self, key: str, dest: Path) -> None: raise NotImplementedError
+    def _read(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def _replace(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _children(self, key: str) -> list[str]:
+        raise NotImplementedError
+
+    def _uri(self, key: str) -> str:
+        raise NotImplementedError
+
+    def _download(self, key: str, handle: BinaryIO) -> None:
+        raise NotImplementedError
+
     def _store_version(self, version: str, weights: Path, weights_name: str, manifest: bytes) -> None:
         raise NotImplementedError
 
@@ -138,10 +140,15 @@ class Registry:
             raise RegistryError(f"version {version!r} does not exist in {self.uri}")
         try:
             return VersionInfo(
-                version=manifest["version"], sha256=manifest["sha256"], size_bytes=int(manifest["size_bytes"]),
-                created_at=manifest["created_at"], weights_uri=self._uri(f"{VERSIONS}/{version}/{manifest['weights']}"),
-                config=manifest.get("config") or {}, metrics=manifest.get("metrics") or {},
-                parent=manifest.get("parent"))
+                version=manifest["version"],
+                sha256=manifest["sha256"],
+                size_bytes=int(manifest["size_bytes"]),
+                created_at=manifest["created_at"],
+                weights_uri=self._uri(f"{VERSIONS}/{version}/{manifest['weights']}"),
+                config=manifest.get("config") or {},
+                metrics=manifest.get("metrics") or {},
+                parent=manifest.get("parent"),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise RegistryError(f"manifest of version {version!r} is incomplete: {exc}") from None
 
@@ -162,18 +169,16 @@ class Registry:
             return self._verified(local, info)
         folder = Path(dest_dir) if dest_dir else cache_dir() / "registry" / info.sha256[:16]
         target = folder / f"{version}.pth"
-        if target.is_file() and sha256_file(target) == info.sha256:
+        if target.is_file() and sha256_of(target) == info.sha256:
             return target
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=target.name + ".", suffix=".part")
-        os.close(fd)
-        try:
-            self._download(key, Path(tmp))
-            self._verified(Path(tmp), info)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return target
+
+        def download_verified(handle: BinaryIO) -> None:
+            # hashed on the way in, so that a corrupt download never takes the target's name
+            writer = _HashingWriter(handle)
+            self._download(key, writer)  # type: ignore[arg-type]
+            _check_digest(writer.hexdigest(), info)
+
+        return atomic_write(target, download_verified)
 
     def verify(self, version: str) -> VersionInfo:
         """Check a version's stored weights (read afresh, not from a cache) against its recorded sha256
@@ -187,29 +192,41 @@ class Registry:
 
     @staticmethod
     def _verified(path: Path, info: VersionInfo) -> Path:
-        actual = sha256_file(path)
-        if actual != info.sha256:
-            raise IntegrityError(f"weights of version {info.version} have sha256 {actual}, the manifest records "
-                                 f"{info.sha256}")
+        _check_digest(sha256_of(path), info)
         return path
 
     # -- writing -------------------------------------------------------------------------------------------------
 
-    def publish(self, weights: str | Path, version: str | None = None, config: dict | None = None,
-                metrics: dict | None = None, make_current: bool = True, parent: str | None = None) -> VersionInfo:
+    def publish(
+        self,
+        weights: str | Path,
+        version: str | None = None,
+        config: dict | None = None,
+        metrics: dict | None = None,
+        make_current: bool = True,
+        parent: str | None = None,
+    ) -> VersionInfo:
         """Store ``weights`` as a new immutable version (VersionExistsError if the name is taken) and, by default,
         point ``current`` at it."""
         weights = Path(weights)
         if not weights.is_file():
             raise RegistryError(f"weights file {weights} does not exist")
-        digest = sha256_file(weights)
+        digest = sha256_of(weights)
         version = check_version_name(version or new_version_name(digest))
         if self._read(f"{VERSIONS}/{version}/{MANIFEST}") is not None:
             raise VersionExistsError(f"version {version!r} already exists in {self.uri}; versions are immutable")
         weights_name = f"model-{digest[:12]}.pth"
-        manifest = {"format": FORMAT, "version": version, "created_at": _now(), "sha256": digest,
-                    "size_bytes": weights.stat().st_size, "weights": weights_name, "config": config or {},
-                    "metrics": metrics or {}, "parent": parent}
+        manifest = {
+            "format": FORMAT,
+            "version": version,
+            "created_at": _now(),
+            "sha256": digest,
+            "size_bytes": weights.stat().st_size,
+            "weights": weights_name,
+            "config": config or {},
+            "metrics": metrics or {},
+            "parent": parent,
+        }
         self._store_version(version, weights, weights_name, json.dumps(manifest, indent=1, default=_jsonable).encode())
         if make_current:
             self.set_current(version)
@@ -219,11 +236,41 @@ class Registry:
         """Point ``current`` at an existing version (one atomic replacement of the pointer)."""
         info = self.read_version(version)
         previous = (self.current_pointer() or {}).get("version")
-        pointer = {"version": info.version, "sha256": info.sha256,
-                   "weights": f"{VERSIONS}/{info.version}/{Path(urlparse(info.weights_uri).path).name}",
-                   "updated_at": _now(), "previous": previous}
+        pointer = {
+            "version": info.version,
+            "sha256": info.sha256,
+            "weights": f"{VERSIONS}/{info.version}/{Path(urlparse(info.weights_uri).path).name}",
+            "updated_at": _now(),
+            "previous": previous,
+        }
         self._replace(POINTER, json.dumps(pointer, indent=1).encode())
         return info
+
+
+def _check_digest(actual: str, info: VersionInfo) -> None:
+    if actual != info.sha256:
+        raise IntegrityError(
+            f"weights of version {info.version} have sha256 {actual}, the manifest records {info.sha256}"
+        )
+
+
+class _HashingWriter(io.RawIOBase):
+    """A binary handle that hashes what goes through it (boto3's download_fileobj and copyfileobj only write)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        super().__init__()
+        self._handle = handle
+        self._digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._digest.update(data)
+        return self._handle.write(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def _jsonable(value: Any):
@@ -234,10 +281,6 @@ def _jsonable(value: Any):
     if isinstance(value, (set, tuple)):
         return list(value)
     raise TypeError(f"cannot store {type(value).__name__} in a manifest")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "adaptiveclick")
 
 
 class LocalRegistry(Registry):
@@ -257,14 +300,7 @@ class LocalRegistry(Registry):
             raise RegistryError(f"cannot read {self._path(key)}: {exc.strerror or exc}") from None
 
     def _replace(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(self._path(key), lambda handle: handle.write(data))
 
     def _children(self, key: str) -> list[str]:
         folder = self._path(key)
@@ -276,8 +312,9 @@ class LocalRegistry(Registry):
     def _local_path(self, key: str) -> Path | None:
         return self._path(key)
 
-    def _download(self, key: str, dest: Path) -> None:
-        shutil.copyfile(self._path(key), dest)
+    def _download(self, key: str, handle: BinaryIO) -> None:
+        with open(self._path(key), "rb") as source:
+            shutil.copyfileobj(source, handle, 1 << 20)
 
     def _store_version(self, version: str, weights: Path, weights_name: str, manifest: bytes) -> None:
         versions = self._path(VERSIONS)
@@ -293,8 +330,9 @@ class LocalRegistry(Registry):
             try:
                 os.rename(staging, versions / version)  # fails if the version folder exists
             except OSError:
-                raise VersionExistsError(f"version {version!r} already exists in {self.uri}; versions are "
-                                         "immutable") from None
+                raise VersionExistsError(
+                    f"version {version!r} already exists in {self.uri}; versions are immutable"
+                ) from None
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -344,45 +382,62 @@ class S3Registry(Registry):
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise RegistryError(f"cannot read {self._uri(key)}: {exc.response.get('Error', {}).get('Code')}") \
-                from None
+            raise RegistryError(f"cannot read {self._uri(key)}: {exc.response.get('Error', {}).get('Code')}") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise RegistryError(f"cannot read {self._uri(key)}: {exc}") from None
 
     def _replace(self, key: str, data: bytes) -> None:
-        self._call(f"writing {self._uri(key)}", self.client.put_object, Bucket=self.bucket, Key=self._key(key),
-                   Body=data, ContentType="application/json")
+        self._call(
+            f"writing {self._uri(key)}",
+            self.client.put_object,
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Body=data,
+            ContentType="application/json",
+        )
 
     def _children(self, key: str) -> list[str]:
         prefix = self._key(key).rstrip("/") + "/"
         names = []
         paginator = self.client.get_paginator("list_objects_v2")
-        pages = self._call(f"listing {self._uri(key)}", lambda: list(
-            paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")))
+        pages = self._call(
+            f"listing {self._uri(key)}",
+            lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")),
+        )
         for page in pages:
-            names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            names += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
         return sorted(names)
 
-    def _download(self, key: str, dest: Path) -> None:
-        with open(dest, "wb") as f:
-            self._call(f"downloading {self._uri(key)}", self.client.download_fileobj, self.bucket,
-                       self._key(key), f)
+    def _download(self, key: str, handle: BinaryIO) -> None:
+        self._call(f"downloading {self._uri(key)}", self.client.download_fileobj, self.bucket, self._key(key), handle)
 
     def _store_version(self, version: str, weights: Path, weights_name: str, manifest: bytes) -> None:
         import botocore.exceptions
 
         base = f"{VERSIONS}/{version}"
-        self._call(f"uploading {self._uri(base + '/' + weights_name)}", self.client.upload_file, str(weights),
-                   self.bucket, self._key(f"{base}/{weights_name}"))
+        self._call(
+            f"uploading {self._uri(base + '/' + weights_name)}",
+            self.client.upload_file,
+            str(weights),
+            self.bucket,
+            self._key(f"{base}/{weights_name}"),
+        )
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(f"{base}/{MANIFEST}"), Body=manifest,
-                                   ContentType="application/json", IfNoneMatch="*")
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(f"{base}/{MANIFEST}"),
+                Body=manifest,
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise VersionExistsError(f"version {version!r} already exists in {self.uri}; versions are "
-                                         "immutable") from None
-            raise RegistryError(f"writing the manifest of {version!r} failed: "
-                                f"{exc.response.get('Error', {}).get('Code') or exc}") from None
+                raise VersionExistsError(
+                    f"version {version!r} already exists in {self.uri}; versions are immutable"
+                ) from None
+            raise RegistryError(
+                f"writing the manifest of {version!r} failed: {exc.response.get('Error', {}).get('Code') or exc}"
+            ) from None
 
 
 def open_registry(uri: str | Path) -> Registry:

@@ -12,12 +12,13 @@ The encoder reproduces ``label_studio_sdk.converter.brush.encode_rle`` token for
 literals; runs of 2..8, 9..16, 17..256 with the 3/4/8-bit sizes; longer runs in 16-bit chunks of 65536 and a final
 16-bit chunk for the remainder), so the bytes are identical; the decoder reads any valid rle-pack stream.
 """
+
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 import numpy as np
 
@@ -91,11 +92,11 @@ def _bool_changes(flat: np.ndarray) -> np.ndarray:
 
 def _bool_changes_in(flat: np.ndarray, begin: int, end: int) -> np.ndarray:
     """Changes at indices ``begin <= i < end`` (``i >= 1``), in chunks that bound the temporaries' size."""
-    found = [np.empty(0, np.int64)]
+    found: list[np.ndarray] = [np.empty(0, np.int64)]
     for start in range(begin, end, BOOL_CHUNK):
         if start and flat[start] != flat[start - 1]:  # the change into the chunk's first pixel
             found.append(np.array([start], np.int64))
-        found.append(_packed_changes(flat[start:min(start + BOOL_CHUNK, end)]) + start)
+        found.append(_packed_changes(flat[start : min(start + BOOL_CHUNK, end)]) + start)
     return np.concatenate(found)
 
 
@@ -157,8 +158,7 @@ def _tokens(lengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     chunk_index = np.arange(token_run.size) - first_token[token_run]
     is_last = chunk_index == chunks[token_run] - 1
     run_len = lengths[token_run]
-    token_len = np.where(long_runs[token_run],
-                         np.where(is_last, run_len - MAX_CHUNK * chunk_index, MAX_CHUNK), run_len)
+    token_len = np.where(long_runs[token_run], np.where(is_last, run_len - MAX_CHUNK * chunk_index, MAX_CHUNK), run_len)
     value = values[token_run]
     # size index: 3 (16 bits) for every chunk of a run over 256, else 0 (3 bits) for 1..8 (a single byte is a
     # literal with the same layout), 1 for 9..16, 2 for 17..256
@@ -195,7 +195,7 @@ class _BitReader:
         if self.pos + n > self.bits.size:
             raise RleError("RLE stream ends in the middle of a token")
         value = 0
-        for bit in self.bits[self.pos:self.pos + n]:
+        for bit in self.bits[self.pos : self.pos + n]:
             value = (value << 1) | int(bit)
         self.pos += n
         return value
@@ -239,6 +239,7 @@ def decode_rle(rle: Sequence[int], height: int, width: int) -> np.ndarray:
         raise RleError(f"image size must be positive, got {width}x{height}")
     values = decode_values(rle)
     if values.size != height * width * CHANNELS:
-        raise RleError(f"RLE holds {values.size} values; a {width}x{height} RGBA mask needs "
-                       f"{height * width * CHANNELS}")
+        raise RleError(
+            f"RLE holds {values.size} values; a {width}x{height} RGBA mask needs {height * width * CHANNELS}"
+        )
     return values.reshape(height, width, CHANNELS)[:, :, 3] > 0

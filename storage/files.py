@@ -3,13 +3,15 @@
 Weights downloads, evaluation reports and training checkpoints all go through :func:`atomic_write`, so a crash or
 a full disk at any moment leaves the previous file or the new one, never a truncated one.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 
 def sha256_of(path: str | Path) -> str:

@@ -1,11 +1,12 @@
 """The Clicker (NoC protocol's simulated annotator) on hand-made masks, and against an independent oracle."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from model.clicker import Clicker
+from evaluation.clicker import Clicker
 
 
 def box_gt(shape, y0, y1, x0, x1) -> np.ndarray:
@@ -28,8 +29,7 @@ def test_already_clicked_pixels_are_not_chosen_again():
     assert [clicker.make_next_click(empty) for _ in range(3)] == [(5, 6, True), (5, 7, True), (5, 8, True)]
     fourth = clicker.make_next_click(empty)
     assert fourth[2] and fourth[:2] not in [(5, 6), (5, 7), (5, 8)]
-    assert [(c.y, c.x, c.is_positive, c.index) for c in clicker.get_clicks()][:2] == [(5, 6, True, 0),
-                                                                                      (5, 7, True, 1)]
+    assert [(c.y, c.x, c.is_positive, c.index) for c in clicker.get_clicks()][:2] == [(5, 6, True, 0), (5, 7, True, 1)]
     assert len(clicker) == 4
 
 

@@ -1,4 +1,5 @@
 """Structured logs: one JSON object per line, extra fields passed with ``logger.info(msg, extra={...})``."""
+
 from __future__ import annotations
 
 import json

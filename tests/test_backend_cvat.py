@@ -1,12 +1,13 @@
-"""The CVAT interactor (deploy/cvat): nuclio's init_context/handler driven with CVAT-shaped events on GrabCut
-frames, masks scored against the ground truth and compared with the bare predictor; malformed bodies."""
+"""The CVAT interactor (backend.cvat, behind deploy/cvat/main.py): nuclio's init_context/handler driven with
+CVAT-shaped events on GrabCut frames, masks scored against the ground truth and compared with the bare predictor;
+malformed bodies."""
+
 from __future__ import annotations
 
 import base64
 import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from evaluation import Clicker
 from evaluation.datasets import GrabCutDataset
-from model import Clicker, load_predictor
+from model import load_predictor
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCTION_DIR = REPO / "deploy" / "cvat"
@@ -24,17 +26,14 @@ GRABCUT_IDS = ("ceramic", "doll", "flower")
 
 @pytest.fixture(scope="module")
 def cvat_modules():
-    """``(main, cvat_interactor)`` imported as nuclio does: from the function folder, on sys.path."""
-    sys.path.insert(0, str(FUNCTION_DIR))
-    try:
-        import cvat_interactor
+    """``(main, backend.cvat)``: the function's entry point loaded from its file, as nuclio does, and the adapter
+    it hands the events to."""
+    from backend import cvat
 
-        spec = importlib.util.spec_from_file_location("cvat_function_main", FUNCTION_DIR / "main.py")
-        main = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(main)
-        yield main, cvat_interactor
-    finally:
-        sys.path.remove(str(FUNCTION_DIR))
+    spec = importlib.util.spec_from_file_location("cvat_function_main", FUNCTION_DIR / "main.py")
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+    return main, cvat
 
 
 class FakeLogger:
@@ -87,8 +86,11 @@ def call(main, context, body):
 
 def cvat_body(image_b64: str, clicks, box=None) -> dict:
     """CVAT's request: clicks ``(y, x, positive)`` split into two lists of ``[x, y]``, order within each kept."""
-    body = {"image": image_b64, "pos_points": [[x, y] for y, x, p in clicks if p],
-            "neg_points": [[x, y] for y, x, p in clicks if not p]}
+    body = {
+        "image": image_b64,
+        "pos_points": [[x, y] for y, x, p in clicks if p],
+        "neg_points": [[x, y] for y, x, p in clicks if not p],
+    }
     if box is not None:
         body["obj_bbox"] = box
     return body
@@ -112,7 +114,7 @@ def replay(predictor, image, clicks, threshold=0.49):
     predictor.set_image(image)
     probs, roi = None, None
     for k in range(len(clicks)):
-        step = predictor.step(clicks[:k + 1], probs, roi)
+        step = predictor.step(clicks[: k + 1], probs, roi)
         probs, roi = step.probs, step.roi
     return probs > threshold
 
@@ -162,8 +164,9 @@ def test_cache_runs_only_new_clicks(cvat_modules, grabcut, monkeypatch):
     again_status, again = call(main, context, first)
     assert status == again_status == 200 and again["mask"] == reply["mask"]
     status, _ = call(main, context, cvat_body(image_b64, [(h // 2, w // 2, True), (5, 5, False)]))
-    status, _ = call(main, context, cvat_body(image_b64, [(h // 2, w // 2, True), (5, 5, False), (h // 2 + 9,
-                                                                                                  w // 2, True)]))
+    status, _ = call(
+        main, context, cvat_body(image_b64, [(h // 2, w // 2, True), (5, 5, False), (h // 2 + 9, w // 2, True)])
+    )
     runs = [fields["network_runs"] for _, message, fields in context.logger.lines if message == "segmented"]
     assert runs == [1, 0, 1, 2]  # a new positive click re-runs the negative one after it
 
@@ -176,21 +179,31 @@ def test_box_prompt_cuts_the_mask_and_adds_box_clicks(cvat_modules, grabcut, mon
     x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
     inner = (x1 + 10, y1 + 10, x2 - 10, y2 - 10)
     click = (int(ys.mean()), int(xs.mean()), True)
-    status, reply = call(main, context, cvat_body(encode(sample.image), [click],
-                                                  box=[[inner[2], inner[3]], [inner[0], inner[1]]]))  # corners swapped
+    status, reply = call(
+        main, context, cvat_body(encode(sample.image), [click], box=[[inner[2], inner[3]], [inner[0], inner[1]]])
+    )  # corners swapped
     assert status == 200
     mask = np.asarray(reply["mask"]) == 255
     outside = np.ones_like(mask)
-    outside[inner[1]:inner[3] + 1, inner[0]:inner[2] + 1] = False
+    outside[inner[1] : inner[3] + 1, inner[0] : inner[2] + 1] = False
     assert mask.any() and not (mask & outside).any()
     # the box became clicks: centre positive + up to 4 negatives outside it, before the CVAT point
     request = interactor.parse_request(cvat_body("x", [click], box=[[inner[0], inner[1]], [inner[2], inner[3]]]))
     clicks, box = interactor.clicks_for(request, *mask.shape)
-    assert box == (inner[1], inner[3], inner[0], inner[2]) and clicks[0][2] and clicks[-1] == click
-    assert all(not positive for _, _, positive in clicks[1:-1]) and len(clicks) == 6
+    triples = [(c.y, c.x, c.is_positive) for c in clicks]
+    assert box == (inner[1], inner[3], inner[0], inner[2]) and triples[0][2] and triples[-1] == click
+    assert all(not positive for _, _, positive in triples[1:-1]) and len(clicks) == 6
     # a box alone is a prompt too (CVAT's "start with a box")
-    status, reply = call(main, context, {"image": encode(sample.image), "pos_points": [], "neg_points": [],
-                                         "obj_bbox": [[inner[0], inner[1]], [inner[2], inner[3]]]})
+    status, reply = call(
+        main,
+        context,
+        {
+            "image": encode(sample.image),
+            "pos_points": [],
+            "neg_points": [],
+            "obj_bbox": [[inner[0], inner[1]], [inner[2], inner[3]]],
+        },
+    )
     assert status == 200 and (np.asarray(reply["mask"]) == 255).any()
 
 
@@ -201,8 +214,9 @@ def test_exif_orientation_is_applied(cvat_modules, monkeypatch):
     image[10:30, 10:50] = (230, 40, 40)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display: the annotator sees a 60 x 40 (H x W) frame
-    status, reply = call(main, context, {"image": encode(image, "JPEG", exif=exif.tobytes()),
-                                         "pos_points": [[20, 30]], "neg_points": []})
+    status, reply = call(
+        main, context, {"image": encode(image, "JPEG", exif=exif.tobytes()), "pos_points": [[20, 30]], "neg_points": []}
+    )
     assert status == 200 and np.asarray(reply["mask"]).shape == (60, 40)
 
 
@@ -226,26 +240,29 @@ def test_the_adaptiveclick_predictor_from_the_environment(cvat_modules, grabcut,
     assert np.array_equal(np.asarray(reply["mask"]) == 255, replay(bare, sample.image, clicks, threshold=0.5))
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"not json", "not valid JSON"),
-    (b"\xff\xfe", "UTF-8"),
-    ([1, 2], "JSON object"),
-    ({"pos_points": [[1, 1]]}, "'image'"),
-    ({"image": "", "pos_points": [[1, 1]]}, "'image'"),
-    ({"image": "!!!", "pos_points": [[1, 1]]}, "not valid base64"),
-    ({"image": base64.b64encode(b"no image").decode(), "pos_points": [[1, 1]]}, "not a readable image"),
-    ({"image": "IMAGE", "pos_points": []}, "at least one positive point"),
-    ({"image": "IMAGE", "pos_points": "1,2"}, "'pos_points' must be a list"),
-    ({"image": "IMAGE", "pos_points": [[1, 1]], "neg_points": [[1]]}, "'neg_points'"),
-    ({"image": "IMAGE", "pos_points": [[1, True]]}, "'pos_points'"),
-    ({"image": "IMAGE", "pos_points": [[1, float("nan")]]}, "'pos_points'"),
-    ({"image": "IMAGE", "pos_points": [[100, 5]]}, "outside the 60-pixel image"),
-    ({"image": "IMAGE", "pos_points": [[5, -1]]}, "outside the 40-pixel image"),
-    ({"image": "IMAGE", "pos_points": [[5, 5]], "obj_bbox": [[1, 1]]}, "'obj_bbox' must be"),
-    ({"image": "IMAGE", "pos_points": [[5, 5]], "obj_bbox": [[1, 1], [90, 9]]}, "obj_bbox x"),
-    ({"image": "IMAGE", "pos_points": [[5, 5]], "threshold": 1.5}, "'threshold'"),
-    ({"image": "IMAGE", "pos_points": [[5, 5]] * 501}, "too many points"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"not json", "not valid JSON"),
+        (b"\xff\xfe", "UTF-8"),
+        ([1, 2], "JSON object"),
+        ({"pos_points": [[1, 1]]}, "'image'"),
+        ({"image": "", "pos_points": [[1, 1]]}, "'image'"),
+        ({"image": "!!!", "pos_points": [[1, 1]]}, "not valid base64"),
+        ({"image": base64.b64encode(b"no image").decode(), "pos_points": [[1, 1]]}, "not a readable image"),
+        ({"image": "IMAGE", "pos_points": []}, "at least one positive point"),
+        ({"image": "IMAGE", "pos_points": "1,2"}, "'pos_points' must be a list"),
+        ({"image": "IMAGE", "pos_points": [[1, 1]], "neg_points": [[1]]}, "'neg_points'"),
+        ({"image": "IMAGE", "pos_points": [[1, True]]}, "'pos_points'"),
+        ({"image": "IMAGE", "pos_points": [[1, float("nan")]]}, "'pos_points'"),
+        ({"image": "IMAGE", "pos_points": [[100, 5]]}, "outside the 60-pixel image"),
+        ({"image": "IMAGE", "pos_points": [[5, -1]]}, "outside the 40-pixel image"),
+        ({"image": "IMAGE", "pos_points": [[5, 5]], "obj_bbox": [[1, 1]]}, "'obj_bbox' must be"),
+        ({"image": "IMAGE", "pos_points": [[5, 5]], "obj_bbox": [[1, 1], [90, 9]]}, "obj_bbox x"),
+        ({"image": "IMAGE", "pos_points": [[5, 5]], "threshold": 1.5}, "'threshold'"),
+        ({"image": "IMAGE", "pos_points": [[5, 5]] * 501}, "too many points"),
+    ],
+)
 def test_malformed_bodies_get_400_with_a_message(cvat_modules, monkeypatch, body, message):
     main, _ = cvat_modules
     context = started_function(main, monkeypatch)
@@ -261,8 +278,11 @@ def test_bodies_as_bytes_and_images_as_data_uris(cvat_modules, monkeypatch):
     context = started_function(main, monkeypatch)
     image = np.full((30, 30, 3), 200, np.uint8)
     image[8:22, 8:22] = 20
-    body = {"image": "data:image/png;base64," + encode(image, "PNG"), "pos_points": [[15.5, 15.5]],
-            "neg_points": [[2, 2]]}
+    body = {
+        "image": "data:image/png;base64," + encode(image, "PNG"),
+        "pos_points": [[15.5, 15.5]],
+        "neg_points": [[2, 2]],
+    }
     status, reply = call(main, context, json.dumps(body).encode())
     assert status == 200 and np.asarray(reply["mask"]).shape == (30, 30)
 

@@ -4,6 +4,7 @@ A small fake Label Studio (threaded HTTP server on loopback) checks credentials 
 ``Token``, or a PAT exchanged at ``/api/token/refresh/`` for a short-lived ``Bearer`` access token) and records
 every request's headers, so the tests can assert the key never reaches another host.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,10 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.errors import ImageError
-from backend.images import ImageFetcher, decode_image, load_image
-from backend.ls_auth import LabelStudioAuth, jwt_claims, same_origin
-from backend.settings import Settings
+from labelstudio.auth import LabelStudioAuth, jwt_claims, same_origin
+from labelstudio.errors import ImageError
+from labelstudio.media import ImageFetcher, decode_image, load_image
+from labelstudio.settings import ImageLimits, LabelStudioSettings
 
 LEGACY = "legacy-token-123"
 
@@ -82,8 +83,9 @@ class FakeServer:
                 outer.requests.append((self.path, dict(self.headers)))
                 if outer.auth:
                     header = self.headers.get("Authorization", "")
-                    ok = header == f"Token {LEGACY}" or (header.startswith("Bearer ")
-                                                         and header[7:] in outer.access_tokens)
+                    ok = header == f"Token {LEGACY}" or (
+                        header.startswith("Bearer ") and header[7:] in outer.access_tokens
+                    )
                     if not ok:
                         return self._send(401, b'{"detail": "Invalid token."}')
                 entry = outer.files.get(self.path)
@@ -182,7 +184,10 @@ def test_presigned_cloud_url_never_forwards_the_key(label_studio, elsewhere):
     uri = "gs://bucket/d.png"
     fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
     label_studio.files[f"/tasks/5/presign/?fileuri={fileuri}"] = (
-        303, {"Location": f"{elsewhere.url}/bucket/d.png?X-Signature=abc"}, b"")
+        303,
+        {"Location": f"{elsewhere.url}/bucket/d.png?X-Signature=abc"},
+        b"",
+    )
     assert fetcher_for(label_studio).fetch(uri, task_id=5).shape == (7, 7, 3)
     assert elsewhere.headers_seen() == [""]
     with pytest.raises(ImageError, match="presign"):
@@ -229,12 +234,12 @@ def test_limits_and_unreadable(elsewhere):
     elsewhere.files["/text.png"] = b"this is not an image"
     elsewhere.files["/broken.png"] = png_bytes(50, 50)[:60]
     elsewhere.files["/error"] = (500, {}, b"boom")
-    fetcher = fetcher_for(None, max_bytes=200)
+    fetcher = fetcher_for(None, limits=ImageLimits(max_bytes=200))
     with pytest.raises(ImageError, match="larger than") as info:
         fetcher.fetch(f"{elsewhere.url}/big.png")
     assert info.value.status_code == 413
     with pytest.raises(ImageError, match="pixels") as info:
-        fetcher_for(None, max_pixels=99).fetch(f"{elsewhere.url}/big.png")
+        fetcher_for(None, limits=ImageLimits(max_pixels=99)).fetch(f"{elsewhere.url}/big.png")
     assert info.value.status_code == 413
     for path in ("/text.png", "/broken.png"):
         with pytest.raises(ImageError, match="not a readable image") as info:
@@ -251,13 +256,16 @@ def test_limits_and_unreadable(elsewhere):
     assert info.value.status_code == 502
 
 
-@pytest.mark.parametrize("url, message", [
-    ("", "no image URL"),
-    ("ftp://host/a.png", "unsupported"),
-    ("relative/a.png", "unsupported"),
-    ("/data/upload/1/a.png", "set LABEL_STUDIO_URL"),
-    ("data:image/png,rawbytes", "base64"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("", "no image URL"),
+        ("ftp://host/a.png", "unsupported"),
+        ("relative/a.png", "unsupported"),
+        ("/data/upload/1/a.png", "set LABEL_STUDIO_URL"),
+        ("data:image/png,rawbytes", "base64"),
+    ],
+)
 def test_unusable_urls_are_422(url, message):
     with pytest.raises(ImageError, match=message) as info:
         fetcher_for(None).fetch(url)
@@ -268,7 +276,7 @@ def test_data_uri_and_load_image(elsewhere):
     uri = "data:image/png;base64," + base64.b64encode(png_bytes(3, 2)).decode()
     assert fetcher_for(None).fetch(uri).shape == (2, 3, 3)
     elsewhere.files["/g.png"] = png_bytes(8, 3)
-    assert load_image(f"{elsewhere.url}/g.png", Settings()).shape == (3, 8, 3)
+    assert load_image(f"{elsewhere.url}/g.png", LabelStudioSettings()).shape == (3, 8, 3)
 
 
 def test_auth_helpers():

@@ -9,6 +9,7 @@ Label Studio 1.23 has two kinds of key:
 :class:`LabelStudioAuth` tells them apart, refreshes the access token before it expires and once more when Label
 Studio answers 401, and only ever attaches the key to requests for ``LABEL_STUDIO_URL``'s scheme, host and port.
 """
+
 from __future__ import annotations
 
 import base64
@@ -50,21 +51,21 @@ def same_origin(url: str, base_url: str) -> bool:
 
 class LabelStudioAuth:
     """Args:
-        base_url: LABEL_STUDIO_URL (no trailing slash needed).
-        api_key: a PAT or a legacy token.
-        session: the HTTP session to use (tests pass their own).
-        timeout: seconds for the token refresh call.
+    base_url: LABEL_STUDIO_URL (no trailing slash needed).
+    api_key: a PAT or a legacy token.
+    session: the HTTP session to use (tests pass their own).
+    timeout: seconds for the token refresh call.
     """
 
-    def __init__(self, base_url: str, api_key: str, session: requests.Session | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, api_key: str, session: requests.Session | None = None, timeout: float = 30.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key.strip()
         self.session = session or requests.Session()
         self.timeout = timeout
         claims = jwt_claims(self.api_key)
-        self.kind = "pat" if claims and claims.get("token_type") == "refresh" else \
-            "access" if claims else "legacy"
+        self.kind = "pat" if claims and claims.get("token_type") == "refresh" else "access" if claims else "legacy"
         self._access: str | None = self.api_key if self.kind == "access" else None
         self._access_expiry = float((claims or {}).get("exp", 0)) if self.kind == "access" else 0.0
         self._lock = threading.Lock()
@@ -88,18 +89,22 @@ class LabelStudioAuth:
         try:
             response = self.session.post(url, json={"refresh": self.api_key}, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise PermissionError(f"cannot reach Label Studio at {self.base_url} to refresh the access token: "
-                                  f"{exc}") from None
+            raise PermissionError(
+                f"cannot reach Label Studio at {self.base_url} to refresh the access token: {exc}"
+            ) from None
         if response.status_code != 200:
-            raise PermissionError(f"Label Studio refused LABEL_STUDIO_API_KEY (token refresh answered "
-                                  f"{response.status_code}): use a valid personal access token or legacy token")
+            raise PermissionError(
+                f"Label Studio refused LABEL_STUDIO_API_KEY (token refresh answered "
+                f"{response.status_code}): use a valid personal access token or legacy token"
+            )
         access = response.json().get("access")
         if not access:
             raise PermissionError("Label Studio's token refresh returned no access token")
         self._access = access
         self._access_expiry = float((jwt_claims(access) or {}).get("exp", time.time() + 60))
-        logger.info("refreshed Label Studio access token", extra={"expires_in_s": round(self._access_expiry
-                                                                                        - time.time())})
+        logger.info(
+            "refreshed Label Studio access token", extra={"expires_in_s": round(self._access_expiry - time.time())}
+        )
 
     def get(self, url: str, **kwargs) -> requests.Response:
         """GET ``url`` (which must be Label Studio's) with the key, retrying once with a fresh token on 401."""

@@ -1,4 +1,5 @@
-"""finetune.registry: immutable versions and an atomically replaced pointer, locally and on S3 (moto server)."""
+"""storage.registry: immutable versions and an atomically replaced pointer, locally and on S3 (moto server)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ import threading
 
 import pytest
 
-from finetune.registry import (IntegrityError, LocalRegistry, RegistryError, S3Registry, VersionExistsError,
-                               open_registry, sha256_file)
+from model.spec import parse_spec, pinned_spec
+from storage.files import sha256_of
+from storage.registry import IntegrityError, LocalRegistry, RegistryError, S3Registry, VersionExistsError, open_registry
 
 
 @pytest.fixture()
@@ -35,7 +37,7 @@ def registry(request, tmp_path, monkeypatch):
 def test_publish_read_and_point_at_versions(registry, weights):
     assert registry.current() is None and registry.current_pointer() is None and registry.list_versions() == []
     first = registry.publish(weights("a.pth", b"weights one"), "v1", config={"lr": 5e-5}, metrics={"noc90": 7.5})
-    assert first.version == "v1" and first.sha256 == sha256_file(weights("a.pth", b"weights one"))
+    assert first.version == "v1" and first.sha256 == sha256_of(weights("a.pth", b"weights one"))
     assert first.config == {"lr": 5e-5} and first.metrics == {"noc90": 7.5} and first.size_bytes == 11
     assert registry.current() == first
     second = registry.publish(weights("b.pth", b"weights two"), "v2", parent="v1")
@@ -62,9 +64,12 @@ def test_versions_are_immutable(registry, weights):
 def test_fetch_and_verify_check_the_sha256(registry, weights, tmp_path):
     info = registry.publish(weights("a.pth", b"payload"), "v1")
     fetched = registry.fetch_weights("v1", tmp_path / "cache")
-    assert fetched.read_bytes() == b"payload" and sha256_file(fetched) == info.sha256
+    assert fetched.read_bytes() == b"payload" and sha256_of(fetched) == info.sha256
     assert registry.verify("v1") == info
-    assert info.predictor_spec() == f"{info.weights_uri}#sha256={info.sha256},version=v1"
+    assert (
+        str(pinned_spec(info.weights_uri, info.sha256, info.version))
+        == f"{info.weights_uri}#sha256={info.sha256},version=v1"
+    )
 
     tamper_weights(registry, info, b"tampered")
     with pytest.raises(IntegrityError, match="sha256"):
@@ -76,7 +81,7 @@ def tamper_weights(registry, info, content: bytes) -> None:
         with open(info.weights_uri, "wb") as f:
             f.write(content)
     else:
-        key = info.weights_uri[len(f"s3://{registry.bucket}/"):]
+        key = info.weights_uri[len(f"s3://{registry.bucket}/") :]
         registry.client.put_object(Bucket=registry.bucket, Key=key, Body=content)
 
 
@@ -151,14 +156,16 @@ def test_s3_weights_load_through_the_model_fetcher(s3_bucket, weights, tmp_path,
 
     monkeypatch.setenv("ADAPTIVECLICK_CACHE", str(tmp_path / "cache"))
     info = open_registry(f"s3://{s3_bucket}/reg").publish(weights("a.pth", b"served weights"), "v7")
-    source, _, options = info.predictor_spec().partition("#")
-    assert source.startswith(f"s3://{s3_bucket}/reg/versions/v7/")
-    local = fetch_weights(source, sha256=dict(o.split("=") for o in options.split(","))["sha256"])
+    spec = parse_spec(pinned_spec(info.weights_uri, info.sha256, info.version))
+    assert spec.source.startswith(f"s3://{s3_bucket}/reg/versions/v7/")
+    local = fetch_weights(spec.source, sha256=spec.option("sha256"))
     assert local.read_bytes() == b"served weights"
 
 
 def test_reading_the_registry_imports_no_torch():
-    code = ("import sys, finetune.registry as r; "
-            "assert 'torch' not in sys.modules, 'torch imported'; "
-            "assert not any(m.startswith('finetune.') and m != 'finetune.registry' for m in sys.modules)")
+    code = (
+        "import sys, storage.registry as r; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert not any(m.split('.')[0] in ('finetune', 'model', 'backend') for m in sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

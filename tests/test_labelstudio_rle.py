@@ -1,5 +1,6 @@
 """Brush RLE: byte-identical to label-studio-sdk's encoder, decoded back by the sdk's decoder, on random and real
 masks, including the edge cases of the format (runs of exactly 8/16/256/65536 bytes, byte-aligned streams)."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from label_studio_sdk.converter import brush
 
-from backend import rle
-from backend.rle import RleError, decode_rle, decode_values, encode_rle
 from evaluation.datasets import GrabCutDataset
+from labelstudio import rle
+from labelstudio.rle import RleError, decode_rle, decode_values, encode_rle
 
 
 def sdk_encode(mask: np.ndarray) -> list[int]:
@@ -45,8 +46,10 @@ def test_matches_sdk_on_small_masks(shape, kind):
         "ones": np.ones(shape, bool),
         "random": rng.random(shape) > 0.5,
         "checker": (np.indices(shape).sum(0) % 2).astype(bool),
-        "block": np.pad(np.ones((max(1, shape[0] // 2), max(1, shape[1] // 2)), bool),
-                        ((0, shape[0] - max(1, shape[0] // 2)), (0, shape[1] - max(1, shape[1] // 2)))),
+        "block": np.pad(
+            np.ones((max(1, shape[0] // 2), max(1, shape[1] // 2)), bool),
+            ((0, shape[0] - max(1, shape[0] // 2)), (0, shape[1] - max(1, shape[1] // 2))),
+        ),
     }[kind]
     check_roundtrip(mask)
 
@@ -55,7 +58,7 @@ def test_matches_sdk_on_small_masks(shape, kind):
 def test_run_length_boundaries(pixels):
     """Byte runs of 4 * pixels cross the 8/16/256 and 65536-chunk boundaries of the format."""
     row = np.zeros((1, pixels + 3), bool)
-    row[0, 1:1 + pixels] = True
+    row[0, 1 : 1 + pixels] = True
     check_roundtrip(row)
     check_roundtrip(np.ones((1, pixels), bool))
 
@@ -79,7 +82,7 @@ def test_large_mask_change_search_in_chunks_and_threads(monkeypatch, threads, sh
     borders = [k * rle.BOOL_CHUNK for k in (1, 2)] + parts + [p // 64 * 64 for p in parts] + [flat.size - 64]
     for border in borders:
         flat[border - 1] = True
-        flat[border + 1: border + 9] = True
+        flat[border + 1 : border + 9] = True
     flat[-5:] = True
     expected = rle._byte_changes(flat.view(np.uint8))
     np.testing.assert_array_equal(rle._bool_changes(flat), expected)
@@ -140,6 +143,6 @@ def test_decodes_literal_runs_written_by_label_studio_frontend():
     bits = f"{8:032b}{7:05b}" + "".join(f"{s - 1:04b}" for s in (3, 4, 8, 16))
     bits += "0" + "00" + f"{7:03b}" + "".join(f"{v:08b}" for v in range(1, 9))
     bits += "0" * (-len(bits) % 8)
-    data = [int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)]
+    data = [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)]
     np.testing.assert_array_equal(decode_values(data), np.arange(1, 9))
     np.testing.assert_array_equal(brush.decode_rle(data), np.arange(1, 9))

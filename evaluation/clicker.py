@@ -5,19 +5,20 @@ The next click goes to the point of the larger error region that is farthest fro
 false-negative distance exceeds the largest false-positive one, at the first maximum in row-major order.
 Pixels already clicked are never chosen again.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from .clicks import Click
+from model.clicks import Click
 
-IGNORE_LABEL = -1
+from .datasets.base import IGNORE_LABEL
 
 
 class Clicker:
     """Args:
-        gt_mask: ``[H, W]`` with 1 = object, 0 = background, -1 = ignore (never clicked, not counted).
+    gt_mask: ``[H, W]`` with 1 = object, 0 = background, -1 = ignore (never clicked, not counted).
     """
 
     def __init__(self, gt_mask: np.ndarray, ignore_label: int = IGNORE_LABEL) -> None:

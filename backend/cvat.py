@@ -16,6 +16,7 @@ deterministic, and matches the usual session (find the object with positive clic
 Steps are cached per frame and model version (the backend's session cache), so a new negative point costs one
 network run, and a new positive point re-runs the negative points after it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,18 +31,23 @@ from typing import Any
 import cv2
 import numpy as np
 
-from backend.cache import ClickKey, SessionCache
-from backend.errors import BackendError, BadRequest, ImageError
-from backend.images import decode_image
-from backend.model_holder import ServedModel
-from backend.service import box_to_clicks, cut_to_box, run_clicks
-from backend.settings import Settings
-from model import Predictor, load_predictor
+from labelstudio.errors import BadRequest, ImageError, RequestError
+from labelstudio.media import decode_image
+from labelstudio.settings import ImageLimits
+from model.clicks import Click
+from model.loading import load_predictor
+from model.prediction import PROB_THRESHOLD
+from model.predictor import Predictor
+from model.prompts import Box, box_to_clicks, cut_to_box
+
+from .cache import SessionCache
+from .model_holder import ServedModel
+from .service import run_clicks
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 MAX_POINTS = 500  # far beyond any annotator; bounds the work one request can ask for
-Box = tuple[int, int, int, int]  # (top, bottom, left, right) in pixels, inclusive
 
 
 @dataclass(frozen=True)
@@ -131,17 +137,17 @@ def _points(body: dict, name: str) -> tuple[tuple[float, float], ...]:
     return tuple(_number_pairs(value, name))
 
 
-def decode_frame(image_b64: str, max_bytes: int, max_pixels: int) -> np.ndarray:
+def decode_frame(image_b64: str, limits: ImageLimits) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB from base64 (a ``data:`` URI prefix is accepted), EXIF orientation applied."""
     payload = image_b64.split(",", 1)[1] if image_b64.startswith("data:") else image_b64
-    if len(payload) * 3 // 4 > max_bytes:
-        raise BadRequest(f"image is larger than {max_bytes >> 20} MiB (ADAPTIVECLICK_MAX_IMAGE_MB)", 413)
+    if len(payload) * 3 // 4 > limits.max_bytes:
+        raise BadRequest(f"image is larger than {limits.max_bytes >> 20} MiB (ADAPTIVECLICK_MAX_IMAGE_MB)", 413)
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("'image' is not valid base64") from None
     try:
-        return decode_image(data, max_pixels, source="image")
+        return decode_image(data, limits, source="image")
     except ImageError as exc:
         raise BadRequest(exc.message, 413 if exc.status_code == 413 else 400) from None
 
@@ -153,9 +159,9 @@ def pixel_index(value: float, size: int, what: str) -> int:
     return min(size - 1, int(math.floor(value)))
 
 
-def clicks_for(request: InteractorRequest, height: int, width: int) -> tuple[list[ClickKey], Box | None]:
-    """Pixel clicks ``(y, x, is_positive)`` in replay order (see the module docstring) and the box, if any."""
-    clicks: list[ClickKey] = []
+def clicks_for(request: InteractorRequest, height: int, width: int) -> tuple[list[Click], Box | None]:
+    """Pixel clicks in replay order (see the module docstring) and the box, if any."""
+    clicks: list[Click] = []
     box = None
     if request.box is not None:
         (x1, y1), (x2, y2) = request.box
@@ -166,9 +172,14 @@ def clicks_for(request: InteractorRequest, height: int, width: int) -> tuple[lis
     for points, positive in ((request.positives, True), (request.negatives, False)):
         kind = "positive" if positive else "negative"
         for x, y in points:
-            clicks.append((pixel_index(y, height, f"{kind} point y={y:g}"),
-                           pixel_index(x, width, f"{kind} point x={x:g}"), positive))
-    return clicks, box
+            clicks.append(
+                Click(
+                    pixel_index(y, height, f"{kind} point y={y:g}"),
+                    pixel_index(x, width, f"{kind} point x={x:g}"),
+                    positive,
+                )
+            )
+    return [Click(c.y, c.x, c.is_positive, k) for k, c in enumerate(clicks)], box
 
 
 def outer_polygon(mask: np.ndarray) -> list[list[int]]:
@@ -204,8 +215,15 @@ def mask_rows_json(mask: np.ndarray) -> bytes:
 
 
 def response_json(result: InteractorResult) -> bytes:
-    return (b'{"mask":' + mask_rows_json(result.mask) + b',"points":' + json.dumps(result.polygon).encode()
-            + b',"model_version":' + json.dumps(result.model_version).encode() + b"}")
+    return (
+        b'{"mask":'
+        + mask_rows_json(result.mask)
+        + b',"points":'
+        + json.dumps(result.polygon).encode()
+        + b',"model_version":'
+        + json.dumps(result.model_version).encode()
+        + b"}"
+    )
 
 
 class Interactor:
@@ -215,23 +233,31 @@ class Interactor:
         predictor: what :func:`model.load_predictor` returns.
         threshold: probability above which a pixel is in the mask (a request may override it).
         cache_bytes: session cache budget (decoded frames and per-click outputs).
-        max_image_bytes, max_image_pixels: the largest frame accepted (413 beyond).
+        limits: the largest frame accepted (413 beyond).
     """
 
-    def __init__(self, predictor: Predictor, threshold: float = 0.49, cache_bytes: int = 2048 << 20,
-                 max_image_bytes: int = 64 << 20, max_image_pixels: int = 50_000_000) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        threshold: float = PROB_THRESHOLD,
+        cache_bytes: int = 2048 << 20,
+        limits: ImageLimits = ImageLimits(),
+    ) -> None:
         self.served = ServedModel(predictor, predictor.model_version)
         self.cache = SessionCache(cache_bytes)
         self.threshold = threshold
-        self.max_image_bytes = max_image_bytes
-        self.max_image_pixels = max_image_pixels
+        self.limits = limits
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Interactor":
+    def from_settings(cls, settings: Settings) -> Interactor:
         """The predictor and limits the backend's settings name (``ADAPTIVECLICK_PREDICTOR``, ``DEVICE``, ...)."""
         device = None if settings.device == "auto" else settings.device
-        return cls(load_predictor(settings.predictor, device=device), settings.threshold, settings.cache_bytes,
-                   settings.max_image_bytes, settings.max_image_pixels)
+        return cls(
+            load_predictor(settings.predictor, device=device),
+            settings.threshold,
+            settings.cache_bytes,
+            settings.label_studio.limits,
+        )
 
     @property
     def model_version(self) -> str:
@@ -241,7 +267,7 @@ class Interactor:
         image_key = hashlib.sha256(request.image_b64.encode()).hexdigest()
         image = self.cache.get_image(image_key)
         if image is None:
-            image = decode_frame(request.image_b64, self.max_image_bytes, self.max_image_pixels)
+            image = decode_frame(request.image_b64, self.limits)
             self.cache.put_image(image_key, image)
         height, width = image.shape[:2]
         clicks, box = clicks_for(request, height, width)
@@ -249,13 +275,14 @@ class Interactor:
         mask = run.state.probs > (request.threshold or self.threshold)
         if box is not None:
             mask = cut_to_box(mask, box)
-        return InteractorResult(mask, outer_polygon(mask), self.served.version, run.network_runs,
-                                run.cached_clicks, run.seconds)
+        return InteractorResult(
+            mask, outer_polygon(mask), self.served.version, run.network_runs, run.cached_clicks, run.seconds
+        )
 
     def handle(self, body: Any) -> tuple[int, bytes, InteractorResult | None]:
         """``(status, JSON body, result)`` for an event body; errors give ``{"error": message}`` and no result."""
         try:
             result = self.segment(parse_request(event_json(body)))
-        except BackendError as exc:
+        except RequestError as exc:
             return exc.status_code, json.dumps({"error": exc.message}).encode(), None
         return 200, response_json(result), result

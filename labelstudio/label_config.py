@@ -2,8 +2,9 @@
 
 Interactive segmentation needs an ``<Image>``, a ``<BrushLabels>`` bound to it (the output) and at least one
 ``<KeyPointLabels smart="true">`` bound to it (the clicks); a ``<RectangleLabels smart="true">`` may add box
-prompts. The shipped config is ``backend/label_config.xml``.
+prompts. The shipped config is ``labelstudio/label_config.xml``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,7 +63,7 @@ def parse_label_config(xml: str) -> InteractiveConfig:
         raise LabelConfigError(f"label_config is not valid XML: {exc}") from None
     images = [el for el in root.iter() if el.tag == "Image" and el.get("name")]
     if not images:
-        raise LabelConfigError("label_config has no <Image name=... value=\"$...\"> tag")
+        raise LabelConfigError('label_config has no <Image name=... value="$..."> tag')
     controls = [_control(el) for el in root.iter() if el.tag in ("BrushLabels", "KeyPointLabels", "RectangleLabels")]
     for image in images:
         bound = [c for c in controls if c.to_name == image.get("name")]
@@ -70,16 +71,22 @@ def parse_label_config(xml: str) -> InteractiveConfig:
         keypoints = tuple(c for c in bound if c.tag == "KeyPointLabels" and c.smart)
         rectangles = tuple(c for c in bound if c.tag == "RectangleLabels" and c.smart)
         if brushes and (keypoints or rectangles):
-            value = image.get("value", "")
+            name, value = image.get("name", ""), image.get("value", "")
             if not value.startswith("$") or len(value) < 2:
-                raise LabelConfigError(f"<Image name=\"{image.get('name')}\"> needs value=\"$key\", got {value!r}")
-            return InteractiveConfig(image.get("name"), value[1:], brushes[0], keypoints, rectangles)
+                raise LabelConfigError(f'<Image name="{name}"> needs value="$key", got {value!r}')
+            return InteractiveConfig(name, value[1:], brushes[0], keypoints, rectangles)
     raise LabelConfigError(
-        "label_config needs an <Image>, a <BrushLabels> bound to it (toName) and a <KeyPointLabels smart=\"true\"> "
-        "bound to it; see backend/label_config.xml")
+        'label_config needs an <Image>, a <BrushLabels> bound to it (toName) and a <KeyPointLabels smart="true"> '
+        "bound to it; see labelstudio/label_config.xml"
+    )
 
 
 def _control(el: ET.Element) -> ControlTag:
-    labels = tuple(child.get("value") for child in el.iter("Label") if child.get("value") is not None)
-    return ControlTag(tag=el.tag, name=el.get("name", ""), to_name=el.get("toName", ""), labels=labels,
-                      smart=el.get("smart", "").lower() in TRUE_WORDS)
+    labels = tuple(child.get("value", "") for child in el.iter("Label") if child.get("value") is not None)
+    return ControlTag(
+        tag=el.tag,
+        name=el.get("name", ""),
+        to_name=el.get("toName", ""),
+        labels=labels,
+        smart=el.get("smart", "").lower() in TRUE_WORDS,
+    )

@@ -1,9 +1,13 @@
-"""Typed errors that carry the HTTP status they map to; the app turns them into ``{"error": message}`` replies."""
+"""Typed errors that carry the HTTP status they map to; the backend turns them into ``{"error": message}`` replies.
+
+Every message says what was wrong and, where the client or the operator can fix it, how.
+"""
+
 from __future__ import annotations
 
 
-class BackendError(Exception):
-    """An error the client can act on. ``status_code`` is the HTTP status of the reply."""
+class RequestError(Exception):
+    """An error a request ends with. ``status_code`` is the HTTP status of the reply."""
 
     status_code = 400
 
@@ -17,7 +21,7 @@ class BackendError(Exception):
         return str(self)
 
 
-class BadRequest(BackendError):
+class BadRequest(RequestError):
     """Malformed or inconsistent request content (400)."""
 
 
@@ -25,7 +29,7 @@ class LabelConfigError(BadRequest):
     """The label config lacks what interactive segmentation needs, or is not valid XML (400)."""
 
 
-class ImageError(BackendError):
+class ImageError(RequestError):
     """The task image cannot be fetched or decoded.
 
     404: not found; 413: too large; 422: unreadable/undecodable or unsupported URL; 502: the storage answered with

@@ -1,0 +1,288 @@
+"""The label-studio-ml 2.x protocol: a ``/predict`` or ``/setup`` body parsed once into a typed request, and the
+reply formatted once.
+
+``POST /predict`` carries ``{"tasks": [...], "project": "<id>.<created_at>", "label_config": "<View>...",
+"params": {"context": {"result": [...]}}}``. Interactive annotation sends one task and a context whose
+``result`` holds the annotator's smart regions: ``keypointlabels`` (``value.x``/``value.y`` in percent of the
+image, ``is_positive`` on the region, false for an Alt-click) and ``rectanglelabels`` (``x``, ``y``, ``width``,
+``height`` in percent); :func:`parse_predict_request` turns that into a :class:`ClickRequest`. A body without
+prompts (plain pre-annotation) is a :class:`PreannotationRequest`. The reply is ``{"results": [prediction, ...]}``,
+one prediction per task, where a prediction is ``{"result": [region], "score": float, "model_version": str}``
+(:func:`mask_prediction`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import BadRequest
+from .label_config import InteractiveConfig, parse_label_config
+from .rle import encode_rle
+
+PixelBox = tuple[int, int, int, int]  # (top, bottom, left, right) in pixels, inclusive
+
+
+def percent_to_pixel(value: float, size: int) -> int:
+    """A coordinate in percent (0..100) to a pixel index in ``0..size-1``."""
+    return min(size - 1, max(0, int(math.floor(value * size / 100.0))))
+
+
+@dataclass(frozen=True)
+class PointPrompt:
+    """A click in percent of the image (0..100), as Label Studio sends it."""
+
+    x: float
+    y: float
+    is_positive: bool
+
+    def pixel(self, height: int, width: int) -> tuple[int, int]:
+        """``(y, x)`` in pixels of a ``height`` x ``width`` image."""
+        return percent_to_pixel(self.y, height), percent_to_pixel(self.x, width)
+
+
+@dataclass(frozen=True)
+class BoxPrompt:
+    """An axis-aligned box in percent of the image."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+    def pixels(self, height: int, width: int) -> PixelBox:
+        """``(top, bottom, left, right)`` in pixels, inclusive."""
+        top, left = percent_to_pixel(self.y, height), percent_to_pixel(self.x, width)
+        bottom = max(top, percent_to_pixel(self.y + self.height, height))
+        right = max(left, percent_to_pixel(self.x + self.width, width))
+        return top, bottom, left, right
+
+
+Prompt = PointPrompt | BoxPrompt
+
+
+@dataclass(frozen=True)
+class ClickRequest:
+    """One interactive ``/predict``: the annotator's prompts for one object on one task's image.
+
+    Attributes:
+        project: Label Studio's project id (``"12.1700000000"`` -> 12), None when the body names none.
+        task_id: the task's id (an integer in Label Studio), None when the task has none.
+        image_url: the task's image, as the task data names it.
+        prompts: clicks and boxes in the order they were made, in percent of the image.
+        label: the label of the most recent prompt; one of the output tag's labels.
+        config: the parts of the labelling config that matter here.
+        image_rotation: as Label Studio reports it (the mask comes back with the same value).
+        original_size: ``(width, height)`` that Label Studio reports, if any.
+    """
+
+    project: int | None
+    task_id: int | None
+    image_url: str
+    prompts: tuple[Prompt, ...]
+    label: str
+    config: InteractiveConfig
+    image_rotation: float = 0.0
+    original_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class PreannotationRequest:
+    """A ``/predict`` without prompts (plain pre-annotation): the tasks are answered with no prediction."""
+
+    project: int | None
+    tasks: tuple[dict, ...]
+    config: InteractiveConfig
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    project: int | None
+    config: InteractiveConfig | None
+
+
+def require_object(body: Any, what: str = "request body") -> dict:
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return body
+
+
+def parse_predict_request(body: Any) -> ClickRequest | PreannotationRequest:
+    """The typed request in a ``/predict`` body; :class:`BadRequest` (400) says what is malformed."""
+    body = require_object(body)
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise BadRequest("'tasks' must be a list of task objects")
+    params = body.get("params")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise BadRequest("'params' must be an object")
+    context = params.get("context")
+    if context is not None and not isinstance(context, dict):
+        raise BadRequest("'params.context' must be an object")
+    config = parse_label_config(body.get("label_config"))
+    project = project_id(body.get("project"))
+    prompts = _prompts(context.get("result") if context else None, config)
+    if prompts is None:
+        return PreannotationRequest(project, tuple(tasks), config)
+    if len(tasks) != 1:
+        raise BadRequest(f"interactive annotation takes exactly one task, got {len(tasks)}")
+    task = tasks[0]
+    return ClickRequest(
+        project,
+        task_id(task.get("id")),
+        task_image_url(task, config),
+        prompts.prompts,
+        prompts.label,
+        config,
+        prompts.image_rotation,
+        prompts.original_size,
+    )
+
+
+def parse_setup_request(body: Any) -> SetupRequest:
+    """``/setup`` body -> project id and parsed config. A config that is not interactive is reported, not fatal:
+    Label Studio also calls /setup while the user is still editing the config."""
+    body = require_object(body)
+    schema = body.get("schema")
+    return SetupRequest(project_id(body.get("project")), parse_label_config(schema) if schema else None)
+
+
+def project_id(project: Any) -> int | None:
+    """``"12.1700000000"`` (id.created_at, as Label Studio sends it), ``"12"`` or ``12`` -> 12."""
+    if project is None or project == "":
+        return None
+    text = str(project).split(".", 1)[0] if isinstance(project, (str, int)) and not isinstance(project, bool) else ""
+    if not text.isdigit():
+        raise BadRequest(f"'project' must be a Label Studio project id such as \"12.1700000000\", got {project!r}")
+    return int(text)
+
+
+def task_id(value: Any) -> int | None:
+    """A task's ``id``: an integer (or a string of digits), None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise BadRequest(f"task 'id' must be an integer, got {value!r}")
+    return int(value)
+
+
+def task_image_url(task: dict, config: InteractiveConfig) -> str:
+    data = task.get("data")
+    if not isinstance(data, dict):
+        raise BadRequest(f"task {task.get('id')!r} has no 'data' object")
+    url = data.get(config.image_value)
+    if not isinstance(url, str) or not url.strip():
+        raise BadRequest(f"task {task.get('id')!r} has no image under data.{config.image_value}")
+    return url.strip()
+
+
+@dataclass(frozen=True)
+class _Prompts:
+    prompts: tuple[Prompt, ...]
+    label: str
+    image_rotation: float
+    original_size: tuple[int, int] | None
+
+
+def _prompts(results: Any, config: InteractiveConfig) -> _Prompts | None:
+    """The prompts in ``context.result`` (None when there are none, e.g. plain pre-annotation)."""
+    if results is None:
+        return None
+    if not isinstance(results, list):
+        raise BadRequest("'context.result' must be a list of regions")
+    prompts: list[Prompt] = []
+    labels: list[str] = []
+    rotation, size = 0.0, None
+    for region in results:
+        if not isinstance(region, dict):
+            raise BadRequest("every item of 'context.result' must be an object")
+        kind = str(region.get("type", "")).lower()
+        if kind not in ("keypointlabels", "rectanglelabels"):
+            continue  # e.g. the brush region of the previous answer: not a prompt
+        value = region.get("value")
+        if not isinstance(value, dict):
+            raise BadRequest(f"{kind} region has no 'value' object")
+        prompts.append(_point(value, region) if kind == "keypointlabels" else _box(value))
+        chosen = value.get(kind)
+        if isinstance(chosen, list) and chosen:
+            labels.append(str(chosen[0]))
+        rotation = _number(region.get("image_rotation", 0) or 0, "image_rotation")
+        if region.get("original_width") and region.get("original_height"):
+            size = (
+                int(_number(region["original_width"], "original_width")),
+                int(_number(region["original_height"], "original_height")),
+            )
+    if not prompts:
+        return None
+    return _Prompts(tuple(prompts), _resolve_label(labels, config), rotation, size)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadRequest(f"'{name}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _percent(value: dict, name: str) -> float:
+    if name not in value:
+        raise BadRequest(f"a prompt region lacks value.{name}")
+    number = _number(value[name], name)
+    if not 0.0 <= number <= 100.0:
+        raise BadRequest(f"prompt {name}={number:g}% lies outside the image (0..100%)")
+    return number
+
+
+def _point(value: dict, region: dict) -> PointPrompt:
+    positive = region.get("is_positive", value.get("is_positive", True))
+    if positive is None:
+        positive = True
+    if not isinstance(positive, bool):
+        raise BadRequest(f"'is_positive' must be true or false, got {positive!r}")
+    return PointPrompt(_percent(value, "x"), _percent(value, "y"), positive)
+
+
+def _box(value: dict) -> BoxPrompt:
+    x, y = _percent(value, "x"), _percent(value, "y")
+    width, height = _number(value.get("width"), "width"), _number(value.get("height"), "height")
+    if width <= 0 or height <= 0 or x + width > 100.0 + 1e-6 or y + height > 100.0 + 1e-6:
+        raise BadRequest(f"box x={x:g}% y={y:g}% width={width:g}% height={height:g}% is empty or leaves the image")
+    if _number(value.get("rotation", 0) or 0, "rotation") != 0:
+        raise BadRequest("rotated boxes are not supported as prompts: draw the box without rotation")
+    return BoxPrompt(x, y, width, height)
+
+
+def _resolve_label(labels: list[str], config: InteractiveConfig) -> str:
+    """The label of the most recent prompt, which must be one of the BrushLabels labels."""
+    if not labels:
+        if len(config.brush.labels) == 1:
+            return config.brush.labels[0]
+        raise BadRequest("no label selected: choose a label before clicking")
+    label = labels[-1]
+    if config.brush.labels and label not in config.brush.labels:
+        raise BadRequest(
+            f"label {label!r} is not one of the BrushLabels labels "
+            f'({", ".join(config.brush.labels)}): add it to <BrushLabels name="{config.brush.name}">'
+        )
+    return label
+
+
+def mask_prediction(request: ClickRequest, mask: np.ndarray, score: float, model_version: str) -> dict:
+    """The prediction answering ``request``: one brushlabels region holding ``mask`` ``[H, W]`` bool, the shape
+    Label Studio stores and displays."""
+    height, width = mask.shape
+    region = {
+        "from_name": request.config.brush.name,
+        "to_name": request.config.image_name,
+        "type": "brushlabels",
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": request.image_rotation,
+        "value": {"format": "rle", "rle": encode_rle(mask), "brushlabels": [request.label]},
+        "score": score,
+        "readonly": False,
+    }
+    return {"result": [region], "score": score, "model_version": model_version}

@@ -1,0 +1,49 @@
+"""Label Studio regions and tasks as Label Studio stores them, for the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+from label_studio_sdk.converter.brush import encode_rle
+
+H, W = 40, 60
+
+
+def brush_region(mask: np.ndarray, label="Object", **extra) -> dict:
+    """A brushlabels region as Label Studio stores it (RLE of the RGBA bytes, alpha = the mask)."""
+    rgba = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 4, axis=2)
+    return {
+        "id": "b",
+        "type": "brushlabels",
+        "from_name": "mask",
+        "to_name": "image",
+        "original_width": mask.shape[1],
+        "original_height": mask.shape[0],
+        "image_rotation": 0,
+        "value": {"format": "rle", "rle": encode_rle(rgba.flatten()), "brushlabels": [label]},
+        **extra,
+    }
+
+
+def polygon_region(points_percent, label="Object") -> dict:
+    return {
+        "id": "p",
+        "type": "polygonlabels",
+        "original_width": W,
+        "original_height": H,
+        "value": {"points": points_percent, "polygonlabels": [label]},
+    }
+
+
+def keypoint_region(x, y, positive=True, width=1.0) -> dict:
+    return {
+        "id": "k",
+        "type": "keypointlabels",
+        "original_width": W,
+        "original_height": H,
+        "is_positive": positive,
+        "value": {"x": x, "y": y, "width": width, "keypointlabels": ["Object"]},
+    }
+
+
+def task(task_id, image, *annotations) -> dict:
+    return {"id": task_id, "data": {"image": image}, "annotations": list(annotations)}
