@@ -7,39 +7,29 @@ For fine-tuning's validation (or any caller with its own samples)::
     result = evaluate_predictor(predictor, samples, n_clicks=20)   # samples: Sample(name, image, mask, ignore)
     result.noc(0.9), result.nof(0.9), result.miou_per_click, result.to_json()
 
-The names below are imported on first use, so that ``adaptiveclick evaluate --help`` loads without torch.
+None of these modules imports torch (the predictor brings its own), so ``adaptiveclick evaluate --help`` stays fast.
 """
 
-from __future__ import annotations
+from .clicker import Clicker
+from .datasets import DATASETS, DatasetError, Sample, open_dataset
+from .datasets.base import IGNORE_LABEL
+from .metrics import DatasetResult, iou, noc_per_instance
+from .protocol import DEFAULT_N_CLICKS, evaluate_predictor, evaluate_sample
+from .simulation import SimulatedStep, simulate
 
-import importlib
-from typing import Any
-
-# public name -> the module that defines it
-_EXPORTS = {
-    "Clicker": "clicker",
-    "DATASETS": "datasets",
-    "DatasetError": "datasets",
-    "Sample": "datasets",
-    "open_dataset": "datasets",
-    "IGNORE_LABEL": "datasets.base",
-    "DatasetResult": "metrics",
-    "iou": "metrics",
-    "noc_per_instance": "metrics",
-    "DEFAULT_N_CLICKS": "protocol",
-    "evaluate_predictor": "protocol",
-    "evaluate_sample": "protocol",
-    "SimulatedStep": "simulation",
-    "simulate": "simulation",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__all__ = [
+    "Clicker",
+    "DATASETS",
+    "DEFAULT_N_CLICKS",
+    "DatasetError",
+    "DatasetResult",
+    "IGNORE_LABEL",
+    "Sample",
+    "SimulatedStep",
+    "evaluate_predictor",
+    "evaluate_sample",
+    "iou",
+    "noc_per_instance",
+    "open_dataset",
+    "simulate",
+]
