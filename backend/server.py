@@ -1,19 +1,21 @@
-"""Run the Label Studio ML backend under gunicorn: ``adaptiveclick serve [--host --port --predictor SPEC]``.
+"""Run the Label Studio ML backend: ``adaptiveclick serve [--host --port --predictor SPEC]``.
 
-One worker process holds one model; its threads serve I/O (image downloads, JSON) while predictions take the
-model's lock. The app, and so the model, is built in the worker after the fork (gunicorn's default without
-``preload_app``), never in the master: CUDA does not survive a fork. Settings come from the environment (see
-:mod:`backend.settings`); the options here override them.
+gunicorn's master supervises one worker process (restarted if it dies), which serves with waitress
+(:mod:`backend.serving`: whole requests reach the request threads, so slow clients hold no thread) and holds the
+model; its threads serve I/O (image downloads, JSON) while predictions take the model's lock. The app, and so the
+model, is built in the worker after the fork, never in the master: CUDA does not survive a fork. Settings come from
+the environment (see :mod:`backend.settings`); the options here override them.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import threading
 
 from storage.logs import configure_logging
 
-from .settings import Settings, SettingsError
+from .settings import MAX_BODY_BYTES, Settings, SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +55,21 @@ def json_logconfig(level: str) -> dict:
 
 
 def gunicorn_application(settings: Settings, bind: str, timeout: int = 120):
-    """A gunicorn application serving :func:`backend.app.create_app` (built in the worker)."""
+    """A gunicorn application serving :func:`backend.app.create_app` with waitress in its one worker (see
+    :mod:`backend.serving`); the app is built in the worker, after the fork, while the server answers "starting"."""
     from gunicorn.app.base import BaseApplication
 
+    from .serving import StartingApp, server_options
+
     class BackendApplication(BaseApplication):
+        waitress_options = server_options(settings.threads, settings.read_timeout, MAX_BODY_BYTES)
+
         def load_config(self):
             options = {
                 "bind": bind,
                 "workers": 1,
-                "threads": settings.threads,
-                "worker_class": "gthread",
-                "timeout": timeout,
+                "worker_class": "backend.serving.WaitressWorker",
+                "timeout": timeout,  # the worker's loop reports every half second: this only catches a hung loop
                 "graceful_timeout": GRACEFUL_TIMEOUT_S,
                 "preload_app": False,
                 "accesslog": None,  # the app logs each request itself, as JSON
@@ -76,19 +82,24 @@ def gunicorn_application(settings: Settings, bind: str, timeout: int = 120):
                 self.cfg.set(key, value)
 
         def load(self):
-            configure_logging(settings.log_level)  # in the worker, after gunicorn set up its own logging
-            from .app import create_app
+            configure_logging(settings.log_level, secrets=settings.secrets)  # in the worker, after gunicorn's
+            starting = StartingApp()
+            threading.Thread(target=starting.build, args=(build_app,), name="app-builder", daemon=True).start()
+            return starting
 
-            app = create_app(settings, watch_registry=True)
-            logger.info(
-                "backend ready",
-                extra={
-                    "model_version": app.extensions["adaptiveclick"]["holder"].version,
-                    "bind": bind,
-                    "threads": settings.threads,
-                },
-            )
-            return app
+    def build_app():
+        from .app import create_app
+
+        app = create_app(settings, watch_registry=True)
+        logger.info(
+            "backend ready",
+            extra={
+                "model_version": app.extensions["adaptiveclick"]["holder"].version,
+                "bind": bind,
+                "threads": settings.threads,
+            },
+        )
+        return app
 
     return BackendApplication()
 
@@ -102,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         print(f"adaptiveclick serve: --port {args.port} is not a TCP port")
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets=settings.secrets)
     bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     logger.info("starting gunicorn", extra={"bind": bind, "predictor": settings.predictor})
     gunicorn_application(settings, bind, args.timeout).run()

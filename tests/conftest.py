@@ -47,6 +47,21 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
+def wait_for_health(base_url: str, timeout: float = 120.0, auth=None) -> None:
+    """Until ``GET /health`` answers 200: the server answers 503 "starting" while it loads the model."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base_url}/health", timeout=5, auth=auth).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base_url}/health did not answer 200 within {timeout}s")
+
+
 @pytest.fixture()
 def one_torch_thread():
     """Tiny test networks gain nothing from threads, and OpenMP threads spinning against other processes on a

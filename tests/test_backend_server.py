@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from backend.server import DEFAULT_HOST, DEFAULT_PORT, add_arguments, gunicorn_application, run
+from backend.serving import StartingApp
 from backend.settings import Settings
 from cli import build_parser
 from storage.logs import JsonFormatter
@@ -27,14 +28,18 @@ def test_defaults_match_label_studio_ml():
     assert build_parser("serve").parse_args(["serve", "--port", "9191"]).port == 9191
 
 
-def test_gunicorn_config_loads_the_model_in_the_worker():
-    app = gunicorn_application(Settings(threads=6, log_level="WARNING"), "127.0.0.1:9999", timeout=77)
+def test_gunicorn_config_loads_the_model_in_the_worker(tmp_path):
+    settings = Settings(threads=6, log_level="WARNING", read_timeout=7, model_dir=tmp_path)
+    app = gunicorn_application(settings, "127.0.0.1:9999", timeout=77)
     cfg = app.cfg
-    assert cfg.bind == ["127.0.0.1:9999"] and cfg.workers == 1 and cfg.threads == 6
-    assert cfg.worker_class_str == "gthread" and cfg.preload_app is False and cfg.timeout == 77
-    assert cfg.logconfig_dict["formatters"]["json"]["()"] == "storage.logs.JsonFormatter"
-    wsgi = app.load()  # what the worker does after the fork
-    assert wsgi.extensions["adaptiveclick"]["holder"].version == "baseline-grabcut-v1"
+    assert cfg.bind == ["127.0.0.1:9999"] and cfg.workers == 1
+    assert cfg.worker_class_str == "backend.serving.WaitressWorker" and cfg.preload_app is False
+    assert cfg.timeout == 77 and cfg.logconfig_dict["formatters"]["json"]["()"] == "storage.logs.JsonFormatter"
+    assert app.waitress_options["threads"] == 6 and app.waitress_options["channel_timeout"] == 7
+    starting = app.load()  # what the worker does after the fork: answers "starting" while the app is built
+    assert isinstance(starting, StartingApp)
+    assert starting.ready.wait(60) and starting.failed is None
+    assert starting.app.extensions["adaptiveclick"]["holder"].version == "baseline-grabcut-v1"
 
 
 def test_bad_arguments_and_settings_exit_with_a_message(capsys, monkeypatch):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from conftest import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]

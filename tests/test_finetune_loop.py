@@ -12,11 +12,12 @@ import threading
 import time
 
 import requests
-from conftest import REPO, free_port, wait_for_port
 from test_finetune_job import grabcut_export
 
 from model import BASELINE_VERSION
 from storage.registry import open_registry
+
+from conftest import REPO, free_port, wait_for_health
 
 
 def click_request(image_name: str) -> dict:
@@ -64,8 +65,8 @@ def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_buck
         stderr=open(tmp_path / "server.log", "wb"),
     )
     try:
-        wait_for_port(port, timeout=120)
         base = f"http://127.0.0.1:{port}"
+        wait_for_health(base, timeout=120)
         assert requests.get(f"{base}/health", timeout=30).json()["model_version"] == BASELINE_VERSION
 
         body = click_request("106024.jpg")
