@@ -31,8 +31,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from labelstudio.decode import decode_image
 from labelstudio.errors import BadRequest, ImageError, RequestError
-from labelstudio.media import decode_image
 from labelstudio.settings import ImageLimits
 from model.clicks import Click
 from model.loading import load_predictor

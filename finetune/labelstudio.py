@@ -37,7 +37,8 @@ from urllib.request import url2pathname
 import cv2
 import numpy as np
 
-from labelstudio.media import ImageFetcher, decode_image
+from labelstudio.decode import decode_image
+from labelstudio.media import ImageFetcher
 from labelstudio.regions import MASK_TYPES, choose_annotation, is_positive, keypoint_disk, region_mask
 from labelstudio.settings import LabelStudioSettings
 from storage.files import atomic_write

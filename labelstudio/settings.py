@@ -7,7 +7,11 @@
 | ``LOCAL_FILES_DOCUMENT_ROOT`` | unset | read ``/data/local-files/?d=PATH`` from this folder, not via Label Studio |
 | ``ADAPTIVECLICK_MAX_IMAGE_MB`` | ``64`` | largest image file accepted (413 beyond) |
 | ``ADAPTIVECLICK_MAX_IMAGE_PIXELS`` | ``50000000`` | largest decoded image accepted, width x height (413 beyond) |
-| ``ADAPTIVECLICK_FETCH_TIMEOUT`` | ``30`` | seconds allowed for fetching one image |
+| ``ADAPTIVECLICK_FETCH_TIMEOUT`` | ``30`` | seconds for a whole image download (connect, redirects, body) |
+| ``ADAPTIVECLICK_ALLOWED_HOSTS`` | empty | internal image hosts allowed: names (``*.corp``), nets (``10.0.0.0/8``) |
+
+Always allowed as image hosts, whatever their address: ``LABEL_STUDIO_URL``'s host and boto3's S3 endpoint
+(``AWS_ENDPOINT_URL``); see :mod:`labelstudio.netpolicy`.
 
 The backend's settings hold these as ``Settings.label_studio``; fine-tuning reads them with
 :meth:`LabelStudioSettings.from_env`, so both apply the same checks.
@@ -21,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
+
+from .netpolicy import ALLOW_SETTING, AddressPolicy
 
 N = TypeVar("N", int, float)
 
@@ -84,6 +90,8 @@ class LabelStudioSettings:
     local_files_document_root: Path | None = None
     fetch_timeout: float = DEFAULT_FETCH_TIMEOUT_S
     limits: ImageLimits = field(default_factory=ImageLimits)
+    allowed_hosts: tuple[str, ...] = ()
+    s3_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.url:
@@ -98,6 +106,14 @@ class LabelStudioSettings:
             object.__setattr__(self, "local_files_document_root", root)
         if self.fetch_timeout <= 0:
             raise SettingsError("ADAPTIVECLICK_FETCH_TIMEOUT must be positive")
+        try:
+            self.address_policy()
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def address_policy(self) -> AddressPolicy:
+        """The image-host policy: the allow-list, plus Label Studio's and the S3 endpoint's hosts."""
+        return AddressPolicy.for_urls(self.allowed_hosts, self.url, self.s3_endpoint)
 
     @property
     def connected(self) -> bool:
@@ -120,6 +136,8 @@ class LabelStudioSettings:
             "api_key": env.text("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
             "local_files_document_root": env.path("LOCAL_FILES_DOCUMENT_ROOT"),
             "fetch_timeout": env.number("ADAPTIVECLICK_FETCH_TIMEOUT", float),
+            "allowed_hosts": tuple(h.strip() for h in (env.text(ALLOW_SETTING) or "").split(",") if h.strip()),
+            "s3_endpoint": env.text("AWS_ENDPOINT_URL"),
             "limits": ImageLimits(**{k: v for k, v in limits.items() if v is not None}),
         }
         return cls(**{k: v for k, v in values.items() if v is not None})

@@ -11,6 +11,8 @@ import base64
 import http.server
 import io
 import json
+import socket
+import struct
 import threading
 import time
 from urllib.parse import parse_qs, urlparse
@@ -20,8 +22,10 @@ import pytest
 from PIL import Image
 
 from labelstudio.auth import LabelStudioAuth, jwt_claims, same_origin
+from labelstudio.decode import decode_image
 from labelstudio.errors import ImageError
-from labelstudio.media import ImageFetcher, decode_image, load_image
+from labelstudio.media import ImageFetcher, load_image
+from labelstudio.netpolicy import AddressPolicy
 from labelstudio.settings import ImageLimits, LabelStudioSettings
 
 LEGACY = "legacy-token-123"
@@ -118,7 +122,11 @@ def elsewhere():
     server.server.shutdown()
 
 
+LOOPBACK = AddressPolicy(("127.0.0.1",))  # the fake servers listen on loopback (the URL policy has its own tests)
+
+
 def fetcher_for(ls: FakeServer | None, key: str = LEGACY, **kwargs) -> ImageFetcher:
+    kwargs.setdefault("policy", LOOPBACK)
     return ImageFetcher(LabelStudioAuth(ls.url, key) if ls else None, **kwargs)
 
 
@@ -196,10 +204,11 @@ def test_presigned_cloud_url_never_forwards_the_key(label_studio, elsewhere):
 
 def test_plain_http_gets_no_key(label_studio, elsewhere):
     elsewhere.files["/e.png"] = png_bytes(2, 2)
-    label_studio.files["/abs.png"] = png_bytes(2, 2)
+    label_studio.files["/data/upload/1/abs.png"] = png_bytes(2, 2)
     fetcher = fetcher_for(label_studio)
     assert fetcher.fetch(f"{elsewhere.url}/e.png").shape == (2, 2, 3)
-    assert fetcher.fetch(f"{label_studio.url}/abs.png").shape == (2, 2, 3)  # LS's own absolute URL: with key
+    # LS's own absolute URL of a media path: with the key
+    assert fetcher.fetch(f"{label_studio.url}/data/upload/1/abs.png").shape == (2, 2, 3)
     assert elsewhere.headers_seen() == [""]
     assert label_studio.headers_seen() == [f"Token {LEGACY}"]
     with pytest.raises(ValueError, match="refusing"):
@@ -276,7 +285,7 @@ def test_data_uri_and_load_image(elsewhere):
     uri = "data:image/png;base64," + base64.b64encode(png_bytes(3, 2)).decode()
     assert fetcher_for(None).fetch(uri).shape == (2, 3, 3)
     elsewhere.files["/g.png"] = png_bytes(8, 3)
-    assert load_image(f"{elsewhere.url}/g.png", LabelStudioSettings()).shape == (3, 8, 3)
+    assert load_image(f"{elsewhere.url}/g.png", LabelStudioSettings(allowed_hosts=("127.0.0.1",))).shape == (3, 8, 3)
 
 
 def test_auth_helpers():
@@ -293,3 +302,130 @@ def test_auth_helpers():
     assert not same_origin("http://ls.evil.com/x", "http://ls")
     parsed = urlparse("http://a/?d=1")
     assert parse_qs(parsed.query) == {"d": ["1"]}
+
+
+# -- the API key goes only to Label Studio's media paths -----------------------------------------------------------
+
+KEY_SCOPE_ESCAPES = [
+    "/data/upload/../../api/projects/",
+    "/data/upload/%2e%2e/%2e%2e/api/projects/",
+    "/data/upload/%2E%2E/%2e%2E/api/projects/",
+    "/data/upload/%252e%252e/%252e%252e/api/projects/",
+    "/data/upload/..%2f..%2fapi/projects/",
+    "/data/upload/..\\..\\api/projects/",
+    "/data/upload/./../api/projects/",
+    "/data/upload//../api/projects/",
+    "/data/local-files/../../api/projects/",
+    "/data/local-files/?d=../../../api/projects/",
+    "/api/projects/",
+    "/api/token/refresh/",
+    "/tasks/1/presign/../../../api/projects/",
+    "/tasks/1%2f..%2f../presign/",
+]
+
+
+@pytest.mark.parametrize("path", KEY_SCOPE_ESCAPES)
+def test_paths_off_the_media_are_refused_before_anything_is_sent(label_studio, path):
+    for url in (path, f"{label_studio.url}{path}"):
+        with pytest.raises(ImageError, match="not a Label Studio media path") as info:
+            fetcher_for(label_studio).fetch(url)
+        assert info.value.status_code == 403
+    assert label_studio.requests == []  # not a single request, with or without the key
+
+
+def test_presign_needs_an_integer_task_id(label_studio):
+    for task_id in ("1/../../api", "1?x=1", -1, True, 1.5):
+        with pytest.raises(ImageError, match="not an integer") as info:
+            fetcher_for(label_studio).fetch("s3://bucket/a.png", task_id=task_id)
+        assert info.value.status_code == 422
+    assert label_studio.requests == []
+
+
+def test_the_key_does_not_follow_a_redirect_off_the_media(label_studio):
+    label_studio.files["/data/upload/1/r.png"] = (302, {"Location": "/api/projects/"}, b"")
+    label_studio.files["/data/upload/1/s.png"] = (302, {"Location": "/data/upload/1/t.png"}, b"")
+    label_studio.files["/data/upload/1/t.png"] = png_bytes(3, 3)
+    with pytest.raises(ImageError) as info:
+        fetcher_for(label_studio).fetch("/data/upload/1/r.png")
+    assert info.value.status_code == 403  # the fake Label Studio refused the key-less /api request
+    assert [(p, h.get("Authorization", "")) for p, h in label_studio.requests] == [
+        ("/data/upload/1/r.png", f"Token {LEGACY}"),
+        ("/api/projects/", ""),
+    ]
+    label_studio.requests.clear()
+    assert fetcher_for(label_studio).fetch("/data/upload/1/s.png").shape == (3, 3, 3)  # media to media: with it
+    assert [h.get("Authorization") for _, h in label_studio.requests] == [f"Token {LEGACY}"] * 2
+
+
+def test_nul_bytes_and_control_characters_are_4xx(label_studio, tmp_path):
+    for url in ("/data/local-files/?d=a\x00b.png", "/data/upload/1/a\x00.png", "http://x/a\x00.png"):
+        with pytest.raises(ImageError) as info:
+            fetcher_for(label_studio, local_files_root=tmp_path).fetch(url)
+        assert 400 <= info.value.status_code < 500
+    with pytest.raises(ImageError) as info:
+        fetcher_for(label_studio).fetch("/data/upload/1/a%00.png")
+    assert info.value.status_code == 403
+
+
+# -- hosts that misbehave mid-download ------------------------------------------------------------------------------
+
+
+class BadHost:
+    """A raw TCP server on loopback: ``stall`` sends headers and a little body, then nothing; ``reset`` sends part of
+    the body and resets the connection; ``trickle`` sends one byte every 0.1 s."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/image.png"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        body = png_bytes(200, 200)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(body))
+        if self.mode == "stall":
+            conn.sendall(body[:10])
+            self.stop.wait(30)
+        elif self.mode == "reset":
+            conn.sendall(body[:50])
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+        else:
+            for byte in body:
+                if self.stop.wait(0.1):
+                    break
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    break
+        conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "mode, message", [("stall", "broke off"), ("reset", "broke off"), ("trickle", "did not arrive within")]
+)
+def test_a_host_that_stalls_resets_or_trickles_is_4xx_within_the_deadline(mode, message):
+    host = BadHost(mode)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ImageError, match=message) as info:
+            fetcher_for(None, timeout=1.5).fetch(host.url)
+        assert 400 <= info.value.status_code < 500
+        assert time.monotonic() - start < 4  # one deadline for the whole download, not one per read
+    finally:
+        host.close()
