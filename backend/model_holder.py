@@ -8,22 +8,31 @@ A predictor holds per-image state after ``set_image``, so one :class:`ServedMode
 and remembers which image it holds: consecutive clicks on the same image skip ``set_image``; a request for another
 image pays for one ``set_image`` (measured by ``adaptiveclick benchmark http``). On a CPU box with a few cores the
 network already uses every core, so running two predictions in parallel would not finish either sooner.
+
+Every request has a deadline (``ADAPTIVECLICK_REQUEST_DEADLINE``) for waiting for the model and using it: a step is
+not started when the steps so far say it would end past the deadline, and a step that can be stopped (the
+baseline's GrabCut) gets the time left as its limit. Each step's result is handed on as soon as it exists, so a
+request that ends at its deadline leaves its finished steps in the session cache for the next click.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from model.clicks import Click
 from model.prediction import Roi
-from model.predictor import Predictor
+from model.predictor import Predictor, StepTimeout
 
 from .cache import StepState
+from .errors import DEADLINE_SETTING, DeadlineExceeded, ModelBusy
+
+StepDone = Callable[[int, StepState], None]  # (clicks the state answers, state)
+STEP_TIME_SMOOTHING = 0.3  # weight of the newest step in the running estimate of a step's time
 
 
 @dataclass
@@ -33,24 +42,68 @@ class ServedModel:
     loaded_at: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _image_key: Hashable | None = field(default=None, repr=False)
+    _step_seconds: float = field(default=0.0, repr=False)  # running estimate of one step's time
 
     def run_steps(
-        self, image_key: Hashable, image: np.ndarray, clicks: Sequence[Click], start: int, state: StepState | None
+        self,
+        image_key: Hashable,
+        image: np.ndarray,
+        clicks: Sequence[Click],
+        start: int,
+        state: StepState | None,
+        deadline: float | None = None,
+        on_step: StepDone | None = None,
     ) -> list[StepState]:
         """Run the steps for ``clicks[start:]`` one click at a time, from ``state`` (the output after
-        ``clicks[:start]``, None when ``start`` is 0). Returns one :class:`StepState` per step run."""
-        states = []
-        with self.lock:
+        ``clicks[:start]``, None when ``start`` is 0). Returns one :class:`StepState` per step run.
+
+        Args:
+            deadline: ``time.monotonic()`` by which the model must be free again (None: no limit). Waiting for the
+                model counts: :class:`ModelBusy` when it is not free in time; :class:`DeadlineExceeded` when the
+                next step would end past it.
+            on_step: called with each new state as soon as it exists (the session cache keeps them).
+        """
+        began = time.monotonic()
+        if not self.lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - began)):
+            raise ModelBusy(
+                f"the model is busy with other requests: it was not free within "
+                f"{time.monotonic() - began:.1f} s ({DEADLINE_SETTING}); retry the click"
+            )
+        states: list[StepState] = []
+        try:
             if self._image_key != image_key:
                 self._image_key = None  # a failing set_image must not leave a stale key behind
                 self.predictor.set_image(image)
                 self._image_key = image_key
             probs, roi = (None, None) if state is None else (state.probs, state.roi)
             for k in range(start, len(clicks)):
-                step = self.predictor.step(clicks[: k + 1], probs, roi)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and (left <= 0 or (states and self._step_seconds > left)):
+                    raise self._stopped(len(states), len(clicks) - start, began)
+                step_began = time.monotonic()
+                try:
+                    step = self.predictor.step(clicks[: k + 1], probs, roi, time_limit=left)
+                except StepTimeout as exc:
+                    raise DeadlineExceeded(f"{exc}: no answer within the request's {DEADLINE_SETTING}") from None
+                self._remember_step_time(time.monotonic() - step_began)
                 probs, roi = step.probs, step.roi
                 states.append(StepState(np.asarray(probs, dtype=np.float32), _as_roi(roi)))
+                if on_step is not None:
+                    on_step(k + 1, states[-1])
+        finally:
+            self.lock.release()
         return states
+
+    def _remember_step_time(self, seconds: float) -> None:
+        weight = STEP_TIME_SMOOTHING if self._step_seconds else 1.0
+        self._step_seconds = (1 - weight) * self._step_seconds + weight * seconds
+
+    def _stopped(self, done: int, wanted: int, began: float) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"stopped after {done} of {wanted} new clicks: {time.monotonic() - began:.1f} s of model time, about "
+            f"{self._step_seconds:.1f} s per click, would pass the request's deadline ({DEADLINE_SETTING}); the "
+            "clicks done are kept, so the next request goes on from there"
+        )
 
 
 def _as_roi(roi) -> Roi | None:

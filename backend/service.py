@@ -76,16 +76,24 @@ class ClickRun:
 
 
 def run_clicks(
-    served: ServedModel, cache: SessionCache, image_key: Hashable, image: np.ndarray, clicks: Sequence[Click]
+    served: ServedModel,
+    cache: SessionCache,
+    image_key: Hashable,
+    image: np.ndarray,
+    clicks: Sequence[Click],
+    deadline: float | None = None,
 ) -> ClickRun:
     """Run ``served`` on ``clicks`` one step at a time, starting from the longest cached prefix, and cache every
-    new step (keyed by the model version), so the answer never depends on what was cached."""
+    new step as it is made (keyed by the model version), so the answer never depends on what was cached and a
+    request stopped at its ``deadline`` (``time.monotonic()``) leaves its steps for the next one."""
     cached, state = cache.longest_prefix(served.version, image_key, clicks)
     start = time.perf_counter()
-    new_states = served.run_steps(image_key, image, clicks, cached, state)
+
+    def keep(done: int, new: StepState) -> None:
+        cache.put_step(served.version, image_key, clicks[:done], new)
+
+    new_states = served.run_steps(image_key, image, clicks, cached, state, deadline, keep)
     seconds = time.perf_counter() - start
-    for k, new in enumerate(new_states, start=cached + 1):
-        cache.put_step(served.version, image_key, clicks[:k], new)
     final = new_states[-1] if new_states else state
     if final is None:
         raise ValueError("run_clicks needs at least one click")
@@ -103,15 +111,22 @@ class SegmentationService:
     cache: images and per-click states.
     fetcher: turns task image URLs into arrays.
     threshold: probability above which a pixel is in the mask.
+    deadline_s: model time (waiting for the model included) one request may take; None: no limit.
     """
 
     def __init__(
-        self, holder: ModelHolder, cache: SessionCache, fetcher: ImageFetcher, threshold: float = PROB_THRESHOLD
+        self,
+        holder: ModelHolder,
+        cache: SessionCache,
+        fetcher: ImageFetcher,
+        threshold: float = PROB_THRESHOLD,
+        deadline_s: float | None = None,
     ) -> None:
         self.holder = holder
         self.cache = cache
         self.fetcher = fetcher
         self.threshold = threshold
+        self.deadline_s = deadline_s
 
     def segment(self, request: ClickRequest) -> Segmentation:
         served = self.holder.current()  # this request uses this model to the end, even if a swap happens
@@ -121,7 +136,8 @@ class SegmentationService:
         _check_size(request, width, height)
         clicks, box = prompts_to_clicks(request.prompts, height, width)
 
-        run = run_clicks(served, self.cache, image_key, image, clicks)
+        deadline = None if self.deadline_s is None else time.monotonic() + self.deadline_s  # from the model's start
+        run = run_clicks(served, self.cache, image_key, image, clicks, deadline)
         mask = run.state.probs > self.threshold
         if box is not None:
             mask = cut_to_box(mask, box)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from . import grabcut_worker
 from .clicks import Click
 from .prediction import PROB_THRESHOLD, Prediction, Roi
-from .predictor import Predictor
+from .predictor import Predictor, StepTimeout
 
 BASELINE_VERSION = "baseline-grabcut-v1"
 
@@ -96,15 +97,20 @@ class GrabCutPredictor(Predictor):
         return seeds
 
     def _grabcut(self, seeds: np.ndarray) -> np.ndarray:
-        """Binary foreground of GrabCut initialised with ``seeds`` (a copy is refined)."""
-        labels = seeds.copy()
+        """Binary foreground of GrabCut initialised with ``seeds`` (a copy is refined). With a time limit the call
+        runs in a helper process that is stopped at the limit (one GrabCut call cannot be interrupted in place)."""
+        labels = seeds
         has_fg = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).any()
         has_bg = np.isin(labels, (cv2.GC_BGD, cv2.GC_PR_BGD)).any()
         if has_fg and has_bg:
-            cv2.setRNGSeed(0)  # GrabCut's k-means initialisation draws from OpenCV's per-thread RNG
-            bgd_model = np.zeros((1, 65), np.float64)
-            fgd_model = np.zeros((1, 65), np.float64)
-            cv2.grabCut(self._work_image, labels, None, bgd_model, fgd_model, self.iterations, cv2.GC_INIT_WITH_MASK)
+            limit = self._time_limit
+            if limit is None:
+                labels = grabcut_worker.grabcut(self._work_image, seeds, self.iterations)
+            else:
+                try:
+                    labels = grabcut_worker.WORKER.run(self._work_image, seeds, self.iterations, max(limit, 0.01))
+                except TimeoutError as exc:
+                    raise StepTimeout(f"the baseline's {exc} on this image") from None
         return np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))
 
 

@@ -47,6 +47,10 @@ def check_clicks(clicks: Sequence[Any], shape: tuple[int, int]) -> list[Click]:
     return clicks
 
 
+class StepTimeout(TimeoutError):
+    """A predictor step was stopped at its time limit."""
+
+
 class Predictor(ABC):
     """Interface shared by every predictor (AdaptiveClick, the embedded baseline, ...)."""
 
@@ -55,6 +59,7 @@ class Predictor(ABC):
 
     def __init__(self) -> None:
         self._image: np.ndarray | None = None
+        self._time_limit: float | None = None  # of the step being run (see step)
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -75,15 +80,27 @@ class Predictor(ABC):
         return self.step(clicks, prev_mask).probs
 
     def step(
-        self, clicks: Sequence[Any], prev_mask: np.ndarray | None = None, prev_roi: Roi | None = None
+        self,
+        clicks: Sequence[Any],
+        prev_mask: np.ndarray | None = None,
+        prev_roi: Roi | None = None,
+        time_limit: float | None = None,
     ) -> Prediction:
-        """One interaction step: like :meth:`predict` but also taking and returning the zoom-in ROI."""
+        """One interaction step: like :meth:`predict` but also taking and returning the zoom-in ROI.
+
+        ``time_limit`` (seconds) bounds the step where the predictor can stop its work (the baseline's GrabCut;
+        :class:`StepTimeout` when it is exceeded); a network forward pass runs to its end.
+        """
         clicks = check_clicks(clicks, self.image_shape)
         if prev_mask is not None:
             prev_mask = np.asarray(prev_mask, dtype=np.float32)
             if prev_mask.shape != self.image_shape:
                 raise ValueError(f"prev_mask has shape {prev_mask.shape}, the image {self.image_shape}")
-        return self._step(clicks, prev_mask, prev_roi)
+        self._time_limit = time_limit
+        try:
+            return self._step(clicks, prev_mask, prev_roi)
+        finally:
+            self._time_limit = None
 
     @abstractmethod
     def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction: ...
@@ -137,7 +154,8 @@ class AdaptiveClickPredictor(Predictor):
         if prev_mask is None:
             prev = torch.zeros((1, 1) + self.input_size, device=self.device)
         else:
-            prev = torch.from_numpy(prev_mask).to(self.device)[None, None, rmin : rmax + 1, cmin : cmax + 1]
+            # a copy: the session cache hands out read-only arrays
+            prev = torch.tensor(prev_mask, device=self.device)[None, None, rmin : rmax + 1, cmin : cmax + 1]
             prev = F.interpolate(prev, size=self.input_size, mode="bilinear", align_corners=True)
         net_clicks = clicks_to_roi_frame(clicks, roi, self.input_size)
         logits = self._run_net(roi, prev, net_clicks)
