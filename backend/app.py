@@ -20,22 +20,20 @@ from werkzeug.exceptions import HTTPException
 from labelstudio.errors import BadRequest, RequestError
 from labelstudio.media import ImageFetcher
 from labelstudio.protocol import PreannotationRequest, mask_prediction, parse_predict_request, parse_setup_request
-from model.loading import load_predictor
 from model.predictor import Predictor
 from model.spec import parse_spec
+from storage.registry import open_registry
 
 from .cache import SessionCache
 from .metrics import Metrics
 from .model_holder import ModelHolder
-from .registry_watcher import RegistryWatcher
+from .registry_watcher import RegistryWatcher, startup_model
 from .service import SegmentationService
-from .settings import Settings
+from .settings import MAX_BODY_BYTES, Settings
 from .training import FinetuneLauncher
 from .webhook import Handler, WebhookDispatcher, parse_webhook
 
 logger = logging.getLogger("backend.app")
-
-MAX_BODY_BYTES = 64 << 20  # interactive requests carry the task with its annotations and drafts (brush RLEs)
 
 
 def create_app(
@@ -50,23 +48,32 @@ def create_app(
     starts fine-tune jobs. ``watch_registry`` starts the hot-swap watcher on the model registry."""
     settings = settings or Settings.from_env()
     device = None if settings.device == "auto" else settings.device
-    if predictor is None:
-        predictor = load_predictor(settings.predictor, device=device)
+    served_spec = _with_device(settings.predictor, device)
+    registry = open_registry(settings.registry_uri)
+    refused = None
+    if predictor is None:  # serving: the registry's current version first, if there is a good one
+        predictor, _, refused = startup_model(registry, served_spec)
     holder = ModelHolder(predictor)
     cache = SessionCache(settings.cache_bytes)
     service = SegmentationService(
-        holder, cache, fetcher or ImageFetcher.from_settings(settings.label_studio), settings.threshold
+        holder,
+        cache,
+        fetcher or ImageFetcher.from_settings(settings.label_studio),
+        settings.threshold,
+        settings.request_deadline,
     )
     metrics = Metrics()
     metrics.set_model_version(holder.version)
     watcher = RegistryWatcher(
         holder,
-        settings.registry_uri,
-        _with_device(settings.predictor, device),
+        registry,
+        served_spec,
         settings.registry_poll_seconds,
         on_swap=metrics.record_swap,
         on_reject=lambda version, reason: metrics.model_rejections.inc(),
     )
+    if refused is not None:
+        watcher.reject(refused[0], refused[1], serving=holder.version)
     launcher = FinetuneLauncher(settings, has_registry_version=lambda: _has_current(watcher))
     webhooks = WebhookDispatcher(webhook_handler or launcher.handle_event)
     metrics.add_collector(lambda: _scrape_time_metrics(cache, webhooks))
@@ -146,7 +153,7 @@ def create_app(
 
     @app.post("/predict")
     def predict():
-        parsed = parse_predict_request(_json_body())
+        parsed = parse_predict_request(_json_body(), settings.max_prompts)
         if isinstance(parsed, PreannotationRequest):  # nothing to segment without prompts
             g.log.update(project=parsed.project, tasks=len(parsed.tasks))
             return jsonify({"results": [], "model_version": holder.version})
@@ -218,9 +225,12 @@ def _has_current(watcher: RegistryWatcher) -> bool:
 
 
 def _json_body() -> Any:
-    body = request.get_json(silent=True, force=True)
+    try:
+        body = request.get_json(silent=True, force=True)
+    except RecursionError:  # json.loads recurses per nesting level
+        raise BadRequest("request body is JSON nested too deeply") from None
     if body is None:
-        raise BadRequest("request body must be valid JSON")
+        raise BadRequest("request body must be valid JSON (UTF-8, an object)")
     return body
 
 
@@ -234,6 +244,10 @@ def _authorized(expected: tuple[str, str]) -> bool:
 
 
 def _error(message: str, status: int, headers: dict | None = None):
+    """The JSON error reply; the request's log line carries the same message, so the log says why."""
+    g.setdefault("log", {})["error"] = message
+    if status == 503:
+        headers = {"Retry-After": "2", **(headers or {})}
     return jsonify({"error": message, "status": status}), status, headers or {}
 
 

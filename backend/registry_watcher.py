@@ -45,6 +45,38 @@ def _prepare_and_check(predictor: Predictor) -> Predictor:
     return predictor
 
 
+def load_version(registry: Registry, version: str, served_spec: str, loader: Loader = load_predictor) -> Predictor:
+    """The predictor of a registry version (sha256-checked), run like the served spec (device, mode, precision,
+    ...), after it answered a click on a test image; raises whatever went wrong."""
+    info = registry.read_version(version)
+    weights = registry.fetch_weights(version)
+    spec = pinned_spec(str(weights), info.sha256, version, run_like=parse_spec(served_spec))
+    return _prepare_and_check(loader(spec))
+
+
+def startup_model(
+    registry: Registry, served_spec: str, loader: Loader = load_predictor
+) -> tuple[Predictor, str | None, tuple[str, BaseException] | None]:
+    """What to serve first: the registry's current version when it loads, else the configured predictor, so that no
+    request is answered by a model about to be replaced. Returns ``(predictor, registry version or None, (version,
+    error) when the current version was refused)``."""
+    try:
+        pointer = registry.current_pointer()
+    except RegistryError as exc:
+        logger.warning(
+            "registry unreadable at start; serving the configured predictor",
+            extra={"registry": registry.uri, "error": str(exc)},
+        )
+        pointer = None
+    version = str(pointer.get("version")) if pointer else None
+    if version:
+        try:
+            return load_version(registry, version, served_spec, loader), version, None
+        except Exception as exc:  # the configured predictor serves instead; the watcher records why
+            return loader(parse_spec(served_spec)), None, (version, exc)
+    return loader(parse_spec(served_spec)), None, None
+
+
 class RegistryWatcher:
     """Args:
     holder: the served model.
@@ -91,19 +123,9 @@ class RegistryWatcher:
             if version == self.holder.version or version in self.rejected:
                 return "unchanged"
             try:
-                info = self.registry.read_version(version)
-                weights = self.registry.fetch_weights(version)
-                # the version's exact weights, run like the served spec (device, mode, precision, ...)
-                spec = pinned_spec(str(weights), info.sha256, version, run_like=parse_spec(self.served_spec))
-                predictor = _prepare_and_check(self.loader(spec))
+                predictor = load_version(self.registry, version, self.served_spec, self.loader)
             except Exception as exc:  # any failure: keep serving the old model, remember why
-                reason = f"{type(exc).__name__}: {exc}"
-                self.rejected[version] = reason
-                logger.error(
-                    "registry version rejected; the current model keeps serving",
-                    extra={"version": version, "error": reason, "serving": self.holder.version},
-                )
-                self.on_reject(version, reason)
+                self.reject(version, exc, serving=self.holder.version)
                 return "rejected"
             old = self.holder.swap(predictor, version)
             logger.info(
@@ -111,6 +133,16 @@ class RegistryWatcher:
             )
             self.on_swap(version)
             return "swapped"
+
+    def reject(self, version: str, exc: BaseException, serving: str) -> None:
+        """Remember (and log, and count) why ``version`` is not served; it is not retried until the pointer moves."""
+        reason = f"{type(exc).__name__}: {exc}"
+        self.rejected[version] = reason
+        logger.error(
+            "registry version rejected; the current model keeps serving",
+            extra={"version": version, "error": reason, "serving": serving},
+        )
+        self.on_reject(version, reason)
 
     def start(self) -> RegistryWatcher:
         """Poll in a daemon thread (first poll right away, so a restart picks up the current version)."""

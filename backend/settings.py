@@ -18,7 +18,10 @@ The Label Studio connection and image limits (``LABEL_STUDIO_URL``, ``LABEL_STUD
 | ``BASIC_AUTH_USER`` / ``BASIC_AUTH_PASS`` | unset | require HTTP Basic auth on every route when both are set |
 | ``LOG_LEVEL`` | ``INFO`` | ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` |
 | ``ADAPTIVECLICK_CACHE_MB`` | ``2048`` | session cache budget (decoded images and per-click masks) |
-| ``ADAPTIVECLICK_THREADS`` | ``4`` | gunicorn threads of the one worker process |
+| ``ADAPTIVECLICK_THREADS`` | ``4`` | request threads of the one worker process |
+| ``ADAPTIVECLICK_READ_TIMEOUT`` | ``10`` | seconds a connection may send nothing before it is dropped |
+| ``ADAPTIVECLICK_MAX_PROMPTS`` | ``100`` | clicks and boxes one request may carry (400 beyond) |
+| ``ADAPTIVECLICK_REQUEST_DEADLINE`` | ``30`` | seconds of model time, waiting included, per request (503 beyond) |
 | ``ADAPTIVECLICK_THRESHOLD`` | ``0.49`` | probability above which a pixel belongs to the mask |
 """
 
@@ -37,6 +40,8 @@ from model.spec import parse_spec
 __all__ = ["LOG_LEVELS", "Settings", "SettingsError"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: the largest request body: interactive requests carry the task with its annotations and drafts (brush RLEs)
+MAX_BODY_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class Settings:
     log_level: str = "INFO"
     cache_bytes: int = 2048 << 20
     threads: int = 4
+    read_timeout: float = 10.0
+    max_prompts: int = 100
+    request_deadline: float = 30.0
     threshold: float = PROB_THRESHOLD
     model_registry: str | None = None
     registry_poll_seconds: float = 10.0
@@ -70,6 +78,13 @@ class Settings:
             raise SettingsError("ADAPTIVECLICK_CACHE_MB must be positive")
         if self.threads <= 0:
             raise SettingsError("ADAPTIVECLICK_THREADS must be positive")
+        for name, value in (
+            ("ADAPTIVECLICK_READ_TIMEOUT", self.read_timeout),
+            ("ADAPTIVECLICK_MAX_PROMPTS", self.max_prompts),
+            ("ADAPTIVECLICK_REQUEST_DEADLINE", self.request_deadline),
+        ):
+            if not value > 0:
+                raise SettingsError(f"{name} must be positive, got {value!r}")
         if not 0.0 < self.threshold < 1.0:
             raise SettingsError("ADAPTIVECLICK_THRESHOLD must lie strictly between 0 and 1")
         if self.registry_poll_seconds < 0:
@@ -87,6 +102,11 @@ class Settings:
     def registry_uri(self) -> str:
         """Where fine-tunes publish and the watcher looks: MODEL_REGISTRY, else ``MODEL_DIR/registry``."""
         return self.model_registry or str(Path(self.model_dir) / "registry")
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in a log line (the logs redact them)."""
+        return tuple(v for v in (self.label_studio.api_key, self.basic_auth_pass) if v)
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
@@ -108,6 +128,9 @@ class Settings:
             "log_level": env.text("LOG_LEVEL"),
             "cache_bytes": env.number("ADAPTIVECLICK_CACHE_MB", int, 1 << 20),
             "threads": env.number("ADAPTIVECLICK_THREADS", int),
+            "read_timeout": env.number("ADAPTIVECLICK_READ_TIMEOUT", float),
+            "max_prompts": env.number("ADAPTIVECLICK_MAX_PROMPTS", int),
+            "request_deadline": env.number("ADAPTIVECLICK_REQUEST_DEADLINE", float),
             "threshold": env.number("ADAPTIVECLICK_THRESHOLD", float),
             "model_registry": env.text("MODEL_REGISTRY"),
             "registry_poll_seconds": env.number("MODEL_REGISTRY_POLL_SECONDS", float),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labelstudio.errors import BadRequest
+from labelstudio.protocol import is_id_text, shown
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class ProjectCounts:
 
 
 def _id(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
-        raise BadRequest(f"{what} must be an integer id, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not is_id_text(str(value)):
+        raise BadRequest(f"{what} must be an integer id, got {shown(value)}")
     return int(value)
 
 

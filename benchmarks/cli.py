@@ -21,6 +21,7 @@ BENCHMARKS = {
     "msda": ("benchmarks.msda", "deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference"),
     "cpu": ("benchmarks.cpu_inference", "AdaptiveClick per-click latency on the CPU: fp32 vs optimised variants"),
     "cpu-parity": ("benchmarks.cpu_parity", "optimised CPU variants vs fp32 eager on NoC click sequences"),
+    "load": ("benchmarks.load", "concurrent clients against the HTTP backend: p50/p95, throughput, memory"),
 }
 
 

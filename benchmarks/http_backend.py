@@ -13,12 +13,7 @@ against ``label_studio_sdk.converter.brush.mask2rle`` on 3840x2160 masks and che
 from __future__ import annotations
 
 import functools
-import http.server
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,76 +30,7 @@ from labelstudio.rle import encode_rle
 from model.loading import load_predictor
 
 from .common import machine_line, percentiles, print_table, replay_clicks
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ImageServer:
-    """Serves a folder over HTTP on loopback (the images the backend fetches)."""
-
-    def __init__(self, folder: Path) -> None:
-        class QuietHandler(http.server.SimpleHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-        handler = functools.partial(QuietHandler, directory=str(folder))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-class BackendProcess:
-    """``adaptiveclick serve`` in a subprocess, for one predictor spec."""
-
-    def __init__(self, spec: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "LOG_LEVEL": "WARNING"}
-        for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
-            env.pop(name, None)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--predictor",
-                spec,
-                "--timeout",
-                "600",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"backend exited: {self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.3)
-        raise RuntimeError("backend did not start within 300 s")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+from .servers import BackendProcess, ImageServer
 
 
 def click_sequences(predictor, samples, clicks: int) -> list[list[tuple[int, int, bool]]]:
@@ -131,29 +57,36 @@ def time_bare(predictor, image, clicks) -> list[float]:
     return in_worker_thread(lambda: replay_clicks(predictor, image, clicks))
 
 
+def predict_body(image_url: str, task_id: int, clicks, shape: tuple[int, int], project: str = "1.1") -> dict:
+    """A ``/predict`` body as Label Studio sends it for ``clicks`` ``(y, x, is_positive)`` in pixels of an image of
+    ``shape`` ``(H, W)``: every click of the object so far, in percent."""
+    h, w = shape
+    regions = [
+        {
+            "type": "keypointlabels",
+            "is_positive": positive,
+            "original_width": w,
+            "original_height": h,
+            "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h, "keypointlabels": ["Object"]},
+        }
+        for y, x, positive in clicks
+    ]
+    return {
+        "tasks": [{"id": task_id, "data": {"image": image_url}}],
+        "project": project,
+        "label_config": recommended_config(),
+        "params": {"context": {"result": regions}},
+    }
+
+
 def time_http(
     session, backend_url, image_url, shape, clicks, task_id, model_times: list[float] | None = None
 ) -> list[float]:
     """Seconds per click over HTTP, each request carrying all clicks so far (as Label Studio sends them). The
     server's own model time per request (its Server-Timing header) is appended to ``model_times``."""
-    h, w = shape
-    config, regions, times = recommended_config(), [], []
-    for y, x, positive in clicks:
-        regions.append(
-            {
-                "type": "keypointlabels",
-                "is_positive": positive,
-                "original_width": w,
-                "original_height": h,
-                "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h, "keypointlabels": ["Object"]},
-            }
-        )
-        body = {
-            "tasks": [{"id": task_id, "data": {"image": image_url}}],
-            "project": "1.1",
-            "label_config": config,
-            "params": {"context": {"result": regions}},
-        }
+    times = []
+    for k in range(1, len(clicks) + 1):
+        body = predict_body(image_url, task_id, clicks[:k], shape)
         start = time.perf_counter()
         response = session.post(backend_url + "/predict", json=body, timeout=600)
         times.append(time.perf_counter() - start)
@@ -179,7 +112,7 @@ def bench_spec(spec: str, samples, files: list[Path], image_server: ImageServer,
             f"{image_server.url}/{files[0].name}",
             samples[0].mask.shape,
             sequences[0][:2],
-            task_id=-1,
+            task_id=10**9,
         )
         time_bare(predictor, samples[0].image, sequences[0][:2])
         for r in range(rounds):

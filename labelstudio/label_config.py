@@ -11,6 +11,7 @@ import functools
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import LabelConfigError
 
@@ -52,11 +53,15 @@ def recommended_config() -> str:
     return RECOMMENDED_CONFIG.read_text()
 
 
-@functools.lru_cache(maxsize=64)
-def parse_label_config(xml: str) -> InteractiveConfig:
+def parse_label_config(xml: Any) -> InteractiveConfig:
     """Parse ``xml``; a :class:`LabelConfigError` (400) says what is missing or malformed."""
     if not isinstance(xml, str) or not xml.strip():
-        raise LabelConfigError("label_config is missing: send the project's label config")
+        raise LabelConfigError("label_config is missing or not a string: send the project's label config (XML)")
+    return _parse(xml)
+
+
+@functools.lru_cache(maxsize=64)  # every request of a project carries the same config
+def _parse(xml: str) -> InteractiveConfig:
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:

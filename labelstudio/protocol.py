@@ -24,6 +24,10 @@ from .label_config import InteractiveConfig, parse_label_config
 from .rle import encode_rle
 
 PixelBox = tuple[int, int, int, int]  # (top, bottom, left, right) in pixels, inclusive
+DEFAULT_MAX_PROMPTS = 100
+MAX_NUMBER = 10**15  # far beyond any coordinate; larger integers do not even convert to float exactly
+MAX_IMAGE_SIDE = 1_000_000
+MAX_ID_DIGITS = 18  # Label Studio's ids are 64-bit integers
 
 
 def percent_to_pixel(value: float, size: int) -> int:
@@ -110,8 +114,13 @@ def require_object(body: Any, what: str = "request body") -> dict:
     return body
 
 
-def parse_predict_request(body: Any) -> ClickRequest | PreannotationRequest:
-    """The typed request in a ``/predict`` body; :class:`BadRequest` (400) says what is malformed."""
+def parse_predict_request(body: Any, max_prompts: int = DEFAULT_MAX_PROMPTS) -> ClickRequest | PreannotationRequest:
+    """The typed request in a ``/predict`` body; :class:`BadRequest` (400) says what is malformed.
+
+    Args:
+        max_prompts: the most clicks and boxes one request may carry (``ADAPTIVECLICK_MAX_PROMPTS``), so that one
+            request cannot hold the model for long.
+    """
     body = require_object(body)
     tasks = body.get("tasks")
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
@@ -125,7 +134,7 @@ def parse_predict_request(body: Any) -> ClickRequest | PreannotationRequest:
         raise BadRequest("'params.context' must be an object")
     config = parse_label_config(body.get("label_config"))
     project = project_id(body.get("project"))
-    prompts = _prompts(context.get("result") if context else None, config)
+    prompts = _prompts(context.get("result") if context else None, config, max_prompts)
     if prompts is None:
         return PreannotationRequest(project, tuple(tasks), config)
     if len(tasks) != 1:
@@ -156,27 +165,32 @@ def project_id(project: Any) -> int | None:
     if project is None or project == "":
         return None
     text = str(project).split(".", 1)[0] if isinstance(project, (str, int)) and not isinstance(project, bool) else ""
-    if not text.isdigit():
-        raise BadRequest(f"'project' must be a Label Studio project id such as \"12.1700000000\", got {project!r}")
+    if not is_id_text(text):
+        raise BadRequest(f"'project' must be a Label Studio project id such as \"12.1700000000\", got {shown(project)}")
     return int(text)
+
+
+def is_id_text(text: str) -> bool:
+    """ASCII digits, at most :data:`MAX_ID_DIGITS` of them (``"²"`` is a digit to ``str.isdigit`` but no number)."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS
 
 
 def task_id(value: Any) -> int | None:
     """A task's ``id``: an integer (or a string of digits), None when absent."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
-        raise BadRequest(f"task 'id' must be an integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not is_id_text(str(value)):
+        raise BadRequest(f"task 'id' must be an integer, got {shown(value)}")
     return int(value)
 
 
 def task_image_url(task: dict, config: InteractiveConfig) -> str:
     data = task.get("data")
     if not isinstance(data, dict):
-        raise BadRequest(f"task {task.get('id')!r} has no 'data' object")
+        raise BadRequest(f"task {shown(task.get('id'))} has no 'data' object")
     url = data.get(config.image_value)
     if not isinstance(url, str) or not url.strip():
-        raise BadRequest(f"task {task.get('id')!r} has no image under data.{config.image_value}")
+        raise BadRequest(f"task {shown(task.get('id'))} has no image under data.{config.image_value}")
     return url.strip()
 
 
@@ -188,7 +202,7 @@ class _Prompts:
     original_size: tuple[int, int] | None
 
 
-def _prompts(results: Any, config: InteractiveConfig) -> _Prompts | None:
+def _prompts(results: Any, config: InteractiveConfig, max_prompts: int) -> _Prompts | None:
     """The prompts in ``context.result`` (None when there are none, e.g. plain pre-annotation)."""
     if results is None:
         return None
@@ -203,6 +217,12 @@ def _prompts(results: Any, config: InteractiveConfig) -> _Prompts | None:
         kind = str(region.get("type", "")).lower()
         if kind not in ("keypointlabels", "rectanglelabels"):
             continue  # e.g. the brush region of the previous answer: not a prompt
+        if len(prompts) == max_prompts:
+            raise BadRequest(
+                f"more than {max_prompts} clicks and boxes in one request: at most {max_prompts} "
+                "(ADAPTIVECLICK_MAX_PROMPTS); start a new region for another object",
+                400,
+            )
         value = region.get("value")
         if not isinstance(value, dict):
             raise BadRequest(f"{kind} region has no 'value' object")
@@ -213,8 +233,8 @@ def _prompts(results: Any, config: InteractiveConfig) -> _Prompts | None:
         rotation = _number(region.get("image_rotation", 0) or 0, "image_rotation")
         if region.get("original_width") and region.get("original_height"):
             size = (
-                int(_number(region["original_width"], "original_width")),
-                int(_number(region["original_height"], "original_height")),
+                _size(region["original_width"], "original_width"),
+                _size(region["original_height"], "original_height"),
             )
     if not prompts:
         return None
@@ -222,9 +242,24 @@ def _prompts(results: Any, config: InteractiveConfig) -> _Prompts | None:
 
 
 def _number(value: Any, name: str) -> float:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+        raise BadRequest(f"'{name}' must be a number of sensible size, got an integer of {len(str(value))} digits")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequest(f"'{name}' must be a finite number, got {value!r}")
+        raise BadRequest(f"'{name}' must be a finite number, got {shown(value)}")
     return float(value)
+
+
+def _size(value: Any, name: str) -> int:
+    number = _number(value, name)
+    if not 0 < number <= MAX_IMAGE_SIDE:
+        raise BadRequest(f"'{name}' must be an image size in pixels (1..{MAX_IMAGE_SIDE}), got {shown(value)}")
+    return int(number)
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a hostile value must not flood the reply or the log)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _percent(value: dict, name: str) -> float:
@@ -241,7 +276,7 @@ def _point(value: dict, region: dict) -> PointPrompt:
     if positive is None:
         positive = True
     if not isinstance(positive, bool):
-        raise BadRequest(f"'is_positive' must be true or false, got {positive!r}")
+        raise BadRequest(f"'is_positive' must be true or false, got {shown(positive)}")
     return PointPrompt(_percent(value, "x"), _percent(value, "y"), positive)
 
 
@@ -264,7 +299,7 @@ def _resolve_label(labels: list[str], config: InteractiveConfig) -> str:
     label = labels[-1]
     if config.brush.labels and label not in config.brush.labels:
         raise BadRequest(
-            f"label {label!r} is not one of the BrushLabels labels "
+            f"label {shown(label)} is not one of the BrushLabels labels "
             f'({", ".join(config.brush.labels)}): add it to <BrushLabels name="{config.brush.name}">'
         )
     return label

@@ -16,6 +16,7 @@ from evaluation import Clicker
 from evaluation.datasets import GrabCutDataset
 from labelstudio.label_config import recommended_config
 from labelstudio.rle import decode_rle
+from labelstudio.settings import LabelStudioSettings
 from model import GrabCutPredictor
 
 CONFIG = recommended_config()
@@ -57,7 +58,11 @@ def images(http_dir, samples, data_root):
     return urls, base
 
 
+LOOPBACK_IMAGES = LabelStudioSettings(allowed_hosts=("127.0.0.1",))  # the http_dir fixture serves on loopback
+
+
 def make_client(predictor=None, **settings):
+    settings.setdefault("label_studio", LOOPBACK_IMAGES)
     app = create_app(Settings(**settings), predictor=predictor or CountingPredictor())
     return app, app.test_client()
 
@@ -376,13 +381,13 @@ def test_the_readme_example_predict_body_gets_a_mask(data_root):
     import json
     import re
 
-    from labelstudio.settings import LabelStudioSettings
     from model import GrabCutPredictor
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     body = json.loads(re.search(r"<<'BODY'\n(.*?)\nBODY\n", readme, re.S).group(1))
-    app = create_app(Settings(label_studio=LabelStudioSettings(local_files_document_root=data_root)),
-                     predictor=GrabCutPredictor())
+    app = create_app(
+        Settings(label_studio=LabelStudioSettings(local_files_document_root=data_root)), predictor=GrabCutPredictor()
+    )
     reply = app.test_client().post("/predict", json=body)
     assert reply.status_code == 200, reply.get_json()
     region = reply.get_json()["results"][0]["result"][0]

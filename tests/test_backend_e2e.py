@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from conftest import REPO, free_port
 
 from backend.app import create_app
 from backend.settings import Settings
@@ -29,6 +28,8 @@ from labelstudio.rle import decode_rle
 from labelstudio.settings import LabelStudioSettings
 from model import GrabCutPredictor
 from storage.paths import cache_dir
+
+from conftest import REPO, free_port
 
 # the first test also installs Label Studio when its cached virtualenv is missing (a few minutes)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import threading
@@ -23,6 +24,7 @@ from finetune.network import save_weights
 from labelstudio.settings import LabelStudioSettings
 from model import GrabCutPredictor, build_adaptiveclick
 from model.build import TINY_CONFIG
+from model.clicks import Click
 from model.spec import parse_spec, pinned_spec
 from storage.registry import open_registry
 
@@ -283,3 +285,74 @@ def test_settings_validation():
         settings.finetune_args,
     ) == ("s3://bucket/models", 2.5, 10, "--steps 100")
     assert np.isclose(Settings.from_env({}).registry_poll_seconds, 10.0)
+
+
+class Evil:
+    """A pickle that would run a command when loaded (weights_only loading must refuse it)."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/adaptiveclick-pwned",))
+
+
+def faulty_versions(tmp_path) -> dict[str, Path]:
+    """Weights files that must never be served: each fails one of the watcher's checks."""
+    good = tiny_weights(tmp_path / "good.pth", 1)
+    data = good.read_bytes()
+    files = {
+        "truncated": tmp_path / "truncated.pth",
+        "wrong-shape": tmp_path / "shape.pth",
+        "nan": tmp_path / "nan.pth",
+        "pickle-payload": tmp_path / "evil.pth",
+    }
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    state = torch.load(good, weights_only=True)
+    shape = {**state, "state_dict": dict(state["state_dict"])}
+    shape["state_dict"]["backbone.pos_embed"] = torch.zeros(1, 3, 3)
+    torch.save(shape, files["wrong-shape"])
+    nan = {
+        **state,
+        "state_dict": {
+            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["state_dict"].items()
+        },
+    }
+    torch.save(nan, files["nan"])
+    torch.save({"state_dict": {"x": Evil()}, "config": {}}, files["pickle-payload"])
+    return files
+
+
+def test_registry_faults_are_rejected_and_the_old_model_keeps_serving(registry, tmp_path):
+    marker = Path("/tmp/adaptiveclick-pwned")
+    marker.unlink(missing_ok=True)
+    holder = ModelHolder(GrabCutPredictor())
+    watcher = RegistryWatcher(holder, registry, "baseline", poll_seconds=0)
+    registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
+    assert watcher.poll_once() == "swapped"
+    for name, path in faulty_versions(tmp_path).items():
+        registry.publish(path, version=f"ft-{name}")
+        assert watcher.poll_once() == "rejected", name
+        assert holder.version == "ft-a" and f"ft-{name}" in watcher.rejected
+    assert "fit" in watcher.rejected["ft-wrong-shape"] or "shape" in watcher.rejected["ft-wrong-shape"]
+    assert "finite" in watcher.rejected["ft-nan"]
+    assert not marker.exists()  # the payload never ran
+    # a garbled pointer: unreadable, so nothing changes
+    (Path(registry.uri) / "current.json").write_text('{"version": ')
+    assert watcher.poll_once() == "unchanged" and holder.version == "ft-a"
+    (Path(registry.uri) / "current.json").write_text('["not", "an", "object"]')
+    assert watcher.poll_once() == "unchanged" and holder.version == "ft-a"
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8)
+    state = holder.current().run_steps("img", image, [Click(20, 25, True, 0)], 0, None)
+    assert len(state) == 1 and np.isfinite(state[0].probs).all()  # the old model still answers
+
+
+def test_the_first_answer_after_a_start_comes_from_the_registry_version(registry, tmp_path):
+    settings = Settings(model_dir=tmp_path / "models", model_registry=str(registry.uri), registry_poll_seconds=0)
+    assert create_app(settings).extensions["adaptiveclick"]["holder"].version == "baseline-grabcut-v1"
+    registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
+    app = create_app(settings)  # no watcher thread at all: the version is loaded before the app exists
+    assert app.extensions["adaptiveclick"]["holder"].version == "ft-a"
+    assert app.test_client().get("/health").get_json()["model_version"] == "ft-a"
+    (tmp_path / "broken.pth").write_bytes(b"garbage")
+    registry.publish(tmp_path / "broken.pth", version="ft-broken")
+    app = create_app(settings)  # a current version that does not load: the configured predictor, and why
+    parts = app.extensions["adaptiveclick"]
+    assert parts["holder"].version == "baseline-grabcut-v1" and "ft-broken" in parts["watcher"].rejected

@@ -7,7 +7,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-from dataset_fixtures import WRITERS, rgb_image, write_gray, write_rgb, write_sbd_mat
 
 from evaluation.datasets import (
     DATASETS,
@@ -23,6 +22,8 @@ from evaluation.datasets import (
     parse_dataset_names,
     resolve_dataset_root,
 )
+
+from dataset_fixtures import WRITERS, rgb_image, write_gray, write_rgb, write_sbd_mat
 
 LOSSLESS = {"GrabCut": {"b"}, "ssTEM": set(), "BraTS": {"BraTS20_001_slice_070"}, "OAIZIB": {"9001104_080"}}
 

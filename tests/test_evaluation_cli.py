@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from dataset_fixtures import WRITERS
 
 import cli
 from evaluation import cli as evaluation_cli
 from model import AdaptiveClickPredictor, parse_spec
+
+from dataset_fixtures import WRITERS
 
 TIMING_KEYS = {"seconds_per_click", "elapsed_seconds"}
 

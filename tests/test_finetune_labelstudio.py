@@ -10,11 +10,12 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 import pytest
-from ls_regions import H, W, brush_region, keypoint_region, polygon_region, task
 
 from finetune.labelstudio import image_fetcher, import_tasks, read_manifest
 from labelstudio.api import LabelStudioError, fetch_tasks
 from labelstudio.settings import LabelStudioSettings
+
+from ls_regions import H, W, brush_region, keypoint_region, polygon_region, task
 
 
 def annotation(*regions, **extra) -> dict:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from ls_regions import task
 
 from labelstudio.api import LabelStudioError, load_export
+
+from ls_regions import task
 
 
 def test_load_export_errors(tmp_path):

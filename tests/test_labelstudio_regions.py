@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ls_regions import H, W, brush_region, polygon_region
 
 from labelstudio.regions import region_mask
+
+from ls_regions import H, W, brush_region, polygon_region
 
 
 def test_region_mask_edge_cases():

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from seeded_weights import golden_inputs, seeded_state_dict
 
 from model import build_adaptiveclick
 from model.camd import click_aware_block_mask
+
+from seeded_weights import golden_inputs, seeded_state_dict
 
 DATA = Path(__file__).parent / "data"
 
