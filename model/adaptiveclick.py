@@ -84,12 +84,19 @@ class AdaptiveClick(nn.Module):
     ) -> dict:
         """Forward pass from the normalised image ``[B, 3, H, W]`` and the click maps ``[B, 3, H, W]``;
         ``image_tokens`` is ``backbone.patch_embed(normalized_rgb)`` where the caller keeps it between clicks."""
+        if image_tokens is None:
+            image_tokens = self.backbone.patch_embed(normalized_rgb)
+        return self.forward_tokens(image_tokens, maps)
+
+    def forward_tokens(self, image_tokens: torch.Tensor, maps: torch.Tensor) -> dict:
+        """Forward pass from the image's patch tokens ``[B, H/p * W/p, D]`` and the click maps ``[B, 3, H, W]``
+        (which give the input size): the per-click part of the network, the graph the OpenVINO engine exports."""
         click_tokens = self.patch_embed_coords(maps)
-        tokens = self.backbone(normalized_rgb, click_tokens, image_tokens)
-        grid = self.backbone.token_grid(normalized_rgb.shape[-2], normalized_rgb.shape[-1])
+        size = maps.shape[-2:]
+        grid = self.backbone.token_grid(size[0], size[1])
+        tokens = self.backbone.forward_tokens(image_tokens + click_tokens, grid)
         mask_features, multi_scale = self.pixel_decoder(tokens, grid)
         predictions = self.click_aware_decoder(multi_scale, mask_features, positive_map=maps[:, 1])
-        size = normalized_rgb.shape[-2:]
         return {"instances": combine_query_masks(predictions, size), "predictions": predictions}
 
 

@@ -206,9 +206,9 @@ class ClickAwareMaskAdaptiveDecoder(nn.Module):
         all_logits, all_masks = [class_logits], [mask_logits]
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
-            # a query blocked everywhere would give NaNs: let it attend to the whole level instead
-            attn_mask = attn_mask.clone()
-            attn_mask[attn_mask.all(-1)] = False
+            # a query blocked everywhere would give NaNs: let it attend to the whole level instead (the reference's
+            # `attn_mask[attn_mask.all(-1)] = False`, as an elementwise op that exporters convert: the same values)
+            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
             queries = self.transformer_cross_attention_layers[i](queries, src[level], attn_mask, pos[level], query_pos)
             queries = self.transformer_self_attention_layers[i](queries, query_pos)
             queries = self.transformer_ffn_layers[i](queries)

@@ -43,9 +43,14 @@ class DeformableEncoderLayer(nn.Module):
         reference_points: torch.Tensor,
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
+        level_shapes: list[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
-        """``src``/``pos``: ``[B, S, C]``; ``reference_points``: ``[B, S, L, 2]``. Returns ``[B, S, C]``."""
-        src = self.norm1(src + self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index))
+        """``src``/``pos``: ``[B, S, C]``; ``reference_points``: ``[B, S, L, 2]``; ``level_shapes``: the
+        ``spatial_shapes`` as Python ints. Returns ``[B, S, C]``."""
+        attended = self.self_attn(
+            src + pos, reference_points, src, spatial_shapes, level_start_index, level_shapes=level_shapes
+        )
+        src = self.norm1(src + attended)
         return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
 
 
@@ -69,7 +74,7 @@ class DeformableEncoder(nn.Module):
     def forward(self, src, pos, spatial_shapes, level_start_index, shapes_list):
         reference_points = self.reference_points(shapes_list, src.shape[0], src.device)
         for layer in self.layers:
-            src = layer(src, pos, reference_points, spatial_shapes, level_start_index)
+            src = layer(src, pos, reference_points, spatial_shapes, level_start_index, shapes_list)
         return src
 
 

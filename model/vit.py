@@ -195,8 +195,12 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(image) if image_tokens is None else image_tokens
         if click_tokens is not None:
             x = x + click_tokens
-        x = x + self.position_embedding(grid)
-        return self.forward_blocks(x, grid)
+        return self.forward_tokens(x, grid)
+
+    def forward_tokens(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Encode patch tokens ``[B, gh*gw, D]`` (image plus click tokens): add the position embedding, run the
+        blocks."""
+        return self.forward_blocks(x + self.position_embedding(grid), grid)
 
     def forward_blocks(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Run the blocks: windowed attention, with global attention in the last block of each group."""

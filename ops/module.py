@@ -7,11 +7,13 @@ released AdaptiveClick / Mask2Former checkpoints use, so weights load without re
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .dispatch import ms_deform_attn
+from .exportable import exportable_msda
 
 
 class MSDeformAttn(nn.Module):
@@ -63,6 +65,7 @@ class MSDeformAttn(nn.Module):
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
+        level_shapes: Sequence[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
         """Attend from every query to P points per level around its reference point.
 
@@ -73,13 +76,19 @@ class MSDeformAttn(nn.Module):
             spatial_shapes: ``[L, 2]`` int64 ``(H_l, W_l)``.
             level_start_index: ``[L]`` int64.
             padding_mask: optional ``[N, S]``, True where the input is padding.
+            level_shapes: ``spatial_shapes`` as Python ints, where the caller has them: no device-to-host read
+                per layer, and the form ``torch.export`` needs (see :mod:`ops.exportable`; required there).
 
         Returns:
             ``[N, Lq, C]``.
         """
         n, n_queries, _ = query.shape
         _, n_in, _ = input_flatten.shape
-        if int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum()) != n_in:
+        if level_shapes is None:
+            n_total = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
+        else:
+            n_total = sum(h * w for h, w in level_shapes)
+        if n_total != n_in:
             raise ValueError("spatial_shapes do not add up to the length of input_flatten")
         value = self.value_proj(input_flatten)
         if padding_mask is not None:
@@ -89,7 +98,15 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(query).view(n, n_queries, self.n_heads, self.n_levels * self.n_points)
         weights = weights.softmax(-1).view(n, n_queries, self.n_heads, self.n_levels, self.n_points)
         # offsets are in pixels of each level; reference points are (x, y) so normalise by (W, H)
-        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
+        if level_shapes is None:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
+        else:  # the same values, as a constant
+            normalizer = torch.tensor([[w, h] for h, w in level_shapes], dtype=offsets.dtype, device=offsets.device)
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        output = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights)
+        if torch.compiler.is_exporting():
+            if level_shapes is None:
+                raise ValueError("exporting MSDeformAttn needs level_shapes (static level sizes)")
+            output = exportable_msda(value, level_shapes, locations, weights)
+        else:
+            output = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights)
         return self.output_proj(output)

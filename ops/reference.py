@@ -31,13 +31,24 @@ def ms_deform_attn_pytorch(
         ``[N, Lq, M * D]``.
     """
     del level_start_index
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    return ms_deform_attn_static(value, shapes, sampling_locations, attention_weights)
+
+
+def ms_deform_attn_static(
+    value: torch.Tensor,
+    level_shapes: list[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`ms_deform_attn_pytorch` with the level shapes ``[(H_l, W_l), ...]`` as Python ints: the same
+    arithmetic, and a static graph for ``torch.export`` (reading them from a tensor is data-dependent there)."""
     n, _, heads, dim = value.shape
     _, n_queries, _, n_levels, n_points, _ = sampling_locations.shape
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    value_per_level = value.split([h * w for h, w in shapes], dim=1)
+    value_per_level = value.split([h * w for h, w in level_shapes], dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
     samples = []
-    for level, (h, w) in enumerate(shapes):
+    for level, (h, w) in enumerate(level_shapes):
         # [N, H*W, M, D] -> [N*M, D, H, W]
         value_l = value_per_level[level].flatten(2).transpose(1, 2).reshape(n * heads, dim, h, w)
         # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
