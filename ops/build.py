@@ -5,6 +5,7 @@ Ahead of time (the Dockerfile runs this once at image build time)::
     python -m ops.build                      # CPU kernel, plus the CUDA kernel when nvcc is found
     python -m ops.build --cuda yes --cuda-arch "8.0;8.6;8.9;9.0+PTX"
     python -m ops.build --prune              # also delete builds left behind by older sources/torch versions
+    python -m ops.build --openvino yes       # and fail unless the OpenVINO custom op builds too
 
 Both ways write to one persistent cache, ``$ADAPTIVECLICK_CACHE/torch_extensions`` (default
 ``~/.cache/adaptiveclick/torch_extensions``; a temporary directory if that is not writable), in a folder named after
@@ -14,7 +15,10 @@ compiler needed), and a changed source or torch version simply builds into a new
 ``BUILD_FAILED`` with the error, so later processes fall back at once instead of recompiling; ``python -m ops.build``
 retries it and prints the whole compiler log.
 
-Two extensions, two operator namespaces:
+The OpenVINO custom op of MSDA (``ops/csrc/msda_openvino.cpp``, built by :mod:`ops.openvino_build` with the same
+cache and markers) is built too where openvino is installed (``--openvino auto|yes|no``).
+
+Two torch extensions, two operator namespaces:
 
 * ``adaptiveclick_msda_cpu`` (C++ with OpenMP through ATen's thread pool; needs a C++ compiler, never nvcc);
 * ``adaptiveclick_msda_cuda`` (needs nvcc; at run time it is only built when CUDA is usable, because
@@ -46,6 +50,7 @@ CSRC = Path(__file__).resolve().parent / "csrc"
 KINDS = ("cpu", "cuda")
 EXTENSION_NAMES = {"cpu": "adaptiveclick_msda_cpu", "cuda": "adaptiveclick_msda_cuda"}
 SOURCES = {"cpu": ["msda_cpu.cpp"], "cuda": ["msda_cuda.cu"]}
+OTHER_LIBRARY_SOURCES = ("msda_openvino.cpp",)  # built by ops.openvino_build
 MARKER = "BUILD_OK"
 FAILED_MARKER = "BUILD_FAILED"  # holds the error, so that every new process does not repeat a failing compile
 # Architectures for a build on a machine without a GPU (a Docker build): the data-centre and workstation GPUs
@@ -144,7 +149,8 @@ def build_key(kind: str) -> str:
     """Hash of everything that makes a build reusable: all of csrc/, versions, platform and flags."""
     digest = hashlib.sha256()
     for path in sorted(CSRC.iterdir()):
-        if path.suffix in {".h", ".cpp", ".cu", ".cuh"}:
+        # the OpenVINO op is not part of these libraries (ops.openvino_build keys its own build)
+        if path.suffix in {".h", ".cpp", ".cu", ".cuh"} and path.name not in OTHER_LIBRARY_SOURCES:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(
         repr(
@@ -341,6 +347,12 @@ def load(
 def prune() -> list[Path]:
     """Delete builds of other sources or versions (a changed key leaves the old folder behind); returns them."""
     current = {build_name(kind) for kind in KINDS}
+    try:
+        from . import openvino_build
+
+        current.add(openvino_build.build_name())
+    except ImportError:  # no openvino here: its builds are kept (they may serve another environment)
+        current |= {f.name for root in cache_roots() for f in root.glob("adaptiveclick_msda_openvino-*")}
     removed = []
     for root in cache_roots():
         for folder in sorted(root.glob("adaptiveclick_msda_*-*")):
@@ -364,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"CUDA architectures, e.g. '8.0;9.0+PTX' (default: $TORCH_CUDA_ARCH_LIST, the visible "
         f"GPUs, or {DEFAULT_CUDA_ARCHS!r} without a GPU)",
+    )
+    parser.add_argument(
+        "--openvino",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="build the OpenVINO custom op of MSDA: auto (when openvino is installed), yes (fail without it) or no",
     )
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
     parser.add_argument("--prune", action="store_true", help="first delete builds of other sources/versions")
@@ -391,7 +409,24 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "cpu":
             extra = f" (instruction sets: {', '.join(torch.ops.adaptiveclick_msda_cpu.instruction_sets())})"
         print(f"{kind}: {library}{extra}")
+    if args.openvino != "no":
+        status = max(status, _build_openvino(required=args.openvino == "yes"))
     return status
+
+
+def _build_openvino(required: bool) -> int:
+    try:
+        from . import openvino_build
+
+        library = openvino_build.library(retry_failed=True)
+    except ImportError:
+        print("openvino: skipped (not installed; pip install '.[openvino]')", file=sys.stderr if required else None)
+        return 1 if required else 0
+    except Exception as exc:  # BuildError: ops.build's own copy, this module running as __main__ is a second one
+        print(f"openvino: FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"openvino: {library}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,12 +7,9 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
-namespace adaptiveclick_msda {
+#include "msda_types.h"
 
-// Sizes read off the inputs: value [N, S, M, D], sampling_locations [N, Lq, M, L, P, 2].
-struct Dims {
-  int64_t batch, spatial, heads, channels, queries, levels, points;
-};
+namespace adaptiveclick_msda {
 
 inline void check_contiguous(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_contiguous(), "ms_deform_attn: ", name, " must be contiguous (call .contiguous() first)");

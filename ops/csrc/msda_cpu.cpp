@@ -26,133 +26,14 @@
 #include "msda_checks.h"
 
 namespace adaptiveclick_msda {
-
-// Largest channel chunk kept on the stack when D is not a multiple of 16.
-constexpr int64_t kMaxRuntimeWidth = 64;
-
-template <typename scalar_t> struct AccType { using type = float; };
-template <> struct AccType<double> { using type = double; };
-
-// One bilinear corner of one sampling point: where its value row starts and how much it weighs.
-template <typename acc_t> struct Tap {
-  int64_t offset;  // element offset of value[n, s, m, 0] from value[n, 0, 0, 0]
-  acc_t weight;    // attention weight * bilinear weight
-};
-template <typename acc_t> struct GradTap {
-  int64_t offset;
-  acc_t weight, dwx, dwy;  // bilinear weight and its derivatives in pixel x and y
-  int32_t point;           // l * P + p
-};
-
-template <typename scalar_t> struct ForwardArgs {
-  Dims dims;
-  const scalar_t *value, *loc, *attn;
-  const int64_t *shapes, *starts;
-  scalar_t* out;
-};
-template <typename scalar_t> struct BackwardArgs {
-  Dims dims;
-  const scalar_t *value, *loc, *attn, *grad_out;
-  const int64_t *shapes, *starts;
-  typename AccType<scalar_t>::type* grad_value;  // float32 accumulator for the reduced-precision types
-  scalar_t *grad_loc, *grad_attn;
-};
-
-// Kernels for channel widths {64, 32, 16, any}.
-template <typename scalar_t> struct KernelTable {
-  void (*forward[4])(const ForwardArgs<scalar_t>&, int64_t, int64_t);
-  void (*backward[4])(const BackwardArgs<scalar_t>&, int64_t, int64_t);
-};
-
+using bf16_t = c10::BFloat16;
+using half_t = c10::Half;
 }  // namespace adaptiveclick_msda
 
-// ---- the kernels, once per instruction set ------------------------------------------------------------------
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define MSDA_MULTI_ISA 1
-#else
-#define MSDA_MULTI_ISA 0
-#endif
-
-#define MSDA_ISA baseline
-#define MSDA_VEC_BYTES 16
-#include "msda_cpu_kernel.h"
-#undef MSDA_ISA
-#undef MSDA_VEC_BYTES
-
-#if MSDA_MULTI_ISA
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#define MSDA_ISA avx2
-#define MSDA_VEC_BYTES 32
-#include "msda_cpu_kernel.h"
-#undef MSDA_ISA
-#undef MSDA_VEC_BYTES
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
-#define MSDA_ISA avx512
-#define MSDA_VEC_BYTES 64
-#include "msda_cpu_kernel.h"
-#undef MSDA_ISA
-#undef MSDA_VEC_BYTES
-#pragma GCC pop_options
-#endif
+#include "msda_cpu_isa.h"
 
 namespace adaptiveclick_msda {
 namespace {
-
-std::vector<std::string> supported_instruction_sets() {
-  std::vector<std::string> names;
-#if MSDA_MULTI_ISA
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
-    names.emplace_back("avx512");
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    names.emplace_back("avx2");
-#endif
-  names.emplace_back("baseline");
-  return names;
-}
-
-// Index into supported_instruction_sets() order: 0 = avx512, 1 = avx2, 2 = baseline.
-std::atomic<int> g_isa{-1};
-
-int isa_index(const std::string& name) {
-  if (name == "avx512") return 0;
-  if (name == "avx2") return 1;
-  if (name == "baseline") return 2;
-  return -1;
-}
-
-int current_isa() {
-  int isa = g_isa.load();
-  if (isa < 0) {
-    isa = isa_index(supported_instruction_sets().front());
-    g_isa.store(isa);
-  }
-  return isa;
-}
-
-template <typename scalar_t>
-KernelTable<scalar_t> kernels() {
-#if MSDA_MULTI_ISA
-  switch (current_isa()) {
-    case 0: return avx512::kernel_table<scalar_t>();
-    case 1: return avx2::kernel_table<scalar_t>();
-    default: break;
-  }
-#endif
-  return baseline::kernel_table<scalar_t>();
-}
-
-int width_slot(int64_t channels) {
-  if (channels % 64 == 0) return 0;
-  if (channels == 32) return 1;
-  if (channels % 16 == 0) return 2;
-  return 3;
-}
 
 // Values of spatial_shapes and level_start_index must describe the value tensor exactly; on the CPU this is
 // cheap to verify, and it rules out any out-of-bounds read in the kernels.

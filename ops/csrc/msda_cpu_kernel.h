@@ -1,8 +1,10 @@
 // CPU multi-scale deformable attention kernels, written once and compiled once per instruction set.
 //
-// No include guard on purpose: msda_cpu.cpp includes this file several times, each time inside a different
+// No include guard on purpose: msda_cpu_isa.h includes this file several times, each time inside a different
 // `#pragma GCC target(...)` region and with MSDA_ISA naming the namespace, so one binary carries AVX-512, AVX2 and
 // baseline versions and picks one at run time (an ahead-of-time build must not assume the build machine's CPU).
+// Plain C++ apart from the 16-bit float types bf16_t and half_t, which the including library names (c10's for the
+// torch operators, OpenVINO's for its custom op): one kernel source for both.
 // The inner loops use 64-byte GCC/Clang vectors over a compile-time channel width, so accumulators stay in registers.
 //
 // Layouts (all contiguous): value [N, S, M, D], sampling_locations [N, Lq, M, L, P, 2] normalised (x, y),
@@ -15,11 +17,11 @@ namespace MSDA_ISA {
 // Scalars in the accumulation type (float32 for the reduced-precision types).
 inline float to_acc(float x) { return x; }
 inline double to_acc(double x) { return x; }
-inline float to_acc(c10::BFloat16 x) { return static_cast<float>(x); }
+inline float to_acc(bf16_t x) { return static_cast<float>(x); }
 #if defined(__FLT16_MAX__)
-inline float to_acc(c10::Half x) { _Float16 h; __builtin_memcpy(&h, &x, sizeof h); return static_cast<float>(h); }
+inline float to_acc(half_t x) { _Float16 h; __builtin_memcpy(&h, &x, sizeof h); return static_cast<float>(h); }
 #else
-inline float to_acc(c10::Half x) { return static_cast<float>(x); }
+inline float to_acc(half_t x) { return static_cast<float>(x); }
 #endif
 
 // Calls fn(row_offset, weight, d_weight/d_px, d_weight/d_py) for each in-bounds corner of a bilinear sample at
@@ -56,7 +58,7 @@ template <> struct VecOf<double> { using type = VecD; static constexpr int kLane
 
 inline VecF load_vec(const float* p) { VecF v; __builtin_memcpy(&v, p, sizeof v); return v; }
 inline VecD load_vec(const double* p) { VecD v; __builtin_memcpy(&v, p, sizeof v); return v; }
-inline VecF load_vec(const c10::BFloat16* p) {
+inline VecF load_vec(const bf16_t* p) {
   // bfloat16 is the upper half of a float32: widen and shift.
   VecU16 raw; __builtin_memcpy(&raw, p, sizeof raw);
   const VecU32 bits = __builtin_convertvector(raw, VecU32) << 16;
@@ -65,16 +67,16 @@ inline VecF load_vec(const c10::BFloat16* p) {
 #if defined(__FLT16_MAX__)
 // float16 through the compiler's _Float16 (F16C's vcvtph2ps / vcvtps2ph where the ISA has them).
 typedef _Float16 VecH __attribute__((vector_size(MSDA_VEC_BYTES / 2)));
-inline VecF load_vec(const c10::Half* p) {
+inline VecF load_vec(const half_t* p) {
   VecH raw; __builtin_memcpy(&raw, p, sizeof raw);
   return __builtin_convertvector(raw, VecF);
 }
-inline void store_vec(c10::Half* p, VecF v) {
+inline void store_vec(half_t* p, VecF v) {
   const VecH h = __builtin_convertvector(v, VecH);
   __builtin_memcpy(p, &h, sizeof h);
 }
 #else
-inline VecF load_vec(const c10::Half* p) {
+inline VecF load_vec(const half_t* p) {
   float tmp[kVecBytes / 4];
   for (int i = 0; i < kVecBytes / 4; ++i) tmp[i] = static_cast<float>(p[i]);
   return load_vec(tmp);
