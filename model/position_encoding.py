@@ -23,6 +23,8 @@ class PositionEmbeddingSine(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():  # a constant subgraph of the export; never cache a tracing tensor
+            return self._encode(x)
         key = (tuple(x.shape), x.device, x.dtype, torch.is_inference_mode_enabled())
         cached = self._cache.get(key)
         if cached is None:

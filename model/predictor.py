@@ -8,7 +8,7 @@ per click. A prediction depends only on its inputs: the image, the clicks, the p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -116,6 +116,9 @@ class AdaptiveClickPredictor(Predictor):
         mode: "cvpr" (zoom-in after the first click, as the paper evaluates) or "plain" (the whole image every time).
         with_flip: average the logits of the image and its horizontal mirror (as the reference evaluation does).
         input_size: side of the square network input (448 as trained; 672 is the reference choice for DAVIS).
+        engine: runs the per-click network instead of torch: ``engine(image_tokens [B, N, D], maps [B, 3, h, w])
+            -> logits [B, 1, h, w]``, as ``net.forward_tokens(...)["instances"]`` (the OpenVINO engine,
+            :mod:`model.engine`); the image tokens, click maps and everything around the network stay here.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class AdaptiveClickPredictor(Predictor):
         mode: str = "cvpr",
         with_flip: bool = False,
         input_size: int = 448,
+        engine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if mode not in EVAL_MODES:
@@ -136,7 +140,18 @@ class AdaptiveClickPredictor(Predictor):
         self.mode = mode
         self.with_flip = with_flip
         self.input_size = (input_size, input_size)
+        if engine is not None and not isinstance(net, AdaptiveClick):
+            raise ValueError("an engine runs an AdaptiveClick network's per-click part (from its image tokens)")
+        self.engine = engine
         self._image_tensor: torch.Tensor | None = None
+
+    @property
+    def runs_as(self) -> str:
+        """What computes the network: ``torch fp32``, ``openvino bf16 (plugin bf16, MSDA custom op)``, ..."""
+        if self.engine is not None:
+            describe = getattr(self.engine, "describe", None)
+            return describe() if describe else type(self.engine).__name__
+        return f"torch {getattr(self.net, 'inference_precision', 'fp32')}"
 
     def _prepare_image(self, image: np.ndarray) -> None:
         rgb = torch.tensor(image, device=self.device).permute(2, 0, 1)[None]  # a copy: the array may be read-only
@@ -204,7 +219,10 @@ class AdaptiveClickPredictor(Predictor):
         points = clicks_to_points(batches).to(self.device)
         if image_tokens is not None:
             maps = self.net.click_maps(prev, points)
-            logits = self.net.forward_encoded(normalized, maps, image_tokens)["instances"]
+            if self.engine is not None:
+                logits = self.engine(image_tokens, maps).to(self.device)
+            else:
+                logits = self.net.forward_encoded(normalized, maps, image_tokens)["instances"]
         else:
             logits = self.net(torch.cat((rgb, prev), dim=1), points)["instances"]
         if self.with_flip:
