@@ -14,9 +14,14 @@ from typing import TYPE_CHECKING
 from .spec import PredictorSpec, parse_spec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     import torch
 
     from .predictor import Predictor
+
+    #: a torch fp32 predictor of the weights -> ``(image_tokens, maps)`` network inputs of real clicks
+    Calibration = Callable[[Predictor], Sequence[tuple[torch.Tensor, torch.Tensor]]]
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -42,15 +47,20 @@ def weights_version(source: str, sha256: str | None = None) -> str:
     return f"{stem}-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
 
 
-def load_predictor(spec: str | PredictorSpec, device: str | None = None) -> Predictor:
-    """Build the predictor a spec names. ``device`` overrides the spec's ``device`` option."""
+def load_predictor(
+    spec: str | PredictorSpec, device: str | None = None, calibration: Calibration | None = None
+) -> Predictor:
+    """Build the predictor a spec names. ``device`` overrides the spec's ``device`` option.
+
+    ``calibration`` serves ``engine=openvino,precision=int8-static`` when its calibrated model is not cached yet:
+    given a torch fp32 predictor of the same weights, it returns the network inputs of real clicks
+    (``benchmarks.openvino_prepare`` drives the NoC clicker on GrabCut with it).
+    """
     import torch
 
     from .baseline import GrabCutPredictor
     from .build import build_adaptiveclick
     from .checkpoint import load_adaptiveclick
-    from .fast import check_precision, default_precision, optimize_for_inference
-    from .predictor import AdaptiveClickPredictor
 
     spec = parse_spec(spec)
     if spec.is_baseline:
@@ -60,8 +70,7 @@ def load_predictor(spec: str | PredictorSpec, device: str | None = None) -> Pred
             predictor.model_version = version
         return predictor
     torch_device = resolve_device(device or spec.option("device"))
-    precision = spec.option("precision") or default_precision(torch_device)
-    check_precision(precision, torch_device)  # before loading: a clear error on a CPU that lacks the instructions
+    named_variant(spec, torch_device)  # before loading: a clear error on a CPU that lacks the instructions
     threads = spec.option("threads")
     if threads:
         torch.set_num_threads(int(threads))  # process-wide: torch has one CPU thread pool
@@ -74,11 +83,67 @@ def load_predictor(spec: str | PredictorSpec, device: str | None = None) -> Pred
     else:
         net = load_adaptiveclick(spec.source, sha256=spec.option("sha256"), size=spec.option("size"))
         version = f"adaptiveclick-{net.config.name}-{weights_version(spec.source, spec.option('sha256'))}"
-    net = optimize_for_inference(net.to(torch_device), precision, torch_device)
-    return AdaptiveClickPredictor(
+    return predictor_for_network(net, spec, spec.option("version") or version, torch_device, calibration=calibration)
+
+
+def named_variant(spec: PredictorSpec, device: torch.device) -> tuple[str, str] | None:
+    """``(engine, precision)`` when the spec names either (the other one defaulted), checked to run natively on
+    ``device`` (ValueError with the reason); None when it names neither (the default is chosen per network)."""
+    from .fast import default_precision, variant_support
+
+    engine, precision = spec.option("engine"), spec.option("precision")
+    if not (engine or precision):
+        return None
+    engine = engine or "torch"
+    precision = precision or ("fp32" if engine == "openvino" else default_precision(device))
+    reason = variant_support(engine, precision, device)
+    if reason:
+        prefix = "engine=openvino," if engine == "openvino" else ""
+        raise ValueError(f"{prefix}precision={precision} is not available: {reason}")
+    return engine, precision
+
+
+def predictor_for_network(
+    net, spec: PredictorSpec, version: str, device: torch.device, calibration: Calibration | None = None
+):
+    """The predictor of ``net`` (a float32 :class:`model.AdaptiveClick`, converted in place) run as ``spec`` says:
+    engine, precision, threads, mode, flip; without engine and precision, the default variant for the network
+    (:func:`model.fast.default_variant`)."""
+    from .fast import default_variant, optimize_for_inference
+    from .predictor import AdaptiveClickPredictor
+
+    engine, precision = named_variant(spec, device) or default_variant(device, net.config.name)
+    options = {"mode": spec.option("mode", "cvpr") or "cvpr", "with_flip": spec.flag("flip", False)}
+    if engine != "openvino":
+        net = optimize_for_inference(net.to(device), precision, device)
+        return AdaptiveClickPredictor(net, version, device=device, **options)
+    from .engine import load_openvino_engine
+    from .engine.calibration import CALIBRATION_RECIPE
+
+    net = optimize_for_inference(net.to(device), "fp32", device)  # the torch half: image tokens and click maps
+    threads = spec.option("threads")
+    compiled = load_openvino_engine(
         net,
-        spec.option("version") or version,
-        device=torch_device,
-        mode=spec.option("mode", "cvpr") or "cvpr",
-        with_flip=spec.flag("flip", False),
+        weights_key(spec, net),
+        precision,
+        threads=int(threads) if threads else None,
+        calibration=(lambda: calibration(AdaptiveClickPredictor(net, version))) if calibration else None,
+        calibration_recipe=CALIBRATION_RECIPE,
     )
+    return AdaptiveClickPredictor(net, version, device=device, engine=compiled, **options)
+
+
+def weights_key(spec: PredictorSpec, net) -> str:
+    """What names the weights in the OpenVINO engine's cache: the checkpoint file's sha256; for untrained
+    ``random:SIZE`` weights, a hash of the state_dict."""
+    if spec.is_random:
+        from .engine.ir_cache import state_dict_key
+
+        return state_dict_key(net)
+    if spec.option("sha256"):
+        return spec.option("sha256").lower()  # checked against the file by load_adaptiveclick
+    from storage.files import sha256_of
+
+    from .checkpoint import fetch_weights
+
+    return sha256_of(fetch_weights(spec.source))

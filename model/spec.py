@@ -10,11 +10,15 @@
 
 Options (all optional): ``device`` (``cpu``, ``cuda``, ``cuda:1``, ``auto``), ``mode`` (``cvpr``/``plain``),
 ``flip`` (``0``/``1``), ``size`` (``base``/``huge``), ``sha256`` (expected hash of the weights file),
-``version`` (model version to report instead of the derived one), ``precision`` (``fp32``, ``bf16``, ``int8``: the
-arithmetic of the heavy layers, see :mod:`model.fast`; default: the fastest one that runs natively and has shown
-parity with fp32, see ``model.fast.optimize.PARITY_MET``; fp32 on GPUs), ``threads`` (CPU threads for torch,
-default: torch's choice, one per core). The fragment separator ``#`` never reaches a server, so URLs stay intact.
-:func:`model.load_predictor` builds what a spec names.
+``version`` (model version to report instead of the derived one), ``engine`` (``torch``, or ``openvino``: the
+per-click network compiled by OpenVINO for the CPU, see :mod:`model.engine`; needs ``pip install
+'.[openvino]'``), ``precision`` (``fp32``, ``bf16``, ``int8``: the arithmetic of the heavy layers, see
+:mod:`model.fast` and :mod:`model.engine.recipes`; ``int8-static`` with ``engine=openvino`` only), ``threads``
+(CPU threads for torch and OpenVINO, default: one per core). Without ``engine`` and ``precision`` the CPU runs the
+fastest variant that runs natively here and has shown parity with torch fp32
+(``model.fast.optimize.default_variant``; fp32 torch on GPUs); a ``precision`` alone keeps ``engine=torch``. The
+fragment separator ``#`` never reaches a server, so URLs stay intact. :func:`model.load_predictor` builds what a
+spec names.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ RANDOM_PREFIX = "random:"
 RANDOM_SIZES = ("base", "huge", "tiny")
 EVAL_MODES = ("cvpr", "plain")
 PRECISIONS = ("fp32", "bf16", "int8")
-KNOWN_OPTIONS = ("device", "mode", "flip", "size", "sha256", "version", "precision", "threads")
+ENGINES = ("torch", "openvino")
+#: the precisions each engine offers (``int8-static``: NNCF static int8, calibrated on NoC clicks)
+ENGINE_PRECISIONS = {"torch": PRECISIONS, "openvino": PRECISIONS + ("int8-static",)}
+KNOWN_OPTIONS = ("device", "mode", "flip", "size", "sha256", "version", "engine", "precision", "threads")
 #: options that describe the weights rather than how to run them (a new version of the weights replaces them)
 WEIGHT_OPTIONS = ("sha256", "version", "size")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -130,9 +137,14 @@ def parse_spec(spec: str | PredictorSpec) -> PredictorSpec:
         raise ValueError(f"predictor option mode={mode!r}: expected one of {', '.join(EVAL_MODES)}")
     if parsed.is_random and parsed.random_size not in RANDOM_SIZES:
         raise ValueError(f"{parsed.source!r}: expected one of " + ", ".join(RANDOM_PREFIX + s for s in RANDOM_SIZES))
-    if parsed.option("precision", "fp32") not in PRECISIONS:
+    engine = parsed.option("engine", "torch")
+    if engine not in ENGINES:
+        raise ValueError(f"predictor option engine={engine!r}: expected one of {', '.join(ENGINES)}")
+    precisions = ENGINE_PRECISIONS[engine or "torch"]
+    if parsed.option("precision", "fp32") not in precisions:
         raise ValueError(
-            f"predictor option precision={parsed.option('precision')!r}: expected one of {', '.join(PRECISIONS)}"
+            f"predictor option precision={parsed.option('precision')!r}: expected one of {', '.join(precisions)}"
+            + (" (int8-static needs engine=openvino)" if parsed.option("precision") == "int8-static" else "")
         )
     threads = parsed.option("threads", "1") or "1"
     if not threads.isdigit() or int(threads) < 1:

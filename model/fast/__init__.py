@@ -7,6 +7,14 @@ precision.
 """
 
 from .cpu_features import cpu_flags, precision_support
-from .optimize import check_precision, default_precision, optimize_for_inference
+from .optimize import check_precision, default_precision, default_variant, optimize_for_inference, variant_support
 
-__all__ = ["check_precision", "cpu_flags", "default_precision", "optimize_for_inference", "precision_support"]
+__all__ = [
+    "check_precision",
+    "cpu_flags",
+    "default_precision",
+    "default_variant",
+    "optimize_for_inference",
+    "precision_support",
+    "variant_support",
+]

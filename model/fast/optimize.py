@@ -16,6 +16,8 @@ small part of the time and where low precision would cost the most accuracy. Par
 
 from __future__ import annotations
 
+import logging
+
 from torch import nn
 
 from ..adaptiveclick import AdaptiveClick
@@ -32,6 +34,26 @@ CPU_PREFERENCE = ("int8", "bf16", "fp32")
 # trained weights were available to measure; once a checkpoint shows parity (`cpu-parity --source W.pth --noc`),
 # add its precision here and it becomes the default.
 PARITY_MET = ("fp32",)
+
+# The CPU default across engines: the first of these (engine, precision) variants, fastest first as measured by
+# `adaptiveclick benchmark cpu` on AdaptiveClick-B (later-click speed-up over torch fp32 eager, Zen 4 core pair),
+# that has shown parity with torch fp32 (VARIANTS_WITH_PARITY) and runs natively here, for the network sizes it was
+# measured on (DEFAULT_MEASURED_ON); torch fp32 otherwise. OpenVINO fp32 is exact (mask IoU 1.0000 against torch
+# fp32 eager, the same arithmetic to float rounding) and 1.2x faster: the default wherever openvino is installed.
+CPU_VARIANTS = (
+    ("openvino", "int8-static"),
+    ("openvino", "int8"),
+    ("openvino", "bf16"),
+    ("torch", "int8"),
+    ("torch", "bf16"),
+    ("openvino", "fp32"),
+    ("torch", "fp32"),
+)
+VARIANTS_WITH_PARITY = (("openvino", "fp32"), ("torch", "fp32")) + tuple(("torch", p) for p in PARITY_MET)
+DEFAULT_MEASURED_ON = ("base",)
+
+log = logging.getLogger(__name__)
+_fallback_logged: set[str] = set()
 
 # qualified-name prefixes of the layers that carry the compute
 VIT_PREFIXES = ("backbone.blocks.",)
@@ -54,6 +76,44 @@ def default_precision(device, parity_met: tuple[str, ...] = PARITY_MET) -> str:
         if precision in parity_met and precision_support(precision, device) is None:
             return precision
     return "fp32"
+
+
+def variant_support(engine: str, precision: str, device) -> str | None:
+    """None when ``engine`` runs ``precision`` natively on ``device``, else why not."""
+    if engine == "openvino":
+        from ..engine.recipes import openvino_support
+
+        if getattr(device, "type", str(device).split(":")[0]) != "cpu":
+            return f"engine=openvino runs on the CPU, not on {device}"
+        return openvino_support(precision)
+    return precision_support(precision, device)
+
+
+def default_variant(
+    device, network: str | None, with_parity: tuple[tuple[str, str], ...] = VARIANTS_WITH_PARITY
+) -> tuple[str, str]:
+    """``(engine, precision)`` of a spec naming neither: the fastest of :data:`CPU_VARIANTS` with parity that runs
+    here, for a network size in :data:`DEFAULT_MEASURED_ON`; else torch at :func:`default_precision` (GPUs: fp32).
+    An OpenVINO default that cannot run (openvino not installed) falls back to torch, logged once."""
+    torch_default = ("torch", default_precision(device, tuple(p for e, p in with_parity if e == "torch")))
+    if getattr(device, "type", str(device).split(":")[0]) != "cpu" or network not in DEFAULT_MEASURED_ON:
+        return torch_default
+    for engine, precision in CPU_VARIANTS:
+        if (engine, precision) not in with_parity:
+            continue
+        reason = variant_support(engine, precision, device)
+        if reason is None:
+            return engine, precision
+        if engine != "torch" and f"{engine},{precision}" not in _fallback_logged:
+            _fallback_logged.add(f"{engine},{precision}")
+            log.warning(
+                "the default CPU predictor would be engine=%s,precision=%s (faster, parity shown) but it cannot "
+                "run here: %s; using the next one",
+                engine,
+                precision,
+                reason,
+            )
+    return torch_default
 
 
 def check_precision(precision: str, device) -> None:
