@@ -5,6 +5,8 @@ http       per-click /predict latency over HTTP vs the bare predictor; brush RLE
 msda       multi-scale deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference
 cpu        AdaptiveClick per-click latency on the CPU: fp32 eager vs the int8/bf16 variants (+ peak memory)
 cpu-parity optimised CPU variants vs fp32 eager on NoC click sequences (probabilities, masks, IoU curves)
+load       concurrent clients against the HTTP backend
+openvino-prepare  OpenVINO engines made ahead of time (export, int8-static calibration, compile) into the cache
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ BENCHMARKS = {
     "cpu": ("benchmarks.cpu_inference", "AdaptiveClick per-click latency on the CPU: fp32 vs optimised variants"),
     "cpu-parity": ("benchmarks.cpu_parity", "optimised CPU variants vs fp32 eager on NoC click sequences"),
     "load": ("benchmarks.load", "concurrent clients against the HTTP backend: p50/p95, throughput, memory"),
+    "openvino-prepare": (
+        "benchmarks.openvino_prepare",
+        "export/compress/calibrate and compile OpenVINO engines ahead of time (int8-static: NoC clicks on GrabCut)",
+    ),
 }
 
 

@@ -27,14 +27,14 @@ from torch import nn
 
 from evaluation import evaluate_predictor, open_dataset, simulate
 from model.build import build_adaptiveclick
-from model.fast import optimize_for_inference
-from model.loading import load_predictor
+from model.loading import load_predictor, predictor_for_network
 from model.prediction import PROB_THRESHOLD
 from model.predictor import AdaptiveClickPredictor
 from model.spec import parse_spec
 
 from .common import machine_line, print_table
 from .cpu_inference import unavailable_reason, variant_spec
+from .openvino_prepare import noc_calibration
 
 DATASETS = ("GrabCut", "Berkeley")
 IOU_TARGET = 0.99
@@ -131,12 +131,16 @@ def seeded_weights(net: nn.Module, seed: int = 0) -> nn.Module:
     return net
 
 
-def predictor_factory(source: str, weights: str = "default") -> Callable[[str], AdaptiveClickPredictor]:
+def predictor_factory(
+    source: str, weights: str = "default", data_root=None
+) -> Callable[[str], AdaptiveClickPredictor]:
     """``variant -> predictor`` for ``source``: a checkpoint goes through ``load_predictor`` (what the backend
-    does); untrained ``random:SIZE`` weights are built once and converted per variant."""
+    does); untrained ``random:SIZE`` weights are built once and converted (or compiled by OpenVINO) per variant.
+    ``int8-static`` calibrates on the NoC clicker's GrabCut clicks under ``data_root``."""
     spec = parse_spec(source)
+    calibration = noc_calibration(data_root)
     if not spec.is_random:
-        return lambda variant: load_predictor(variant_spec(source, variant))
+        return lambda variant: load_predictor(variant_spec(source, variant), calibration=calibration)
     if weights not in ("default", "seeded"):
         raise ValueError(f"--weights {weights!r}: expected default or seeded")
     with torch.random.fork_rng(devices=[]):
@@ -147,14 +151,8 @@ def predictor_factory(source: str, weights: str = "default") -> Callable[[str], 
 
     def make(variant: str) -> AdaptiveClickPredictor:
         options = parse_spec(variant_spec(source, variant))
-        precision = options.option("precision", "fp32")
-        converted = optimize_for_inference(copy.deepcopy(net), precision)
-        return AdaptiveClickPredictor(
-            converted,
-            f"{spec.source}-{weights}-{precision}",
-            mode=options.option("mode", "cvpr"),
-            with_flip=options.flag("flip", False),
-        )
+        version = f"{spec.source}-{weights}-{options.option('engine', 'torch')}-{options.option('precision', 'fp32')}"
+        return predictor_for_network(copy.deepcopy(net), options, version, torch.device("cpu"), calibration)
 
     return make
 
@@ -169,7 +167,7 @@ def run(
     noc_clicks: int = 20,
     weights: str = "default",
 ) -> list[dict]:
-    make = predictor_factory(source, weights)
+    make = predictor_factory(source, weights, data_root)
     reference = make("precision=fp32")
     results = []
     for variant in variants:
