@@ -4,6 +4,7 @@
 #   docker build -t adaptiveclick-backend:cpu .                                  # CPU image (default)
 #   docker build --build-arg VARIANT=cuda -t adaptiveclick-backend:cuda .        # CUDA 13.0 image
 #   docker build --build-arg VARIANT=cuda --build-arg TORCH_CUDA_ARCH_LIST="9.0" -t adaptiveclick-backend:h100 .
+#   docker build --build-arg OPENVINO=no -t adaptiveclick-backend:cpu-torch-only .  # without the OpenVINO engine
 #
 # Stages: a build stage (Python, torch, the project, the MSDA kernels compiled ahead of time; for CUDA on NVIDIA's
 # devel image with nvcc, no GPU needed) and a runtime stage without compilers. Weights are never part of the image:
@@ -30,6 +31,10 @@ ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 ARG TORCH_VERSION=2.14.1
 ARG TORCH_INDEX_CPU=https://download.pytorch.org/whl/cpu
 ARG TORCH_INDEX_CUDA=https://download.pytorch.org/whl/cu130
+# The OpenVINO engine (the `openvino` extra: openvino + nncf, ~270 MB installed, and its MSDA custom op): auto =
+# in the CPU image, where it is the default predictor engine (engine=openvino, faster than torch fp32 and exact),
+# not in the CUDA image; yes / no force it.
+ARG OPENVINO=auto
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # the distribution's current compiler; the base image's tag pins the release
 # hadolint ignore=DL3008
@@ -59,15 +64,18 @@ COPY finetune finetune
 COPY labelstudio labelstudio
 COPY storage storage
 COPY benchmarks benchmarks
-RUN python -m pip install .
+RUN extra=""; \
+    if [ "$OPENVINO" = yes ] || { [ "$OPENVINO" = auto ] && [ "$VARIANT" = cpu ]; }; then extra="[openvino]"; fi \
+    && python -m pip install ".$extra"
 
 # From here on the installed package, not the sources in /src, is what `python -m` imports.
 WORKDIR /opt
 RUN python -c "import cli, backend.app, finetune.cli"
 # The MSDA kernels, built once here into the environment (ops.build looks there at run time, see
-# ops.build.installed_root); CUDA: for TORCH_CUDA_ARCH_LIST, without a GPU.
+# ops.build.installed_root); CUDA: for TORCH_CUDA_ARCH_LIST, without a GPU; the OpenVINO custom op where the
+# openvino extra is installed (--openvino auto).
 RUN cuda=no; if [ "$VARIANT" = cuda ]; then cuda=yes; fi \
-    && ADAPTIVECLICK_CACHE=/opt/venv/share/adaptiveclick python -m ops.build --cpu yes --cuda "$cuda" \
+    && ADAPTIVECLICK_CACHE=/opt/venv/share/adaptiveclick python -m ops.build --cpu yes --cuda "$cuda" --openvino auto \
     && rm -rf /opt/venv/share/adaptiveclick/torch_extensions/*/*.o \
               /opt/venv/share/adaptiveclick/torch_extensions/*/*/*.o
 

@@ -131,9 +131,7 @@ def seeded_weights(net: nn.Module, seed: int = 0) -> nn.Module:
     return net
 
 
-def predictor_factory(
-    source: str, weights: str = "default", data_root=None
-) -> Callable[[str], AdaptiveClickPredictor]:
+def predictor_factory(source: str, weights: str = "default", data_root=None) -> Callable[[str], AdaptiveClickPredictor]:
     """``variant -> predictor`` for ``source``: a checkpoint goes through ``load_predictor`` (what the backend
     does); untrained ``random:SIZE`` weights are built once and converted (or compiled by OpenVINO) per variant.
     ``int8-static`` calibrates on the NoC clicker's GrabCut clicks under ``data_root``."""

@@ -71,6 +71,19 @@ def test_fp32_against_itself_and_the_noc_comparison(tmp_path, data_root):
         assert row["max_curve_gap_points"] == 0 and row["noc90_gap"] == 0
 
 
+def test_openvino_fp32_against_torch_fp32(tmp_path, data_root, monkeypatch):
+    """engine=openvino,precision=fp32 through the paired comparison: the same masks (float rounding apart)."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    from model.engine.ir_cache import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "openvino"))
+    torch.manual_seed(0)
+    path = save_weights(build_adaptiveclick(TINY_CONFIG), tmp_path / "tiny.pth")
+    results = cpu_parity.run(str(path), ["engine=openvino,precision=fp32"], data_root, instances=1, clicks=2)
+    for row in results:
+        assert row["mask_iou"] >= 0.99 and row["mean_abs_dp"] < 1e-4 and row["relative_logit_error"] < 1e-3, row
+
+
 def test_cli_rejects_bad_arguments(capsys):
     import argparse
 

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from .recipes import outside_int8
+
 #: which clicks calibrate ``int8-static`` (part of its cache key): GrabCut images [0, images), NoC clicks each
 CALIBRATION_RECIPE = {"dataset": "GrabCut", "images": 16, "clicks": 4, "predictor": "torch fp32 cvpr"}
 
@@ -38,7 +40,7 @@ def record_network_inputs(net) -> Iterator[list[tuple[torch.Tensor, torch.Tensor
 
 
 def quantize_static(model, inputs: Sequence[tuple[torch.Tensor, torch.Tensor]]):
-    """NNCF static int8 of the whole graph (transformer preset: SmoothQuant, per-channel weights, per-tensor
+    """NNCF static int8 of the ViT blocks (transformer preset: SmoothQuant, per-channel weights, per-tensor
     activations) from the calibration ``inputs``. Peak memory measured: < 4 GB for AdaptiveClick-B with 64 inputs
     (the ov.Model is quantised on its own, no torch model alongside)."""
     import nncf
@@ -46,4 +48,10 @@ def quantize_static(model, inputs: Sequence[tuple[torch.Tensor, torch.Tensor]]):
     if not inputs:
         raise ValueError("int8-static calibration needs at least one network input")
     data = nncf.Dataset(list(inputs), lambda r: {"image_tokens": r[0].numpy(), "maps": r[1].numpy()})
-    return nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(inputs))
+    return nncf.quantize(
+        model,
+        data,
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(inputs),
+        ignored_scope=outside_int8(model),
+    )
