@@ -8,19 +8,25 @@
 | ``ADAPTIVECLICK_MAX_IMAGE_MB`` | ``64`` | largest image file accepted (413 beyond) |
 | ``ADAPTIVECLICK_MAX_IMAGE_PIXELS`` | ``50000000`` | largest decoded image accepted, width x height (413 beyond) |
 | ``ADAPTIVECLICK_FETCH_TIMEOUT`` | ``30`` | seconds allowed for fetching one image |
+| ``ADAPTIVECLICK_POLYGON_TOLERANCE`` | ``1`` | px: simplification tolerance of polygon answers (``0``: exact) |
+| ``ADAPTIVECLICK_POLYGON_HOLES`` | ``seam`` | holes in polygon answers: ``seam`` (cut in, kept empty) or ``fill`` |
 
 The backend's settings hold these as ``Settings.label_studio``; fine-tuning reads them with
-:meth:`LabelStudioSettings.from_env`, so both apply the same checks.
+:meth:`LabelStudioSettings.from_env`, so both apply the same checks. The polygon settings are
+:class:`PolygonSettings` (see :mod:`labelstudio.polygons`); the CVAT interactor reads them too.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
+
+from .polygons import DEFAULT_HOLES, DEFAULT_TOLERANCE, HOLE_MODES
 
 N = TypeVar("N", int, float)
 
@@ -78,12 +84,33 @@ class ImageLimits:
 
 
 @dataclass(frozen=True)
+class PolygonSettings:
+    """How a mask is answered as polygons: the simplification tolerance in pixels and what becomes of holes."""
+
+    tolerance: float = DEFAULT_TOLERANCE
+    holes: str = DEFAULT_HOLES
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.tolerance) or self.tolerance < 0:
+            raise SettingsError(
+                f"ADAPTIVECLICK_POLYGON_TOLERANCE must be a number of pixels >= 0 (0: exact outlines), "
+                f"got {self.tolerance!r}"
+            )
+        if self.holes not in HOLE_MODES:
+            raise SettingsError(
+                f"ADAPTIVECLICK_POLYGON_HOLES must be seam (holes cut into the polygon, kept empty) or fill "
+                f"(holes filled), got {self.holes!r}"
+            )
+
+
+@dataclass(frozen=True)
 class LabelStudioSettings:
     url: str | None = None
     api_key: str | None = None
     local_files_document_root: Path | None = None
     fetch_timeout: float = DEFAULT_FETCH_TIMEOUT_S
     limits: ImageLimits = field(default_factory=ImageLimits)
+    polygons: PolygonSettings = field(default_factory=PolygonSettings)
 
     def __post_init__(self) -> None:
         if self.url:
@@ -115,11 +142,16 @@ class LabelStudioSettings:
             "max_bytes": env.number("ADAPTIVECLICK_MAX_IMAGE_MB", int, 1 << 20),
             "max_pixels": env.number("ADAPTIVECLICK_MAX_IMAGE_PIXELS", int),
         }
+        polygons = {
+            "tolerance": env.number("ADAPTIVECLICK_POLYGON_TOLERANCE", float),
+            "holes": (env.text("ADAPTIVECLICK_POLYGON_HOLES") or "").lower() or None,
+        }
         values: dict[str, Any] = {
             "url": env.text("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"),
             "api_key": env.text("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
             "local_files_document_root": env.path("LOCAL_FILES_DOCUMENT_ROOT"),
             "fetch_timeout": env.number("ADAPTIVECLICK_FETCH_TIMEOUT", float),
             "limits": ImageLimits(**{k: v for k, v in limits.items() if v is not None}),
+            "polygons": PolygonSettings(**{k: v for k, v in polygons.items() if v is not None}),
         }
         return cls(**{k: v for k, v in values.items() if v is not None})
