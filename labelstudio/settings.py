@@ -142,7 +142,7 @@ class LabelStudioSettings:
             "max_bytes": env.number("ADAPTIVECLICK_MAX_IMAGE_MB", int, 1 << 20),
             "max_pixels": env.number("ADAPTIVECLICK_MAX_IMAGE_PIXELS", int),
         }
-        polygons = {
+        polygons: dict[str, Any] = {
             "tolerance": env.number("ADAPTIVECLICK_POLYGON_TOLERANCE", float),
             "holes": (env.text("ADAPTIVECLICK_POLYGON_HOLES") or "").lower() or None,
         }
