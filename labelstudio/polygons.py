@@ -84,19 +84,16 @@ _EMITTED, _EMITTED_COUNT = _emission_table()
 
 @dataclass(frozen=True)
 class Part:
-    """One connected part of a mask: its outline and its holes, rings ``[N, 2]`` of ``(x, y)`` in pixels.
+    """One connected part of a mask: its outline and its holes, rings ``[N, 2]`` of ``(x, y)`` in pixels, and the
+    area the traced rings enclose (px², outline minus holes; near the pixel count: a traced ring cuts an eighth of
+    a pixel off every convex corner and adds one at every concave corner).
 
     The outline runs one way round and every hole the other, so the part is what the outline encloses minus the
     holes under both fill rules."""
 
     outline: np.ndarray
     holes: tuple[np.ndarray, ...]
-
-    @property
-    def area(self) -> float:
-        """Enclosed area in px², outline minus holes: near the pixel count (an exact ring cuts an eighth of a
-        pixel off every convex corner and adds one at every concave corner)."""
-        return (_area2(self.outline * 2) + sum(_area2(h * 2) for h in self.holes)) / 8
+    area: float
 
 
 def trace_parts(mask: np.ndarray) -> list[Part]:
@@ -113,24 +110,27 @@ def trace_parts(mask: np.ndarray) -> list[Part]:
     contours, hierarchy = cv2.findContours(image, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return []
-    rings = _pixel_edge_rings(contours)  # doubled coordinates: integers
+    rings, areas = _pixel_edge_rings(contours)  # doubled coordinates: integers; twice the signed areas
     parents = hierarchy[0][:, 3]
-    holes: dict[int, list[np.ndarray]] = {}
-    for index in np.flatnonzero(parents >= 0):
-        holes.setdefault(int(parents[index]), []).append(rings[index])
+    # outlines one way round (positive area, y down), holes the other
+    rings = [ring[::-1] if (area < 0) == (parent < 0) else ring for ring, area, parent in zip(rings, areas, parents)]
+    holes: dict[int, list[int]] = {}
+    for index in np.flatnonzero(parents >= 0).tolist():
+        holes.setdefault(int(parents[index]), []).append(index)
     parts = []
-    for index in np.flatnonzero(parents < 0):
-        outline = _oriented(rings[index], 1)
-        inner = tuple(_oriented(h, -1) for h in holes.get(int(index), []))
-        parts.append(Part(outline / 2.0, tuple(h / 2.0 for h in inner)))
+    for index in np.flatnonzero(parents < 0).tolist():
+        inner = holes.get(index, [])
+        area = (abs(areas[index]) - sum(abs(areas[k]) for k in inner)) / 8  # doubled: 4x the area, and twice it
+        parts.append(Part(rings[index] / 2.0, tuple(rings[k] / 2.0 for k in inner), float(area)))
     parts.sort(key=lambda part: -part.area)  # stable: equal parts keep OpenCV's order
     return parts
 
 
-def _pixel_edge_rings(contours) -> list[np.ndarray]:
+def _pixel_edge_rings(contours) -> tuple[list[np.ndarray], np.ndarray]:
     """Each OpenCV chain of boundary pixels as the ring of its pixel-edge midpoints, ``[M, 2]`` int64 in doubled
-    coordinates (a pixel centre ``(x + 0.5, y + 0.5)`` is ``(2x + 1, 2y + 1)``), collinear vertices removed.
-    Vectorised over all chains at once: one table lookup per boundary pixel."""
+    coordinates (a pixel centre ``(x + 0.5, y + 0.5)`` is ``(2x + 1, 2y + 1)``), collinear vertices removed, and
+    twice each ring's signed area in those coordinates. Vectorised over all chains at once: one table lookup
+    per boundary pixel."""
     lengths = np.fromiter((len(c) for c in contours), np.int64, len(contours))
     points = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.int64)
     previous, following = _ring_neighbours(lengths)
@@ -145,7 +145,10 @@ def _pixel_edge_rings(contours) -> list[np.ndarray]:
     vertices = np.repeat(centres, _EMITTED_COUNT[row], axis=0) + _DIRECTIONS[codes[emitted]]
     ring_lengths = np.add.reduceat(_EMITTED_COUNT[row], np.concatenate(([0], np.cumsum(lengths)[:-1])))
     vertices, ring_lengths = _drop_collinear(vertices, ring_lengths)
-    return np.split(vertices, np.cumsum(ring_lengths)[:-1])
+    _, following = _ring_neighbours(ring_lengths)
+    crosses = vertices[:, 0] * vertices[following, 1] - vertices[following, 0] * vertices[:, 1]
+    areas = np.bincount(np.repeat(np.arange(ring_lengths.size), ring_lengths), crosses, ring_lengths.size)
+    return np.split(vertices, np.cumsum(ring_lengths)[:-1]), areas
 
 
 def _ring_neighbours(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,16 +169,6 @@ def _drop_collinear(vertices: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarr
     return vertices[~straight], np.bincount(ring[~straight], minlength=lengths.size)
 
 
-def _area2(ring: np.ndarray) -> float:
-    """Twice the signed area of a ring (shoelace), positive for clockwise on screen (y down)."""
-    x, y = ring[:, 0], ring[:, 1]
-    return float((x * np.roll(y, -1) - np.roll(x, -1) * y).sum())
-
-
-def _oriented(ring: np.ndarray, sign: int) -> np.ndarray:
-    return ring if _area2(ring) * sign >= 0 else ring[::-1].copy()
-
-
 def simplify_ring(ring: np.ndarray, tolerance: float, max_loss: float = MAX_AREA_LOSS) -> np.ndarray:
     """Douglas-Peucker on a closed ring ``[N, 2]`` of pixel-edge vertices (multiples of 0.5 px) at ``tolerance``
     px; a subset of its vertices in ring order. Where that would cost more than ``max_loss`` of the ring's area
@@ -186,17 +179,23 @@ def simplify_ring(ring: np.ndarray, tolerance: float, max_loss: float = MAX_AREA
     if tolerance == 0 or len(ring) <= 3:
         return ring
     doubled = np.rint(ring * 2).astype(np.int64)  # the vertices are multiples of 0.5 px: exact integers
-    # the vertices of a pixel-edge ring are distinct: each is the midpoint of its own edge, so a kept vertex's
-    # place in the ring is found by its coordinates
-    keys = doubled[:, 0] * (1 << 32) + doubled[:, 1]
-    order = np.argsort(keys)
-    crosses = doubled[:, 0] * np.roll(doubled[:, 1], -1) - np.roll(doubled[:, 0], -1) * doubled[:, 1]
+    x, y = doubled[:, 0], doubled[:, 1]
+    crosses = x * np.append(y[1:], y[0]) - np.append(x[1:], x[0]) * y
     prefix = np.concatenate(([0], np.cumsum(crosses)))
-    area = abs(prefix[-1])
+    area = abs(int(prefix[-1]))
+    if max_loss * area < 1:
+        # dropping a vertex cuts off a cap whose (doubled) shoelace sum is a non-zero integer: nothing can go,
+        # so a speck (under 12.5 px² at 1%) skips the attempts
+        return ring
+    # the vertices of a pixel-edge ring are distinct (each is the midpoint of its own edge), so a kept vertex's
+    # place in the ring is found by its coordinates
+    keys = x * (1 << 32) + y
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    points = doubled.astype(np.int32).reshape(-1, 1, 2)
     for attempt in range(MAX_RETRIES + 1):
-        kept = cv2.approxPolyDP(doubled.reshape(-1, 1, 2).astype(np.int32), 2 * tolerance / 2**attempt, True)
-        kept = kept.reshape(-1, 2).astype(np.int64)
-        index = np.sort(order[np.searchsorted(keys[order], kept[:, 0] * (1 << 32) + kept[:, 1])])
+        kept = cv2.approxPolyDP(points, 2 * tolerance / 2**attempt, True).reshape(-1, 2).astype(np.int64)
+        index = np.sort(order[np.searchsorted(sorted_keys, kept[:, 0] * (1 << 32) + kept[:, 1])])
         if len(index) >= 3 and _lost_area(doubled, prefix, index) <= max_loss * area:
             return ring[index]
     return ring
@@ -208,22 +207,23 @@ def check_tolerance(tolerance: float) -> None:
         raise ValueError(f"tolerance must be a finite number of pixels >= 0, got {tolerance!r}")
 
 
-def _lost_area(ring: np.ndarray, prefix: np.ndarray, index: np.ndarray) -> float:
+def _lost_area(ring: np.ndarray, prefix: np.ndarray, index: np.ndarray) -> int:
     """Twice the area between a ring and its simplification (the kept vertices ``index``, increasing): the sum over
     the dropped stretches of the area between the stretch and its chord (``prefix``: cumulative shoelace terms)."""
-    start, end = index, np.roll(index, -1)
+    start, end = index, np.append(index[1:], index[0])
     along = prefix[end] - prefix[start]
     along[-1] = prefix[-1] - prefix[start[-1]] + prefix[end[-1]]  # the stretch that wraps round the ring's start
     a, b = ring[start], ring[end]
     chord_back = b[:, 0] * a[:, 1] - a[:, 0] * b[:, 1]
-    return float(np.abs(along + chord_back).sum())
+    return int(np.abs(along + chord_back).sum())
 
 
 def simplify_part(part: Part, tolerance: float) -> Part:
-    """The part with every ring simplified at ``tolerance`` px."""
+    """The part with every ring simplified at ``tolerance`` px (``area`` stays the traced one)."""
     if tolerance == 0:
         return part
-    return Part(simplify_ring(part.outline, tolerance), tuple(simplify_ring(h, tolerance) for h in part.holes))
+    outline = simplify_ring(part.outline, tolerance)
+    return Part(outline, tuple(simplify_ring(h, tolerance) for h in part.holes), part.area)
 
 
 def mask_polygons(
@@ -235,27 +235,28 @@ def mask_polygons(
     check_tolerance(tolerance)
     if holes not in HOLE_MODES:
         raise ValueError(f"holes must be one of {', '.join(HOLE_MODES)}, got {holes!r}")
-    parts = [simplify_part(part, tolerance) for part in trace_parts(mask)]
+    parts = trace_parts(mask)
     if holes == "fill":
-        return [part.outline for part in parts]
-    return [seamed_ring(part) for part in parts]
+        return [simplify_ring(part.outline, tolerance) for part in parts]  # the holes need no simplifying
+    return [seamed_ring(simplify_part(part, tolerance)) for part in parts]
 
 
 def seamed_ring(part: Part) -> np.ndarray:
     """The part as one ring: each hole entered from the outline vertex nearest to the hole's leftmost vertex,
     along a seam of horizontal and vertical steps on pixel edges, walked round, and left along the same seam."""
+    if not part.holes:
+        return part.outline
     outline = np.rint(part.outline * 2).astype(np.int64)  # doubled coordinates, as traced: integers
     detours: dict[int, list[np.ndarray]] = {}
     for hole in part.holes:
         ring = np.rint(hole * 2).astype(np.int64)
         start = int(np.lexsort((ring[:, 1], ring[:, 0]))[0])
-        ring = np.roll(ring, -start, axis=0)
-        nearest = int(((outline - ring[0]) ** 2).sum(axis=1).argmin())
-        seam = _seam(outline[nearest], ring[0])  # from the outline vertex (excluded) to the hole's first vertex
-        back = np.concatenate((seam[-2::-1], outline[nearest : nearest + 1]))
-        detours.setdefault(nearest, []).append(np.concatenate((seam, ring[1:], ring[:1], back)))
-    if not detours:
-        return part.outline
+        nearest = int(((outline - ring[start]) ** 2).sum(axis=1).argmin())
+        seam = _seam(outline[nearest], ring[start])  # after the outline vertex, up to the hole's vertex
+        back = seam[-2::-1] + [tuple(outline[nearest])]
+        detours.setdefault(nearest, []).extend(
+            (np.array(seam, np.int64), ring[start + 1 :], ring[: start + 1], np.array(back, np.int64))
+        )
     pieces, begin = [], 0
     for index in sorted(detours):
         pieces.append(outline[begin : index + 1])
@@ -265,24 +266,24 @@ def seamed_ring(part: Part) -> np.ndarray:
     return np.concatenate(pieces) / 2.0
 
 
-def _seam(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+def _seam(start: np.ndarray, end: np.ndarray) -> list[tuple[int, int]]:
     """Vertices after ``start`` up to ``end`` (doubled coordinates, never both odd): to a pixel corner, then
     vertically and horizontally along pixel edges, then to ``end``. A pixel centre has both coordinates odd; every
     step runs along an even coordinate line, so none lies on the seam."""
-    first, last = _to_corner(start, end), _to_corner(end, start)
-    path = [start, first, np.array([first[0], last[1]]), last, end]  # leaves the hole sideways, off its left side
-    kept = [p for k, p in enumerate(path) if k == 0 or not np.array_equal(p, path[k - 1])]
-    return np.array(kept[1:], np.int64).reshape(-1, 2)
+    a, b = (int(start[0]), int(start[1])), (int(end[0]), int(end[1]))
+    first, last = _to_corner(a, b), _to_corner(b, a)
+    path = [a, first, (first[0], last[1]), last, b]  # vertical from the outline, then sideways into the hole
+    return [p for previous, p in zip(path, path[1:]) if p != previous]
 
 
-def _to_corner(point: np.ndarray, toward: np.ndarray) -> np.ndarray:
+def _to_corner(point: tuple[int, int], toward: tuple[int, int]) -> tuple[int, int]:
     """The pixel corner next to an edge midpoint, along that edge, on the side of ``toward``."""
-    x, y = int(point[0]), int(point[1])
+    x, y = point
     if x % 2:
-        return np.array([x + (1 if toward[0] > x else -1), y])
+        return x + (1 if toward[0] > x else -1), y
     if y % 2:
-        return np.array([x, y + (1 if toward[1] > y else -1)])
-    return np.array([x, y])
+        return x, y + (1 if toward[1] > y else -1)
+    return point
 
 
 def polygons_mask(polygons: list[np.ndarray], height: int, width: int) -> np.ndarray:
