@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -66,6 +70,16 @@ def test_recommended_config():
     assert config.polygon.name == "polygon" and config.polygon.labels == ("Object",)
     assert config.outputs == (config.brush, config.polygon) and config.output_labels == ("Object",)
     assert [t.name for t in config.keypoints] == ["click"] and [t.name for t in config.rectangles] == ["box"]
+
+
+def test_the_readme_configs():
+    """The README shows the shipped config (brush and polygons), then brush only, then polygons only."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Connect to Label Studio") :]
+    configs = [textwrap.dedent(block) for block in re.findall(r"```xml\n(.*?)```", section, re.S)[:3]]
+    outputs = [[t.tag for t in parse_label_config(xml).outputs] for xml in configs]
+    assert outputs == [["BrushLabels", "PolygonLabels"], ["BrushLabels"], ["PolygonLabels"]]
+    assert parse_label_config(configs[0]) == parse_label_config(CONFIG)
 
 
 def test_output_tags_brush_polygon_or_both():
