@@ -171,7 +171,9 @@ def create_app(
             model_ms=round(segmentation.seconds_model * 1e3, 1),
             model_version=segmentation.model_version,
         )
-        prediction = mask_prediction(parsed, segmentation.mask, segmentation.score, segmentation.model_version)
+        prediction = mask_prediction(
+            parsed, segmentation.mask, segmentation.score, segmentation.model_version, settings.label_studio.polygons
+        )
         response = jsonify({"results": [prediction], "model_version": segmentation.model_version})
         # the predictor's share of the request, so clients can tell model time from server overhead
         response.headers["Server-Timing"] = f"model;dur={segmentation.seconds_model * 1e3:.2f}"

@@ -3,7 +3,8 @@ imports no torch (``adaptiveclick serve --help`` stays fast).
 
 The Label Studio connection and image limits (``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``,
 ``LOCAL_FILES_DOCUMENT_ROOT``, ``ADAPTIVECLICK_MAX_IMAGE_MB``, ``ADAPTIVECLICK_MAX_IMAGE_PIXELS``,
-``ADAPTIVECLICK_FETCH_TIMEOUT``) are :class:`labelstudio.settings.LabelStudioSettings`, held as
+``ADAPTIVECLICK_FETCH_TIMEOUT``) and the polygon answers (``ADAPTIVECLICK_POLYGON_TOLERANCE``,
+``ADAPTIVECLICK_POLYGON_HOLES``) are :class:`labelstudio.settings.LabelStudioSettings`, held as
 ``Settings.label_studio``; the rest:
 
 | variable | default | meaning |

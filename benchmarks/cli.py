@@ -5,6 +5,7 @@ http       per-click /predict latency over HTTP vs the bare predictor; brush RLE
 msda       multi-scale deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference
 cpu        AdaptiveClick per-click latency on the CPU: fp32 eager vs the int8/bf16 variants (+ peak memory)
 cpu-parity optimised CPU variants vs fp32 eager on NoC click sequences (probabilities, masks, IoU curves)
+polygons   masks as Label Studio polygons: round-trip IoU, vertices and ms per mask on GrabCut and Berkeley
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ BENCHMARKS = {
     "cpu": ("benchmarks.cpu_inference", "AdaptiveClick per-click latency on the CPU: fp32 vs optimised variants"),
     "cpu-parity": ("benchmarks.cpu_parity", "optimised CPU variants vs fp32 eager on NoC click sequences"),
     "load": ("benchmarks.load", "concurrent clients against the HTTP backend: p50/p95, throughput, memory"),
+    "polygons": ("benchmarks.polygons", "masks as polygons: round-trip IoU, vertices and ms per mask"),
 }
 
 

@@ -7,8 +7,9 @@ reply formatted once.
 image, ``is_positive`` on the region, false for an Alt-click) and ``rectanglelabels`` (``x``, ``y``, ``width``,
 ``height`` in percent); :func:`parse_predict_request` turns that into a :class:`ClickRequest`. A body without
 prompts (plain pre-annotation) is a :class:`PreannotationRequest`. The reply is ``{"results": [prediction, ...]}``,
-one prediction per task, where a prediction is ``{"result": [region], "score": float, "model_version": str}``
-(:func:`mask_prediction`).
+one prediction per task, where a prediction is ``{"result": [region, ...], "score": float, "model_version": str}``
+(:func:`mask_prediction`): a ``brushlabels`` region with the mask and/or one ``polygonlabels`` region per
+connected part of it, as the label config's output tags ask.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from .errors import BadRequest
-from .label_config import InteractiveConfig, parse_label_config
+from .label_config import ControlTag, InteractiveConfig, parse_label_config
+from .polygons import mask_polygons
 from .rle import encode_rle
+from .settings import PolygonSettings
 
 PixelBox = tuple[int, int, int, int]  # (top, bottom, left, right) in pixels, inclusive
 DEFAULT_MAX_PROMPTS = 100
@@ -77,7 +80,8 @@ class ClickRequest:
         task_id: the task's id (an integer in Label Studio), None when the task has none.
         image_url: the task's image, as the task data names it.
         prompts: clicks and boxes in the order they were made, in percent of the image.
-        label: the label of the most recent prompt; one of the output tag's labels.
+        label: the label of the most recent prompt; a label of the output tags it goes to
+            (``config.outputs_for(label)``, never empty).
         config: the parts of the labelling config that matter here.
         image_rotation: as Label Studio reports it (the mask comes back with the same value).
         original_size: ``(width, height)`` that Label Studio reports, if any.
@@ -291,33 +295,75 @@ def _box(value: dict) -> BoxPrompt:
 
 
 def _resolve_label(labels: list[str], config: InteractiveConfig) -> str:
-    """The label of the most recent prompt, which must be one of the BrushLabels labels."""
+    """The label of the most recent prompt, which must be a label of an output tag (BrushLabels, PolygonLabels)."""
     if not labels:
-        if len(config.brush.labels) == 1:
-            return config.brush.labels[0]
+        if len(config.output_labels) == 1:
+            return config.output_labels[0]
         raise BadRequest("no label selected: choose a label before clicking")
     label = labels[-1]
-    if config.brush.labels and label not in config.brush.labels:
+    if not config.outputs_for(label):
+        kinds = " or ".join(tag.tag for tag in config.outputs)
+        tags = " or ".join(f'<{tag.tag} name="{tag.name}">' for tag in config.outputs)
         raise BadRequest(
-            f"label {shown(label)} is not one of the BrushLabels labels "
-            f'({", ".join(config.brush.labels)}): add it to <BrushLabels name="{config.brush.name}">'
+            f"label {shown(label)} is not one of the {kinds} labels ({', '.join(config.output_labels)}): "
+            f"add it to {tags}"
         )
     return label
 
 
-def mask_prediction(request: ClickRequest, mask: np.ndarray, score: float, model_version: str) -> dict:
-    """The prediction answering ``request``: one brushlabels region holding ``mask`` ``[H, W]`` bool, the shape
-    Label Studio stores and displays."""
+def mask_prediction(
+    request: ClickRequest,
+    mask: np.ndarray,
+    score: float,
+    model_version: str,
+    polygons: PolygonSettings = PolygonSettings(),
+) -> dict:
+    """The prediction answering ``request`` with ``mask`` ``[H, W]`` bool, in the output tags its label goes to:
+    a brushlabels region holding the mask, and/or one polygonlabels region per connected part of it (simplified
+    and with holes as ``polygons`` says; :mod:`labelstudio.polygons`), the shapes Label Studio stores and displays.
+    The brush region comes first."""
+    regions: list[dict] = []
+    for tag in request.config.outputs_for(request.label):
+        if tag.tag == "BrushLabels":
+            regions.append(_brush_region(request, tag, mask, score))
+        else:
+            regions.extend(_polygon_regions(request, tag, mask, score, polygons))
+    return {"result": regions, "score": score, "model_version": model_version}
+
+
+def _region(request: ClickRequest, tag: ControlTag, mask: np.ndarray, score: float, value: dict) -> dict:
     height, width = mask.shape
-    region = {
-        "from_name": request.config.brush.name,
+    return {
+        "from_name": tag.name,
         "to_name": request.config.image_name,
-        "type": "brushlabels",
+        "type": tag.result_type,
         "original_width": width,
         "original_height": height,
         "image_rotation": request.image_rotation,
-        "value": {"format": "rle", "rle": encode_rle(mask), "brushlabels": [request.label]},
+        "value": value,
         "score": score,
         "readonly": False,
     }
-    return {"result": [region], "score": score, "model_version": model_version}
+
+
+def _brush_region(request: ClickRequest, tag: ControlTag, mask: np.ndarray, score: float) -> dict:
+    value = {"format": "rle", "rle": encode_rle(mask), "brushlabels": [request.label]}
+    return _region(request, tag, mask, score, value)
+
+
+def _polygon_regions(
+    request: ClickRequest, tag: ControlTag, mask: np.ndarray, score: float, settings: PolygonSettings
+) -> list[dict]:
+    """One region per polygon, vertices ``[x, y]`` in percent of the image (``x = column / width * 100``)."""
+    height, width = mask.shape
+    scale = np.array([100.0 / width, 100.0 / height])
+    return [
+        _region(
+            request,
+            tag,
+            mask,
+            score,
+            {"points": (ring * scale).tolist(), "closed": True, "polygonlabels": [request.label]},
+        )
+        for ring in mask_polygons(mask, settings.tolerance, settings.holes)
+    ]
