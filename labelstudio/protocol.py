@@ -6,10 +6,12 @@ reply formatted once.
 ``result`` holds the annotator's smart regions: ``keypointlabels`` (``value.x``/``value.y`` in percent of the
 image, ``is_positive`` on the region, false for an Alt-click) and ``rectanglelabels`` (``x``, ``y``, ``width``,
 ``height`` in percent); :func:`parse_predict_request` turns that into a :class:`ClickRequest`. A body without
-prompts (plain pre-annotation) is a :class:`PreannotationRequest`. The reply is ``{"results": [prediction, ...]}``,
-one prediction per task, where a prediction is ``{"result": [region, ...], "score": float, "model_version": str}``
-(:func:`mask_prediction`): a ``brushlabels`` region with the mask and/or one ``polygonlabels`` region per
-connected part of it, as the label config's output tags ask.
+prompts is a :class:`PreannotationRequest`: Label Studio's *Retrieve Predictions* sends ``params.context: null``
+and the tasks with their annotations and predictions, whose rectangles then say what to segment
+(:mod:`labelstudio.boxes`). The reply is ``{"results": [prediction, ...]}``, one entry per task, where a prediction
+is ``{"result": [region, ...], "score": float, "model_version": str}``: for a mask (:func:`mask_prediction`, or
+several in one prediction, :func:`masks_prediction`) a ``brushlabels`` region with the mask and/or one
+``polygonlabels`` region per connected part of it, as the label config's output tags ask.
 """
 
 from __future__ import annotations
@@ -18,13 +20,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from .errors import BadRequest
-from .label_config import ControlTag, InteractiveConfig, parse_label_config
-from .polygons import mask_polygons
-from .rle import encode_rle
-from .settings import PolygonSettings
+from .label_config import InteractiveConfig, parse_label_config
+
+# the reply's formatting lives in labelstudio.predictions; protocol users find it here too
+from .predictions import LabelledMask, mask_prediction, mask_regions, masks_prediction  # noqa: F401
 
 PixelBox = tuple[int, int, int, int]  # (top, bottom, left, right) in pixels, inclusive
 DEFAULT_MAX_PROMPTS = 100
@@ -99,11 +99,19 @@ class ClickRequest:
 
 @dataclass(frozen=True)
 class PreannotationRequest:
-    """A ``/predict`` without prompts (plain pre-annotation): the tasks are answered with no prediction."""
+    """A ``/predict`` without prompts: the tasks (with their annotations and predictions, as Label Studio sends
+    them) to pre-annotate from the rectangles they hold.
+
+    Attributes:
+        config: parsed with ``prompts_required=False`` (a config whose only prompts are plain rectangles will do).
+        has_context: the body had a ``params.context`` (an interactive request that holds no prompt yet); Retrieve
+            Predictions and automatic pre-annotation send none.
+    """
 
     project: int | None
     tasks: tuple[dict, ...]
     config: InteractiveConfig
+    has_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,11 +144,13 @@ def parse_predict_request(body: Any, max_prompts: int = DEFAULT_MAX_PROMPTS) -> 
     context = params.get("context")
     if context is not None and not isinstance(context, dict):
         raise BadRequest("'params.context' must be an object")
-    config = parse_label_config(body.get("label_config"))
+    config = parse_label_config(body.get("label_config"), prompts_required=False)
     project = project_id(body.get("project"))
     prompts = _prompts(context.get("result") if context else None, config, max_prompts)
     if prompts is None:
-        return PreannotationRequest(project, tuple(tasks), config)
+        return PreannotationRequest(project, tuple(tasks), config, context is not None)
+    if not config.interactive:  # clicks need a smart tool: the interactive parse says what the config lacks
+        config = parse_label_config(body.get("label_config"))
     if len(tasks) != 1:
         raise BadRequest(f"interactive annotation takes exactly one task, got {len(tasks)}")
     task = tasks[0]
@@ -158,10 +168,12 @@ def parse_predict_request(body: Any, max_prompts: int = DEFAULT_MAX_PROMPTS) -> 
 
 def parse_setup_request(body: Any) -> SetupRequest:
     """``/setup`` body -> project id and parsed config. A config that is not interactive is reported, not fatal:
-    Label Studio also calls /setup while the user is still editing the config."""
+    Label Studio also calls /setup while the user is still editing the config. A config whose only prompts are
+    plain rectangles is accepted (Retrieve Predictions segments them)."""
     body = require_object(body)
     schema = body.get("schema")
-    return SetupRequest(project_id(body.get("project")), parse_label_config(schema) if schema else None)
+    config = parse_label_config(schema, prompts_required=False) if schema else None
+    return SetupRequest(project_id(body.get("project")), config)
 
 
 def project_id(project: Any) -> int | None:
@@ -309,61 +321,3 @@ def _resolve_label(labels: list[str], config: InteractiveConfig) -> str:
             f"add it to {tags}"
         )
     return label
-
-
-def mask_prediction(
-    request: ClickRequest,
-    mask: np.ndarray,
-    score: float,
-    model_version: str,
-    polygons: PolygonSettings = PolygonSettings(),
-) -> dict:
-    """The prediction answering ``request`` with ``mask`` ``[H, W]`` bool, in the output tags its label goes to:
-    a brushlabels region holding the mask, and/or one polygonlabels region per connected part of it (simplified
-    and with holes as ``polygons`` says; :mod:`labelstudio.polygons`), the shapes Label Studio stores and displays.
-    The brush region comes first."""
-    regions: list[dict] = []
-    for tag in request.config.outputs_for(request.label):
-        if tag.tag == "BrushLabels":
-            regions.append(_brush_region(request, tag, mask, score))
-        else:
-            regions.extend(_polygon_regions(request, tag, mask, score, polygons))
-    return {"result": regions, "score": score, "model_version": model_version}
-
-
-def _region(request: ClickRequest, tag: ControlTag, mask: np.ndarray, score: float, value: dict) -> dict:
-    height, width = mask.shape
-    return {
-        "from_name": tag.name,
-        "to_name": request.config.image_name,
-        "type": tag.result_type,
-        "original_width": width,
-        "original_height": height,
-        "image_rotation": request.image_rotation,
-        "value": value,
-        "score": score,
-        "readonly": False,
-    }
-
-
-def _brush_region(request: ClickRequest, tag: ControlTag, mask: np.ndarray, score: float) -> dict:
-    value = {"format": "rle", "rle": encode_rle(mask), "brushlabels": [request.label]}
-    return _region(request, tag, mask, score, value)
-
-
-def _polygon_regions(
-    request: ClickRequest, tag: ControlTag, mask: np.ndarray, score: float, settings: PolygonSettings
-) -> list[dict]:
-    """One region per polygon, vertices ``[x, y]`` in percent of the image (``x = column / width * 100``)."""
-    height, width = mask.shape
-    scale = np.array([100.0 / width, 100.0 / height])
-    return [
-        _region(
-            request,
-            tag,
-            mask,
-            score,
-            {"points": (ring * scale).tolist(), "closed": True, "polygonlabels": [request.label]},
-        )
-        for ring in mask_polygons(mask, settings.tolerance, settings.holes)
-    ]
