@@ -17,7 +17,7 @@ import numpy as np
 from labelstudio.media import ImageFetcher
 from labelstudio.protocol import BoxPrompt, ClickRequest, Prompt
 from model.clicks import Click
-from model.prediction import PROB_THRESHOLD
+from model.prediction import PROB_THRESHOLD, mask_score
 from model.prompts import Box, box_to_clicks, cut_to_box
 
 from .cache import SessionCache, StepState
@@ -98,11 +98,6 @@ def run_clicks(
     if final is None:
         raise ValueError("run_clicks needs at least one click")
     return ClickRun(final, len(new_states), cached, seconds)
-
-
-def mask_score(probs: np.ndarray, mask: np.ndarray) -> float:
-    """Mean probability over the mask (0 for an empty mask): how sure the model is of what it returns."""
-    return round(float(probs[mask].mean()), 4) if mask.any() else 0.0
 
 
 class SegmentationService:
