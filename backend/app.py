@@ -1,7 +1,8 @@
 """The Flask application: thin routes over :mod:`backend.service`, :mod:`backend.webhook` and friends.
 
-Routes (label-studio-ml 2.x): ``GET /`` and ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``,
-plus ``GET /metrics`` (Prometheus). Errors are JSON ``{"error": message}`` with a 4xx status for anything the
+Routes (label-studio-ml 2.x): ``GET /`` and ``GET /health``, ``POST /setup``, ``POST /predict`` (clicks, or the
+tasks' rectangles for Retrieve Predictions: :mod:`backend.batch`), ``POST /webhook``, plus ``GET /metrics``
+(Prometheus). Errors are JSON ``{"error": message}`` with a 4xx status for anything the
 client can fix; the process keeps serving after any of them.
 """
 
@@ -24,6 +25,7 @@ from model.predictor import Predictor
 from model.spec import parse_spec
 from storage.registry import open_registry
 
+from .batch import BoxPredictor
 from .cache import SessionCache
 from .metrics import Metrics
 from .model_holder import ModelHolder
@@ -61,6 +63,14 @@ def create_app(
         fetcher or ImageFetcher.from_settings(settings.label_studio),
         settings.threshold,
         settings.request_deadline,
+    )
+    boxes = BoxPredictor(
+        holder,
+        service.fetcher,
+        settings.threshold,
+        settings.request_deadline,
+        settings.batch_deadline,
+        settings.label_studio.polygons,
     )
     metrics = Metrics()
     metrics.set_model_version(holder.version)
@@ -154,9 +164,13 @@ def create_app(
     @app.post("/predict")
     def predict():
         parsed = parse_predict_request(_json_body(), settings.max_prompts)
-        if isinstance(parsed, PreannotationRequest):  # nothing to segment without prompts
+        if isinstance(parsed, PreannotationRequest) and parsed.has_context:  # an interactive request, no prompt yet
             g.log.update(project=parsed.project, tasks=len(parsed.tasks))
             return jsonify({"results": [], "model_version": holder.version})
+        if isinstance(parsed, PreannotationRequest):  # Retrieve Predictions: masks from the tasks' rectangles
+            answer = boxes.answer(parsed)
+            g.log.update(project=parsed.project, model_version=answer.model_version, **answer.log_fields())
+            return jsonify({"results": answer.results, "model_version": answer.model_version})
         segmentation = service.segment(parsed)
         metrics.model_latency.observe(segmentation.seconds_model)
         metrics.network_runs.inc(segmentation.network_runs)

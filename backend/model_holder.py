@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.box_segmenter import BoxMask, segment_boxes
 from model.clicks import Click
-from model.prediction import Roi
+from model.prediction import PROB_THRESHOLD, Roi
 from model.predictor import Predictor, StepTimeout
+from model.prompts import Box
 
 from .cache import StepState
 from .errors import DEADLINE_SETTING, DeadlineExceeded, ModelBusy
@@ -64,17 +66,10 @@ class ServedModel:
             on_step: called with each new state as soon as it exists (the session cache keeps them).
         """
         began = time.monotonic()
-        if not self.lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - began)):
-            raise ModelBusy(
-                f"the model is busy with other requests: it was not free within "
-                f"{time.monotonic() - began:.1f} s ({DEADLINE_SETTING}); retry the click"
-            )
+        self._acquire(deadline, began)
         states: list[StepState] = []
         try:
-            if self._image_key != image_key:
-                self._image_key = None  # a failing set_image must not leave a stale key behind
-                self.predictor.set_image(image)
-                self._image_key = image_key
+            self._hold_image(image_key, image)
             probs, roi = (None, None) if state is None else (state.probs, state.roi)
             for k in range(start, len(clicks)):
                 left = None if deadline is None else deadline - time.monotonic()
@@ -93,6 +88,41 @@ class ServedModel:
         finally:
             self.lock.release()
         return states
+
+    def run_boxes(
+        self,
+        image_key: Hashable,
+        image: np.ndarray,
+        boxes: Sequence[Box],
+        deadline: float | None = None,
+        threshold: float = PROB_THRESHOLD,
+    ) -> list[BoxMask]:
+        """Segment every box of one image (:func:`model.box_segmenter.segment_boxes`: each box's clicks step by
+        step, the boxes batched per forward pass where the predictor can) under the model's lock, with the
+        deadline of :meth:`run_steps` (:class:`ModelBusy`, :class:`DeadlineExceeded`)."""
+        began = time.monotonic()
+        self._acquire(deadline, began)
+        try:
+            self._hold_image(image_key, image)
+            return segment_boxes(self.predictor, boxes, threshold, deadline=deadline)
+        except StepTimeout as exc:
+            raise DeadlineExceeded(f"{exc}: no answer within the request's {DEADLINE_SETTING}") from None
+        finally:
+            self.lock.release()
+
+    def _acquire(self, deadline: float | None, began: float) -> None:
+        if not self.lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - began)):
+            raise ModelBusy(
+                f"the model is busy with other requests: it was not free within "
+                f"{time.monotonic() - began:.1f} s ({DEADLINE_SETTING}); retry the click"
+            )
+
+    def _hold_image(self, image_key: Hashable, image: np.ndarray) -> None:
+        """The predictor holds ``image`` (``set_image`` only when it held another)."""
+        if self._image_key != image_key:
+            self._image_key = None  # a failing set_image must not leave a stale key behind
+            self.predictor.set_image(image)
+            self._image_key = image_key
 
     def _remember_step_time(self, seconds: float) -> None:
         weight = STEP_TIME_SMOOTHING if self._step_seconds else 1.0

@@ -23,6 +23,7 @@ The Label Studio connection and image limits (``LABEL_STUDIO_URL``, ``LABEL_STUD
 | ``ADAPTIVECLICK_READ_TIMEOUT`` | ``10`` | seconds a connection may send nothing before it is dropped |
 | ``ADAPTIVECLICK_MAX_PROMPTS`` | ``100`` | clicks and boxes one request may carry (400 beyond) |
 | ``ADAPTIVECLICK_REQUEST_DEADLINE`` | ``30`` | seconds of model time, waiting included, per request (503 beyond) |
+| ``ADAPTIVECLICK_BATCH_DEADLINE`` | ``90`` | seconds for a whole Retrieve Predictions request (tasks left get none) |
 | ``ADAPTIVECLICK_THRESHOLD`` | ``0.49`` | probability above which a pixel belongs to the mask |
 """
 
@@ -59,6 +60,7 @@ class Settings:
     read_timeout: float = 10.0
     max_prompts: int = 100
     request_deadline: float = 30.0
+    batch_deadline: float = 90.0  # under Label Studio's own ML_TIMEOUT_PREDICT (100 s), which would store nothing
     threshold: float = PROB_THRESHOLD
     model_registry: str | None = None
     registry_poll_seconds: float = 10.0
@@ -83,6 +85,7 @@ class Settings:
             ("ADAPTIVECLICK_READ_TIMEOUT", self.read_timeout),
             ("ADAPTIVECLICK_MAX_PROMPTS", self.max_prompts),
             ("ADAPTIVECLICK_REQUEST_DEADLINE", self.request_deadline),
+            ("ADAPTIVECLICK_BATCH_DEADLINE", self.batch_deadline),
         ):
             if not value > 0:
                 raise SettingsError(f"{name} must be positive, got {value!r}")
@@ -132,6 +135,7 @@ class Settings:
             "read_timeout": env.number("ADAPTIVECLICK_READ_TIMEOUT", float),
             "max_prompts": env.number("ADAPTIVECLICK_MAX_PROMPTS", int),
             "request_deadline": env.number("ADAPTIVECLICK_REQUEST_DEADLINE", float),
+            "batch_deadline": env.number("ADAPTIVECLICK_BATCH_DEADLINE", float),
             "threshold": env.number("ADAPTIVECLICK_THRESHOLD", float),
             "model_registry": env.text("MODEL_REGISTRY"),
             "registry_poll_seconds": env.number("MODEL_REGISTRY_POLL_SECONDS", float),

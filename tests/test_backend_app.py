@@ -130,13 +130,15 @@ def test_health_and_setup():
     assert response.status_code == 400 and "BrushLabels" in response.json["error"]
 
 
-def test_no_context_is_an_empty_prediction(images):
+def test_no_prompts_no_prediction(images):
+    """Without prompts: an interactive request gets no prediction; Retrieve Predictions (no context) gets one entry
+    per task, here ``[]`` for a task without rectangles (tests/test_backend_batch.py has the rest)."""
     (url, _), _ = images
     _, client = make_client()
     body = predict_body(url, [])
     del body["params"]["context"]
-    assert client.post("/predict", json=body).json == {"results": [], "model_version": "counting-v1"}
-    assert client.post("/predict", json=predict_body(url, [])).json["results"] == []
+    assert client.post("/predict", json=body).json == {"results": [[]], "model_version": "counting-v1"}
+    assert client.post("/predict", json=predict_body(url, [])).json == {"results": [], "model_version": "counting-v1"}
 
 
 def test_clicks_segment_and_run_the_network_once_per_click(images, samples):
