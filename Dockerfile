@@ -56,6 +56,7 @@ COPY ops ops
 COPY evaluation evaluation
 COPY backend backend
 COPY finetune finetune
+COPY annotate annotate
 COPY labelstudio labelstudio
 COPY storage storage
 COPY benchmarks benchmarks
@@ -63,7 +64,7 @@ RUN python -m pip install .
 
 # From here on the installed package, not the sources in /src, is what `python -m` imports.
 WORKDIR /opt
-RUN python -c "import cli, backend.app, finetune.cli"
+RUN python -c "import cli, backend.app, finetune.cli, annotate.cli"
 # The MSDA kernels, built once here into the environment (ops.build looks there at run time, see
 # ops.build.installed_root); CUDA: for TORCH_CUDA_ARCH_LIST, without a GPU.
 RUN cuda=no; if [ "$VARIANT" = cuda ]; then cuda=yes; fi \

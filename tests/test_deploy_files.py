@@ -240,7 +240,7 @@ def test_dockerignore_keeps_weights_venvs_and_data_out(dockerignore):
     ):
         assert dockerignore_excludes(dockerignore, path), path
     tracked = subprocess.run(
-        ["git", "ls-files", "model", "ops", "backend", "finetune", "evaluation", "benchmarks"],
+        ["git", "ls-files", "model", "ops", "backend", "finetune", "annotate", "evaluation", "benchmarks"],
         cwd=REPO,
         capture_output=True,
         text=True,
