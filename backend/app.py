@@ -2,8 +2,9 @@
 
 Routes (label-studio-ml 2.x): ``GET /`` and ``GET /health``, ``POST /setup``, ``POST /predict`` (clicks, or the
 tasks' rectangles for Retrieve Predictions: :mod:`backend.batch`), ``POST /webhook``, plus ``GET /metrics``
-(Prometheus). Errors are JSON ``{"error": message}`` with a 4xx status for anything the
-client can fix; the process keeps serving after any of them.
+(Prometheus), ``GET /jobs`` (fine-tune and annotate jobs) and ``/jobs/<project>/annotate``
+(:mod:`backend.annotate_jobs`). Errors are JSON ``{"error": message}`` with a 4xx status for anything the client
+can fix; the process keeps serving after any of them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from model.predictor import Predictor
 from model.spec import parse_spec
 from storage.registry import open_registry
 
+from .annotate_jobs import AnnotateLauncher, annotate_routes, served_spec_now
 from .batch import BoxPredictor
 from .cache import SessionCache
 from .metrics import Metrics
@@ -85,6 +87,7 @@ def create_app(
     if refused is not None:
         watcher.reject(refused[0], refused[1], serving=holder.version)
     launcher = FinetuneLauncher(settings, has_registry_version=lambda: _has_current(watcher))
+    annotate = AnnotateLauncher(settings, lambda: served_spec_now(holder.version, watcher.registry, served_spec))
     webhooks = WebhookDispatcher(webhook_handler or launcher.handle_event)
     metrics.add_collector(lambda: _scrape_time_metrics(cache, webhooks))
     if watch_registry:
@@ -101,7 +104,9 @@ def create_app(
         "metrics": metrics,
         "watcher": watcher,
         "launcher": launcher,
+        "annotate": annotate,
     }
+    app.register_blueprint(annotate_routes(annotate, _json_body))  # POST/GET /jobs/<project>/annotate
 
     @app.before_request
     def _start():
@@ -207,7 +212,7 @@ def create_app(
     def jobs():
         return jsonify(
             {
-                "jobs": [launcher.status(p).to_json() for p in launcher.projects()],
+                "jobs": [job.status(p).to_json() for job in (launcher, annotate) for p in job.projects()],
                 "registry": watcher.registry.uri,
                 "rejected_versions": watcher.rejected,
             }

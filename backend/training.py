@@ -8,6 +8,9 @@ exclusive ``flock`` on ``MODEL_DIR/jobs/project-<id>/job.lock`` (inherited from 
 
 The job publishes to the backend's registry; the registry watcher then swaps the new version in if the gate let
 it through.
+
+:class:`JobLauncher` is what any such job shares (folders, the lock, reaping, status from the folders); the
+annotate jobs (:mod:`backend.annotate_jobs`) are one more kind, in ``MODEL_DIR/jobs/annotate/``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +41,7 @@ LOG_TAIL_LINES = 40
 
 
 class JobRunning(RuntimeError):
-    """A fine-tune of this project is already running."""
+    """A job of this kind is already running for this project."""
 
 
 class NoStartingWeights(RuntimeError):
@@ -52,8 +56,9 @@ class JobStatus:
     started_at: str | None = None
     reason: str | None = None
     exit_code: int | None = None
-    progress: dict | None = None  # the fine-tune's status.json
+    progress: dict | None = None  # the job's own status.json
     log_tail: list[str] | None = None
+    kind: str = "finetune"
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -81,14 +86,141 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
         return []
 
 
-class FinetuneLauncher:
-    """Starts and reports fine-tune jobs. ``python`` and ``command_prefix`` exist for tests."""
+class JobLauncher:
+    """Starts ``adaptiveclick <kind> ...`` processes, at most one per project at a time, in
+    ``jobs_root/project-<id>/<UTC time>/``, and reports them from those folders (``run/status.json`` is the job's
+    own progress), as the module docstring says.
+
+    Args:
+        kind: the job's name in :class:`JobStatus` and thread names (``finetune``, ``annotate``).
+        noun: what messages and logs call it (``fine-tune``, ``annotate job``).
+    """
+
+    def __init__(self, settings: Settings, jobs_root: Path, kind: str, noun: str) -> None:
+        self.settings = settings
+        self.jobs_root = jobs_root
+        self.kind = kind
+        self.noun = noun
+
+    def launch(self, project: int, reason: str, command_for: Callable[[Path], list[str]]) -> JobStatus:
+        """Run ``command_for(folder)`` for ``project`` in a new folder (JobRunning if one of this kind runs)."""
+        project_dir = self.jobs_root / f"project-{project}"
+        project_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(project_dir / "job.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                article = "an" if self.noun[0] in "aeiou" else "a"
+                raise JobRunning(f"{article} {self.noun} of project {project} is already running") from None
+            folder = project_dir / _utc_stamp()
+            folder.mkdir()
+            command = command_for(folder)
+            (folder / "job.json").write_text(
+                json.dumps(
+                    {
+                        "project": project,
+                        "reason": reason,
+                        "started_at": datetime.now(UTC).isoformat(),
+                        "command": command,
+                    },
+                    indent=1,
+                )
+            )
+            env = dict(os.environ)
+            for name, value in (
+                ("LABEL_STUDIO_URL", self.settings.label_studio.url),
+                ("LABEL_STUDIO_API_KEY", self.settings.label_studio.api_key),
+            ):
+                if value:
+                    env[name] = value  # by environment, not argv: `ps` must not show the key
+            with open(folder / "job.log", "ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=os.getcwd(),
+                    pass_fds=(lock_fd,),
+                    start_new_session=True,
+                )
+        finally:
+            os.close(lock_fd)  # the child holds its own copy of the locked descriptor until it exits
+        threading.Thread(target=self._reap, args=(process, folder), daemon=True, name=f"{self.kind}-{project}").start()
+        logger.info(
+            f"{self.noun} started",
+            extra={"project": project, "reason": reason, "pid": process.pid, "folder": str(folder)},
+        )
+        return self.status(project)
+
+    def _reap(self, process: subprocess.Popen, folder: Path) -> None:
+        code = process.wait()
+        outcome = {"exit_code": code, "finished_at": datetime.now(UTC).isoformat()}
+        atomic_write(folder / "exit.json", lambda f: f.write(json.dumps(outcome).encode()))
+        log = logger.info if code == 0 else logger.error
+        log(f"{self.noun} finished", extra={"folder": str(folder), "exit_code": code})
+
+    # -- status ----------------------------------------------------------------------------------------------------
+
+    def _is_locked(self, project: int) -> bool:
+        path = self.jobs_root / f"project-{project}" / "job.lock"
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def status(self, project: int) -> JobStatus:
+        """The latest job of a project, from its folder (so it survives backend restarts)."""
+        project_dir = self.jobs_root / f"project-{project}"
+        folders = sorted(p for p in project_dir.glob("*") if p.is_dir()) if project_dir.is_dir() else []
+        if not folders:
+            return JobStatus(project, "none", kind=self.kind)
+        folder = folders[-1]
+        job = _read_json(folder / "job.json") or {}
+        done = _read_json(folder / "exit.json")
+        progress = _read_json(folder / "run" / "status.json")
+        if done is not None:
+            state = "succeeded" if done.get("exit_code") == 0 else "failed"
+        elif self._is_locked(project):
+            state = "running"
+        else:  # ended while no backend process was watching: the fine-tune's own status tells how
+            reported = str((progress or {}).get("state"))
+            state = {"finished": "succeeded", "failed": "failed"}.get(reported, "interrupted")
+        return JobStatus(
+            project,
+            state,
+            str(folder),
+            job.get("started_at"),
+            job.get("reason"),
+            None if done is None else done.get("exit_code"),
+            progress,
+            _tail(folder / "job.log"),
+            self.kind,
+        )
+
+    def projects(self) -> list[int]:
+        if not self.jobs_root.is_dir():
+            return []
+        return sorted(
+            int(p.name.split("-", 1)[1]) for p in self.jobs_root.glob("project-*") if p.name.split("-", 1)[1].isdigit()
+        )
+
+
+class FinetuneLauncher(JobLauncher):
+    """Starts and reports fine-tune jobs. ``command_prefix`` exists for tests."""
 
     def __init__(
         self, settings: Settings, has_registry_version=lambda: False, command_prefix: list[str] | None = None
     ) -> None:
-        self.settings = settings
-        self.jobs_root = Path(settings.model_dir) / "jobs"
+        super().__init__(settings, Path(settings.model_dir) / "jobs", "finetune", "fine-tune")
         self.has_registry_version = has_registry_version
         self.command_prefix = command_prefix or [sys.executable, "-m", "cli", "finetune"]
         self._lock = threading.Lock()
@@ -127,116 +259,9 @@ class FinetuneLauncher:
             *shlex.split(self.settings.finetune_args),
         ]
 
-    # -- starting ---------------------------------------------------------------------------------------------------
-
     def start(self, project: int, reason: str) -> JobStatus:
         """Launch a job for ``project`` (JobRunning if one runs, NoStartingWeights if there is nothing to tune)."""
-        project_dir = self.jobs_root / f"project-{project}"
-        project_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(project_dir / "job.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise JobRunning(f"a fine-tune of project {project} is already running") from None
-            folder = project_dir / _utc_stamp()
-            folder.mkdir()
-            command = self.command(project, folder)
-            (folder / "job.json").write_text(
-                json.dumps(
-                    {
-                        "project": project,
-                        "reason": reason,
-                        "started_at": datetime.now(UTC).isoformat(),
-                        "command": command,
-                    },
-                    indent=1,
-                )
-            )
-            env = dict(os.environ)
-            for name, value in (
-                ("LABEL_STUDIO_URL", self.settings.label_studio.url),
-                ("LABEL_STUDIO_API_KEY", self.settings.label_studio.api_key),
-            ):
-                if value:
-                    env[name] = value  # by environment, not argv: `ps` must not show the key
-            with open(folder / "job.log", "ab") as log:
-                process = subprocess.Popen(
-                    command,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    cwd=os.getcwd(),
-                    pass_fds=(lock_fd,),
-                    start_new_session=True,
-                )
-        finally:
-            os.close(lock_fd)  # the child holds its own copy of the locked descriptor until it exits
-        threading.Thread(target=self._reap, args=(process, folder), daemon=True, name=f"finetune-{project}").start()
-        logger.info(
-            "fine-tune started", extra={"project": project, "reason": reason, "pid": process.pid, "folder": str(folder)}
-        )
-        return self.status(project)
-
-    @staticmethod
-    def _reap(process: subprocess.Popen, folder: Path) -> None:
-        code = process.wait()
-        outcome = {"exit_code": code, "finished_at": datetime.now(UTC).isoformat()}
-        atomic_write(folder / "exit.json", lambda f: f.write(json.dumps(outcome).encode()))
-        log = logger.info if code == 0 else logger.error
-        log("fine-tune finished", extra={"folder": str(folder), "exit_code": code})
-
-    # -- status ----------------------------------------------------------------------------------------------------
-
-    def _is_locked(self, project: int) -> bool:
-        path = self.jobs_root / f"project-{project}" / "job.lock"
-        if not path.exists():
-            return False
-        fd = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-
-    def status(self, project: int) -> JobStatus:
-        """The latest job of a project, from its folder (so it survives backend restarts)."""
-        project_dir = self.jobs_root / f"project-{project}"
-        folders = sorted(p for p in project_dir.glob("*") if p.is_dir()) if project_dir.is_dir() else []
-        if not folders:
-            return JobStatus(project, "none")
-        folder = folders[-1]
-        job = _read_json(folder / "job.json") or {}
-        done = _read_json(folder / "exit.json")
-        progress = _read_json(folder / "run" / "status.json")
-        if done is not None:
-            state = "succeeded" if done.get("exit_code") == 0 else "failed"
-        elif self._is_locked(project):
-            state = "running"
-        else:  # ended while no backend process was watching: the fine-tune's own status tells how
-            reported = str((progress or {}).get("state"))
-            state = {"finished": "succeeded", "failed": "failed"}.get(reported, "interrupted")
-        return JobStatus(
-            project,
-            state,
-            str(folder),
-            job.get("started_at"),
-            job.get("reason"),
-            None if done is None else done.get("exit_code"),
-            progress,
-            _tail(folder / "job.log"),
-        )
-
-    def projects(self) -> list[int]:
-        if not self.jobs_root.is_dir():
-            return []
-        return sorted(
-            int(p.name.split("-", 1)[1]) for p in self.jobs_root.glob("project-*") if p.name.split("-", 1)[1].isdigit()
-        )
+        return self.launch(project, reason, lambda folder: self.command(project, folder))
 
     # -- the webhook handler ---------------------------------------------------------------------------------------
 
@@ -265,7 +290,7 @@ class FinetuneLauncher:
         return {"status": "started", "job": status.folder}
 
 
-def wait_for(launcher: FinetuneLauncher, project: int, timeout: float) -> JobStatus:
+def wait_for(launcher: JobLauncher, project: int, timeout: float) -> JobStatus:
     """Poll until the project's latest job has ended (used by tests and scripts)."""
     deadline = time.monotonic() + timeout
     while True:
