@@ -6,6 +6,7 @@ msda       multi-scale deformable attention: compiled CPU/CUDA kernels vs the Py
 cpu        AdaptiveClick per-click latency on the CPU: fp32 eager vs the int8/bf16 variants (+ peak memory)
 cpu-parity optimised CPU variants vs fp32 eager on NoC click sequences (probabilities, masks, IoU curves)
 polygons   masks as Label Studio polygons: round-trip IoU, vertices and ms per mask on GrabCut and Berkeley
+boxes      what a box gives: box-to-mask IoU vs ground truth, ms per box, batching, the annotate job's tasks/min
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ BENCHMARKS = {
     "cpu-parity": ("benchmarks.cpu_parity", "optimised CPU variants vs fp32 eager on NoC click sequences"),
     "load": ("benchmarks.load", "concurrent clients against the HTTP backend: p50/p95, throughput, memory"),
     "polygons": ("benchmarks.polygons", "masks as polygons: round-trip IoU, vertices and ms per mask"),
+    "boxes": ("benchmarks.boxes", "box-to-mask IoU vs ground truth, ms per box, the annotate job's tasks/min"),
 }
 
 
