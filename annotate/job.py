@@ -88,7 +88,7 @@ def run_annotate(opts: AnnotateOptions) -> dict:
         identity["model_version"] = predictor.model_version
         _pin(opts.output / JOB_FILE, identity)
         journal = Journal(opts.output / JOURNAL_FILE)
-        api = LabelStudioAPI(opts.settings.url or "", opts.settings.api_key or "", rate=RateLimit(opts.rate))
+        api = LabelStudioAPI(opts.settings.url or "", opts.settings.api_key or "", rate=_rate_limit(opts.rate))
         config = _config(api, opts.project)
         progress.write("listing")
         plan = list(_plan(api, opts, config, journal, predictor.model_version, progress))
@@ -111,6 +111,13 @@ def run_annotate(opts: AnnotateOptions) -> dict:
         raise
     finally:
         os.close(lock)
+
+
+def _rate_limit(per_second: float | None) -> RateLimit:
+    """``per_second`` on average, in bursts of up to a second's worth: a task's few calls (check, image, POST)
+    come together, then the model works for a while, so a bucket of one would slow the job without sparing
+    Label Studio anything."""
+    return RateLimit(per_second, burst=max(1, int(per_second or 1)))
 
 
 def _lock(output: Path) -> int:
