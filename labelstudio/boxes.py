@@ -20,7 +20,7 @@ from typing import Any, TypeGuard
 from .errors import BadRequest
 from .label_config import InteractiveConfig
 from .protocol import BoxPrompt, shown, task_id, task_image_url
-from .regions import choose_annotation
+from .regions import choose_annotation, recency
 
 SOURCES = ("annotations", "predictions")
 RECTANGLE = "rectanglelabels"
@@ -94,7 +94,7 @@ def _source_regions(task: dict, source: str) -> tuple[list | None, str]:
     predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict) and _has_rectangles(p)]
     if not predictions:
         return None, "no predictions with rectangles"
-    latest = max(predictions, key=lambda p: (str(p.get("updated_at") or p.get("created_at") or ""), p.get("id") or 0))
+    latest = max(predictions, key=recency)
     return latest["result"], ""
 
 

@@ -27,7 +27,16 @@ def choose_annotation(task: dict) -> tuple[dict | None, str]:
         return None, "annotation cancelled"
     truth = [a for a in usable if a.get("ground_truth")]
     pool = truth or usable
-    return max(pool, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0)), ""
+    return max(pool, key=recency), ""
+
+
+def recency(record: dict) -> tuple:
+    """Sort key of annotations and predictions, latest last: the time Label Studio stamped, then the id (ids of
+    any JSON type compare, a hostile task cannot make the comparison fail)."""
+    stamp = str(record.get("updated_at") or record.get("created_at") or "")
+    ident = record.get("id")
+    numeric = isinstance(ident, int) and not isinstance(ident, bool)
+    return stamp, (1, ident, "") if numeric else (0, 0, str(ident))
 
 
 def is_positive(region: dict) -> bool:

@@ -130,3 +130,84 @@ def test_the_batch_deadline_leaves_the_rest_for_the_next_run(urls, samples):
     region = rectangle(mask_bbox(samples[0].mask), samples[0].mask.shape)
     results = client.post("/predict", json=retrieve_body(task(31, first, region), task(32, second, region))).json
     assert results["results"] == [[], []]  # nothing stored, so Label Studio sends them again next time
+
+
+def test_hostile_tasks_never_make_a_500():
+    """Retrieve Predictions bodies whose annotations and predictions hold anything: every task still gets an entry
+    (the images are unreachable, so this is about reading the tasks)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5))
+    anything = st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.dictionaries(
+                st.sampled_from(
+                    ["id", "type", "to_name", "value", "result", "updated_at", "ground_truth", "was_cancelled"]
+                ),
+                inner,
+                max_size=4,
+            ),
+        ),
+        max_leaves=12,
+    )
+    value = st.dictionaries(
+        st.sampled_from(["x", "y", "width", "height", "rotation", "rectanglelabels"]),
+        st.one_of(scalars, st.lists(scalars, max_size=2)),
+        max_size=6,
+    )
+    region = st.one_of(
+        anything,
+        st.fixed_dictionaries(
+            {
+                "type": st.just("rectanglelabels"),
+                "to_name": st.one_of(st.just("image"), scalars),
+                "value": value,
+                "image_rotation": scalars,
+            }
+        ),
+    )
+    record = st.fixed_dictionaries(
+        {
+            "id": st.one_of(st.integers(), scalars),
+            "result": st.lists(region, max_size=3),
+            "updated_at": scalars,
+            "ground_truth": scalars,
+            "was_cancelled": scalars,
+        }
+    )
+    tasks = st.lists(
+        st.fixed_dictionaries(
+            {
+                "id": st.one_of(st.integers(0, 10**6), scalars),
+                "data": st.one_of(st.just({"image": "/data/upload/1/x.jpg"}), anything),
+                "annotations": st.one_of(st.lists(st.one_of(record, anything), max_size=3), anything),
+                "predictions": st.one_of(st.lists(st.one_of(record, anything), max_size=3), anything),
+            }
+        ),
+        min_size=1,
+        max_size=3,
+    )
+    client = create_app(Settings(), predictor=GrabCutPredictor()).test_client()
+    mixed_ids = [{"id": "a", "result": [rectangle((1, 5, 1, 5), (9, 9))]}, {"id": 1, "result": []}]
+    for key in ("annotations", "predictions"):
+        task = {
+            "id": 1,
+            "data": {"image": "/data/upload/1/x.jpg"},
+            "annotations": [],
+            "predictions": [],
+            key: mixed_ids,
+        }
+        assert client.post("/predict", json=retrieve_body(task)).get_json()["results"] == [[]]
+
+    @settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(tasks)
+    def check(items):
+        reply = client.post("/predict", json=retrieve_body(*items))
+        assert reply.status_code < 500, (items, reply.get_json())
+        if reply.status_code == 200:
+            assert reply.get_json()["results"] == [[] for _ in items]
+
+    check()

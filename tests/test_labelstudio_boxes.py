@@ -129,6 +129,8 @@ def test_rectangles_of_the_latest_prediction():
     found = task_boxes(task(rectangle(9, 9, 1, 1), predictions=[old, new, ours]), config, "predictions")
     assert found.boxes == (LabelledBox(BoxPrompt(2, 2, 5, 5), "Dog"),)  # masks (ours) hold no rectangles: passed over
     assert task_boxes(task(), config, "predictions").reason == "no predictions with rectangles"
+    mixed = [{"id": "x", "result": [rectangle(1, 1, 5, 5)]}, {"id": 7, "result": [rectangle(2, 2, 5, 5)]}]
+    assert task_boxes(task(predictions=mixed), config, "predictions").boxes[0].box.x == 2  # ids of any type compare
     with pytest.raises(ValueError, match="source"):
         task_boxes(task(), config, "drafts")
 
