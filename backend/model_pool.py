@@ -3,9 +3,10 @@
 One backend serves many Label Studio projects, each possibly with a model of its own, so models are loaded on
 demand and kept in a memory-bounded LRU (``ADAPTIVECLICK_MODEL_CACHE``: ``2`` models, or ``3GB`` of weights, as
 :meth:`Predictor.memory_bytes` counts them: 465 MiB for AdaptiveClick-B in fp32, which adds 0.75-0.95 GB to the
-worker's RSS once it has answered clicks, by ``adaptiveclick benchmark projects``). Dropping a model from the pool never disturbs a request that holds it: the request keeps
-its :class:`~backend.model_holder.ServedModel` to the end, and the memory goes when the last holder lets go. A
-model is loaded once however many requests ask for it at the same time (one lock per key).
+worker's RSS once it has answered clicks, by ``adaptiveclick benchmark projects``). Dropping a model from the
+pool never disturbs a request that holds it: the request keeps its :class:`~backend.model_holder.ServedModel` to
+the end, and the memory goes when the last holder lets go. A model is loaded once however many requests ask for it
+at the same time (one lock per key).
 """
 
 from __future__ import annotations
