@@ -3,10 +3,11 @@ project as a separate process (the backend never imports the annotate package), 
 ``MODEL_DIR/jobs/annotate/project-<id>/<UTC time>/`` with its log, the job's own ``run/status.json`` (progress,
 tasks per minute, ETA) and ``exit.json``: the launcher of :mod:`backend.training`, another kind of job.
 
-The job segments with the model the backend serves right now (the registry's current version, pinned by its
-sha256, or the configured predictor), so its predictions carry the version Retrieve Predictions uses and Label
-Studio never asks for a task twice. The body's options: ``from`` (``annotations``/``predictions``), ``tasks``
-(``"1,2,5-9"``), ``shard`` (``"K/N"``) and ``rate`` (Label Studio calls per second); a bad one is a 400 naming it.
+The job segments with the model the backend serves the project right now (its pin, its line's or the base line's
+current version, pinned by its sha256, or the configured predictor), so its predictions carry the version Retrieve
+Predictions uses and Label Studio never asks for a task twice. The body's options: ``from``
+(``annotations``/``predictions``), ``tasks`` (``"1,2,5-9"``), ``shard`` (``"K/N"``) and ``rate`` (Label Studio
+calls per second); a bad one is a 400 naming it.
 ``GET /jobs/<project>/annotate`` is the latest annotate job of a project; ``GET /jobs`` lists them with the
 fine-tunes.
 """
@@ -24,6 +25,8 @@ from flask import Blueprint, jsonify, request
 from labelstudio.errors import BadRequest
 from labelstudio.selection import parse_shard, parse_task_ids
 from model.spec import parse_spec, pinned_spec
+from storage.lines import VersionRef
+from storage.registry import Registry
 
 from .settings import Settings
 from .training import JobLauncher, JobRunning, JobStatus
@@ -81,12 +84,12 @@ class AnnotateLauncher(JobLauncher):
     """Starts and reports annotate jobs.
 
     Args:
-        served_spec: the spec of the model served now (see :func:`served_spec_now`).
+        served_spec: the spec of the model a project is served now (see :func:`served_spec_now`).
         command_prefix: the command before the job's arguments (tests replace it).
     """
 
     def __init__(
-        self, settings: Settings, served_spec: Callable[[], str], command_prefix: list[str] | None = None
+        self, settings: Settings, served_spec: Callable[[int], str], command_prefix: list[str] | None = None
     ) -> None:
         super().__init__(settings, Path(settings.model_dir) / "jobs" / "annotate", "annotate", "annotate job")
         self.served_spec = served_spec
@@ -100,7 +103,7 @@ class AnnotateLauncher(JobLauncher):
             "--output",
             str(folder / "run"),
             "--predictor",
-            self.served_spec(),
+            self.served_spec(project),
             "--threshold",
             f"{self.settings.threshold:g}",
             "--no-progress",
@@ -117,14 +120,13 @@ class AnnotateLauncher(JobLauncher):
         return self.launch(project, "POST /jobs/annotate", lambda folder: self.command(project, folder, options))
 
 
-def served_spec_now(version: str, registry, configured: str) -> str:
-    """The spec of the model served as ``version``: that registry version (hash-pinned, run like the configured
-    spec), else the configured spec (whose model version it is)."""
-    try:
-        info = registry.read_version(version)
-    except Exception:  # not a registry version (the configured predictor), or the registry is unreadable
+def served_spec_now(ref: VersionRef | None, registry: Registry, configured: str) -> str:
+    """The spec of the model a project is served now (``ref``, from :meth:`ModelHolder.wanted`): that registry
+    version (hash-pinned, run like the configured spec), else the configured spec (whose model version it is)."""
+    if ref is None:
         return configured
-    return str(pinned_spec(info.weights_uri, info.sha256, version, run_like=parse_spec(configured)))
+    info = registry.line(ref.line).read_version(ref.version)
+    return str(pinned_spec(info.weights_uri, info.sha256, ref.version, run_like=parse_spec(configured)))
 
 
 def annotate_routes(launcher: AnnotateLauncher, body: Callable[[], Any]) -> Blueprint:

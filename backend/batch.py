@@ -85,8 +85,9 @@ class BoxPredictor:
         self.batch_deadline_s = batch_deadline_s
         self.polygons = polygons
 
-    def answer(self, request: PreannotationRequest) -> BatchAnswer:
-        served = self.holder.current()  # one model version for every task of the request
+    def answer(self, request: PreannotationRequest, project: int | None = None) -> BatchAnswer:
+        """One entry per task of ``request``, by the model of ``project`` (one version for every task)."""
+        served = self.holder.current(project)
         answer = BatchAnswer(model_version=served.version)
         began = time.monotonic()
         batch_end = None if self.batch_deadline_s is None else began + self.batch_deadline_s

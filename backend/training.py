@@ -57,6 +57,7 @@ class JobStatus:
     reason: str | None = None
     exit_code: int | None = None
     progress: dict | None = None  # the job's own status.json
+    published: dict | None = None  # {"line", "version"} a fine-tune published, from its gate.json
     log_tail: list[str] | None = None
     kind: str = "finetune"
 
@@ -74,6 +75,14 @@ def _read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _published(folder: Path) -> dict | None:
+    """The line and version a job published (its gate.json), None when it published nothing (yet)."""
+    gate = _read_json(folder / "run" / "gate.json")
+    if not gate or not gate.get("published"):
+        return None
+    return {"line": gate.get("line"), "version": gate["published"]}
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -202,6 +211,7 @@ class JobLauncher:
             job.get("reason"),
             None if done is None else done.get("exit_code"),
             progress,
+            _published(folder),
             _tail(folder / "job.log"),
             self.kind,
         )
@@ -218,7 +228,7 @@ class FinetuneLauncher(JobLauncher):
     """Starts and reports fine-tune jobs. ``command_prefix`` exists for tests."""
 
     def __init__(
-        self, settings: Settings, has_registry_version=lambda: False, command_prefix: list[str] | None = None
+        self, settings: Settings, has_registry_version=lambda project: False, command_prefix: list[str] | None = None
     ) -> None:
         super().__init__(settings, Path(settings.model_dir) / "jobs", "finetune", "fine-tune")
         self.has_registry_version = has_registry_version
@@ -228,12 +238,13 @@ class FinetuneLauncher(JobLauncher):
 
     # -- commands -------------------------------------------------------------------------------------------------
 
-    def init_argument(self) -> list[str]:
-        """``--init`` for a new job: the registry's current version, else the served checkpoint."""
+    def init_argument(self, project: int) -> list[str]:
+        """``--init`` for a new job of ``project``: the registry's version for it (its own line's current version,
+        else the base line's), else the served checkpoint."""
         extra = shlex.split(self.settings.finetune_args)
         if "--init" in extra or any(a.startswith("--init=") for a in extra):
             return []
-        if self.has_registry_version():
+        if self.has_registry_version(project):
             return ["--init", "registry"]
         spec = parse_spec(self.settings.predictor)
         if not spec.is_checkpoint:
@@ -255,7 +266,7 @@ class FinetuneLauncher(JobLauncher):
             "--registry",
             self.settings.registry_uri,
             "--no-progress",
-            *self.init_argument(),
+            *self.init_argument(project),
             *shlex.split(self.settings.finetune_args),
         ]
 

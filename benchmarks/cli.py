@@ -5,8 +5,10 @@ http       per-click /predict latency over HTTP vs the bare predictor; brush RLE
 msda       multi-scale deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference
 cpu        AdaptiveClick per-click latency on the CPU: fp32 eager vs the int8/bf16 variants (+ peak memory)
 cpu-parity optimised CPU variants vs fp32 eager on NoC click sequences (probabilities, masks, IoU curves)
+load       concurrent clients against the HTTP backend: p50/p95, throughput, memory
 polygons   masks as Label Studio polygons: round-trip IoU, vertices and ms per mask on GrabCut and Berkeley
 boxes      what a box gives: box-to-mask IoU vs ground truth, ms per box, batching, the annotate job's tasks/min
+projects   many projects on one backend: memory per loaded model, swap and rollback times, a pool of 1 vs 2
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ BENCHMARKS = {
     "load": ("benchmarks.load", "concurrent clients against the HTTP backend: p50/p95, throughput, memory"),
     "polygons": ("benchmarks.polygons", "masks as polygons: round-trip IoU, vertices and ms per mask"),
     "boxes": ("benchmarks.boxes", "box-to-mask IoU vs ground truth, ms per box, the annotate job's tasks/min"),
+    "projects": ("benchmarks.projects", "many projects: memory per loaded model, swap and rollback times, pool 1 vs 2"),
 }
 
 

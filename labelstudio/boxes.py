@@ -20,7 +20,7 @@ from typing import Any, TypeGuard
 from .errors import BadRequest
 from .label_config import InteractiveConfig
 from .protocol import BoxPrompt, shown, task_id, task_image_url
-from .regions import choose_annotation, recency
+from .regions import choose_annotation, recency, records
 
 SOURCES = ("annotations", "predictions")
 RECTANGLE = "rectanglelabels"
@@ -91,7 +91,7 @@ def _source_regions(task: dict, source: str) -> tuple[list | None, str]:
             return None, reason
         result = annotation.get("result")
         return (result, "") if isinstance(result, list) else (None, "annotation without a result list")
-    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict) and _has_rectangles(p)]
+    predictions = [p for p in records(task, "predictions") if _has_rectangles(p)]
     if not predictions:
         return None, "no predictions with rectangles"
     latest = max(predictions, key=recency)

@@ -16,6 +16,7 @@ several in one prediction, :func:`masks_prediction`) a ``brushlabels`` region wi
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ DEFAULT_MAX_PROMPTS = 100
 MAX_NUMBER = 10**15  # far beyond any coordinate; larger integers do not even convert to float exactly
 MAX_IMAGE_SIDE = 1_000_000
 MAX_ID_DIGITS = 18  # Label Studio's ids are 64-bit integers
+UNPIN_WORD = "latest"  # extra_params {"model_version": "latest"}: back to the project's current version
 
 
 def percent_to_pixel(value: float, size: int) -> int:
@@ -116,8 +118,17 @@ class PreannotationRequest:
 
 @dataclass(frozen=True)
 class SetupRequest:
+    """``/setup``: the project, its config, and what the Connect Model dialog's *extra params* ask of the model.
+
+    ``model_version`` is the version ``extra_params`` pins the project to (``{"model_version": "ft-..."}``); it is
+    None with ``unpin`` True for ``{"model_version": null}`` (or ``""`` / ``"latest"``), and None with ``unpin``
+    False when ``extra_params`` names no model version.
+    """
+
     project: int | None
     config: InteractiveConfig | None
+    model_version: str | None = None
+    unpin: bool = False
 
 
 def require_object(body: Any, what: str = "request body") -> dict:
@@ -173,7 +184,30 @@ def parse_setup_request(body: Any) -> SetupRequest:
     body = require_object(body)
     schema = body.get("schema")
     config = parse_label_config(schema, prompts_required=False) if schema else None
-    return SetupRequest(project_id(body.get("project")), config)
+    extra = _extra_params(body.get("extra_params"))
+    if "model_version" not in extra:
+        return SetupRequest(project_id(body.get("project")), config)
+    wanted = extra["model_version"]
+    if wanted is not None and not isinstance(wanted, str):
+        raise BadRequest(f"extra_params.model_version must be a version name or null, got {shown(wanted)}")
+    name = (wanted or "").strip()
+    unpin = name in ("", UNPIN_WORD)
+    return SetupRequest(project_id(body.get("project")), config, None if unpin else name, unpin)
+
+
+def _extra_params(value: Any) -> dict:
+    """The Connect Model dialog's JSON field: Label Studio sends it as a JSON string from the UI, as an object when
+    set through its API, or null."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise BadRequest('extra_params is not valid JSON: write e.g. {"model_version": "ft-..."}') from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"extra_params must be a JSON object, got {shown(value)}")
+    return value
 
 
 def project_id(project: Any) -> int | None:

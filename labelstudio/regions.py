@@ -17,9 +17,15 @@ KEYPOINT_MIN_RADIUS = 5  # px; a keypoint-only object must survive the training 
 MASK_TYPES = ("brushlabels", "polygonlabels")
 
 
+def records(task: dict, key: str) -> list[dict]:
+    """The objects of a task's ``annotations`` or ``predictions`` list (anything else in a hostile task: none)."""
+    found = task.get(key)
+    return [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+
+
 def choose_annotation(task: dict) -> tuple[dict | None, str]:
     """The annotation to train on, or ``(None, reason)``."""
-    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    annotations = records(task, "annotations")
     if not annotations:
         return None, "no annotations"
     usable = [a for a in annotations if not a.get("was_cancelled")]

@@ -81,6 +81,10 @@ class Predictor(ABC):
         self._image = check_image(image)
         self._prepare_image(self._image)
 
+    def memory_bytes(self) -> int:
+        """What the model itself holds (weights and buffers), for the backend's memory-bounded model pool."""
+        return 0
+
     def _prepare_image(self, image: np.ndarray) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Hook for per-image work worth doing once (decoding to tensors, moving to the device)."""
 
@@ -174,6 +178,10 @@ class AdaptiveClickPredictor(Predictor):
         self.input_size = (input_size, input_size)
         self.max_batch = GPU_BATCH if self.device.type == "cuda" else 1
         self._image_tensor: torch.Tensor | None = None
+
+    def memory_bytes(self) -> int:
+        tensors = [*self.net.parameters(), *self.net.buffers()]
+        return int(sum(t.numel() * t.element_size() for t in tensors))
 
     def _prepare_image(self, image: np.ndarray) -> None:
         rgb = torch.tensor(image, device=self.device).permute(2, 0, 1)[None]  # a copy: the array may be read-only

@@ -28,6 +28,37 @@ ADMIN = ("admin@example.com", "e2e-password-123")
 LEGACY_TOKEN = "e2elegacytoken0123456789abcdef"
 
 
+def start_backend(log: Path, label_studio: LabelStudio, api_key: str, basic_auth=None, **env: str):
+    """``adaptiveclick serve`` on a free loopback port, talking to ``label_studio`` with ``api_key``; ``env`` adds
+    or replaces settings. Returns ``(process, url, log)`` once /health answers."""
+    from conftest import REPO, free_port
+
+    port = free_port()
+    environ = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": api_key,
+        "ADAPTIVECLICK_PREDICTOR": "baseline",
+        "LOG_LEVEL": "INFO",
+    }
+    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
+        environ.pop(name, None)
+    if basic_auth:
+        environ.update(BASIC_AUTH_USER=basic_auth[0], BASIC_AUTH_PASS=basic_auth[1])
+    environ.update(env)
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=environ,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(url + "/health", proc, log, 120, auth=basic_auth)
+    return proc, url, log
+
+
 def label_studio_venv() -> Path:
     """The cached virtualenv with label-studio installed (installed on first use, under a file lock)."""
     cache = cache_dir()
@@ -127,17 +158,28 @@ class LabelStudio:
             page += 1
 
     def connect(self, project: int, backend_url: str, basic_auth=None, extra_params=None) -> dict:
-        body = {"project": project, "url": backend_url, "title": "AdaptiveClick", "is_interactive": True}
-        if basic_auth:
-            body.update(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1])
-        if extra_params is not None:
-            body["extra_params"] = extra_params
+        body = _connection(project, backend_url, basic_auth, extra_params)
         return self.api("POST", "/api/ml", json=body).json()
+
+    def edit_connection(self, ml_id: int, project: int, backend_url: str, basic_auth=None, extra_params=None) -> dict:
+        """What the Connect Model dialog's Save sends for an existing connection: the whole form again (Label
+        Studio checks /health and /setup with it before saving)."""
+        body = _connection(project, backend_url, basic_auth, extra_params)
+        return self.api("PATCH", f"/api/ml/{ml_id}", json=body).json()
 
     def interactive(self, ml_id: int, task_id: int, regions: list[dict]) -> dict:
         return self.api(
             "POST", f"/api/ml/{ml_id}/interactive-annotating", json={"task": task_id, "context": {"result": regions}}
         ).json()
+
+
+def _connection(project: int, backend_url: str, basic_auth, extra_params) -> dict:
+    body = {"project": project, "url": backend_url, "title": "AdaptiveClick", "is_interactive": True}
+    if basic_auth:
+        body.update(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1])
+    if extra_params is not None:
+        body["extra_params"] = extra_params
+    return body
 
 
 def start_label_studio(data: Path) -> tuple[subprocess.Popen, LabelStudio]:

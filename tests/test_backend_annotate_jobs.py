@@ -1,6 +1,6 @@
 """Annotate jobs from the backend (backend.annotate_jobs): POST /jobs/<project>/annotate starts
 ``adaptiveclick annotate`` as a process with the served model and the body's options, one per project, and /jobs
-shows it with its progress. A fake command stands in for the job (the real one: tests/test_annotate_e2e.py)."""
+shows it with its progress. A fake command stands in for the job (the real one: tests/test_boxes_e2e.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from backend.settings import Settings
 from backend.training import wait_for
 from labelstudio.settings import LabelStudioSettings
 from model import GrabCutPredictor
+from storage.lines import VersionRef
 
 FAKE_ANNOTATE = textwrap.dedent("""
     import json, os, sys, time
@@ -101,14 +102,24 @@ def test_jobs_need_label_studio_and_basic_auth_applies(tmp_path):
 
 
 def test_the_job_uses_the_served_model():
-    class Registry:
+    class Line:
+        def __init__(self, name):
+            self.name = name
+
         def read_version(self, version):
-            if version != "ft-1":
+            if (self.name, version) != ("project-3", "ft-1"):
                 raise KeyError(version)
-            return SimpleNamespace(weights_uri="s3://models/ft-1/model.pth", sha256="ab" * 32)
+            return SimpleNamespace(weights_uri="s3://models/project-3/ft-1/model.pth", sha256="ab" * 32)
+
+    class Registry:
+        def line(self, name):
+            return Line(name)
 
     configured = "weights/base.pth#device=cuda,precision=fp32"
-    assert served_spec_now("adaptiveclick-base-123", Registry(), configured) == configured
-    pinned = served_spec_now("ft-1", Registry(), configured)
-    assert pinned.startswith("s3://models/ft-1/model.pth#") and "version=ft-1" in pinned and "device=cuda" in pinned
-    assert isinstance(AnnotateLauncher(Settings(), lambda: "baseline").jobs_root, Path)
+    assert served_spec_now(None, Registry(), configured) == configured
+    pinned = served_spec_now(VersionRef("project-3", "ft-1"), Registry(), configured)
+    assert pinned.startswith("s3://models/project-3/ft-1/model.pth#") and "version=ft-1" in pinned
+    assert "device=cuda" in pinned
+    with pytest.raises(KeyError):  # a version that vanished is an error, not silently another model
+        served_spec_now(VersionRef("base", "ft-1"), Registry(), configured)
+    assert isinstance(AnnotateLauncher(Settings(), lambda project: "baseline").jobs_root, Path)

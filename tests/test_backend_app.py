@@ -137,8 +137,8 @@ def test_no_prompts_no_prediction(images):
     _, client = make_client()
     body = predict_body(url, [])
     del body["params"]["context"]
-    assert client.post("/predict", json=body).json == {"results": [[]], "model_version": "counting-v1"}
-    assert client.post("/predict", json=predict_body(url, [])).json == {"results": [], "model_version": "counting-v1"}
+    assert client.post("/predict", json=body).json == {"results": [[]], "model_version": "counting-v1", "project": 1}
+    assert client.post("/predict", json=predict_body(url, [])).json["results"] == []
 
 
 def test_clicks_segment_and_run_the_network_once_per_click(images, samples):
@@ -363,7 +363,7 @@ def test_metrics(images, samples):
     assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="200"} 2.0' in text
     assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="400"} 1.0' in text
     assert 'adaptiveclick_http_request_seconds_count{endpoint="/predict"} 3.0' in text
-    assert 'adaptiveclick_model_info{version="counting-v1"} 1.0' in text
+    assert 'adaptiveclick_model_info{line="configured",project="",version="counting-v1"} 1.0' in text
     assert "adaptiveclick_network_runs_total 2.0" in text and "adaptiveclick_cache_bytes" in text
 
 
@@ -379,7 +379,10 @@ def test_hot_swap_keeps_requests_consistent(images, samples):
     assert response.json["model_version"] == "v2" and response.json["results"][0]["model_version"] == "v2"
     assert new.steps == 2  # the cache is keyed by model version: v2 recomputes both clicks
     assert client.get("/health").json["model_version"] == "v2"
-    assert 'adaptiveclick_model_info{version="v2"} 1.0' in client.get("/metrics").data.decode()
+    assert (
+        'adaptiveclick_model_info{line="configured",project="",version="v2"} 1.0'
+        in client.get("/metrics").data.decode()
+    )
 
 
 def test_concurrent_sessions_on_two_images_match_sequential_answers(images, samples):

@@ -3,16 +3,13 @@ Studio's API and annotate a GrabCut image with keypoint clicks."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import cv2
 import numpy as np
 import pytest
 import requests
-from ls_server import LEGACY_TOKEN, stop, wait_until_up
+from ls_server import LEGACY_TOKEN, start_backend, stop
 
 from backend.app import create_app
 from backend.settings import Settings
@@ -21,8 +18,6 @@ from labelstudio.label_config import recommended_config
 from labelstudio.rle import decode_rle
 from labelstudio.settings import LabelStudioSettings
 from model import GrabCutPredictor
-
-from conftest import REPO, free_port
 
 # the first test also installs Label Studio when its cached virtualenv is missing (a few minutes)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -37,38 +32,12 @@ def pat(label_studio) -> str:
     return label_studio.api("POST", "/api/token/").json()["token"]
 
 
-def start_backend(tmp_path_factory, label_studio, api_key: str, basic_auth=None):
-    port = free_port()
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_URL": label_studio.url,
-        "LABEL_STUDIO_API_KEY": api_key,
-        "ADAPTIVECLICK_PREDICTOR": "baseline",
-        "LOG_LEVEL": "INFO",
-    }
-    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
-        env.pop(name, None)
-    if basic_auth:
-        env.update(BASIC_AUTH_USER=basic_auth[0], BASIC_AUTH_PASS=basic_auth[1])
-    log = tmp_path_factory.mktemp("backend") / "backend.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(url + "/health", proc, log, 120, auth=basic_auth)
-    return proc, url, log
-
-
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory, label_studio, pat):
     """Two backends: one with the legacy token behind Basic auth, one with the PAT."""
-    legacy = start_backend(tmp_path_factory, label_studio, LEGACY_TOKEN, BASIC_AUTH)
-    with_pat = start_backend(tmp_path_factory, label_studio, pat)
+    logs = tmp_path_factory.mktemp("backend")
+    legacy = start_backend(logs / "legacy.log", label_studio, LEGACY_TOKEN, BASIC_AUTH)
+    with_pat = start_backend(logs / "pat.log", label_studio, pat)
     yield {"legacy": (legacy[1], BASIC_AUTH), "pat": (with_pat[1], None)}
     for proc, _, log in (legacy, with_pat):
         stop(proc)

@@ -14,7 +14,7 @@ def test_defaults():
     s = Settings.from_env({})
     assert s.predictor == "baseline" and s.device == "auto" and s.label_studio.url is None
     assert s.basic_auth is None and s.log_level == "INFO" and s.cache_bytes == 2048 << 20
-    assert s.threads == 4 and s.model_dir == Path("models")
+    assert s.threads == 16 and s.model_dir == Path("models")
     assert (s.label_studio.polygons.tolerance, s.label_studio.polygons.holes) == (DEFAULT_TOLERANCE, "seam")
 
 
@@ -52,7 +52,7 @@ def test_reads_the_conventional_names(tmp_path):
 
 def test_overrides_win():
     s = Settings.from_env({"ADAPTIVECLICK_PREDICTOR": "random:huge"}, predictor="baseline", threads=None)
-    assert s.predictor == "baseline" and s.threads == 4
+    assert s.predictor == "baseline" and s.threads == 16
     with pytest.raises(TypeError, match="unknown settings"):
         Settings.from_env({}, colour="red")
 
@@ -66,7 +66,7 @@ def test_overrides_win():
         ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH_PASS"),
         ({"LOCAL_FILES_DOCUMENT_ROOT": "/"}, "filesystem root"),
         ({"ADAPTIVECLICK_CACHE_MB": "lots"}, "ADAPTIVECLICK_CACHE_MB must be a int"),
-        ({"ADAPTIVECLICK_THREADS": "0"}, "ADAPTIVECLICK_THREADS must be positive"),
+        ({"ADAPTIVECLICK_THREADS": "2"}, "ADAPTIVECLICK_THREADS must be more than 2"),
         ({"ADAPTIVECLICK_MAX_IMAGE_MB": "0"}, "ADAPTIVECLICK_MAX_IMAGE_MB must be positive"),
         ({"ADAPTIVECLICK_THRESHOLD": "1.5"}, "THRESHOLD"),
         ({"ADAPTIVECLICK_FETCH_TIMEOUT": "-1"}, "FETCH_TIMEOUT"),
