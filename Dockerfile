@@ -61,6 +61,7 @@ COPY ops ops
 COPY evaluation evaluation
 COPY backend backend
 COPY finetune finetune
+COPY annotate annotate
 COPY labelstudio labelstudio
 COPY storage storage
 COPY benchmarks benchmarks
@@ -70,7 +71,7 @@ RUN extra=""; \
 
 # From here on the installed package, not the sources in /src, is what `python -m` imports.
 WORKDIR /opt
-RUN python -c "import cli, backend.app, finetune.cli"
+RUN python -c "import cli, backend.app, finetune.cli, annotate.cli"
 # The MSDA kernels, built once here into the environment (ops.build looks there at run time, see
 # ops.build.installed_root); CUDA: for TORCH_CUDA_ARCH_LIST, without a GPU; the OpenVINO custom op where the
 # openvino extra is installed (--openvino auto).

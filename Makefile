@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 0.0.0.0
 PORT ?= 9090
 # the packages mypy checks (the no-torch floors and the service; the rest is checked as far as they import it)
-TYPED := labelstudio storage backend
+TYPED := labelstudio storage backend annotate
 
 .PHONY: serve test test-fast test-slow lint format typecheck install clean
 

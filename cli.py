@@ -15,6 +15,7 @@ COMMANDS = {
     "serve": ("backend.server", "run the Label Studio ML backend (gunicorn, default 0.0.0.0:9090)"),
     "evaluate": ("evaluation.cli", "NoC evaluation of a predictor on GrabCut, Berkeley, DAVIS, ... (tables, plots)"),
     "finetune": ("finetune.cli", "fine-tune on Label Studio annotations or datasets, validate by NoC, publish"),
+    "annotate": ("annotate.cli", "masks for a whole Label Studio project from its rectangles, as predictions"),
     "benchmark": ("benchmarks.cli", "print latency/speed figures (predictor, MSDA kernels, HTTP backend, CPU)"),
 }
 

@@ -6,7 +6,11 @@ CVAT posts, for every click the annotator makes on an object, the frame and all 
      "obj_bbox": [[x1, y1], [x2, y2]]}          # obj_bbox optional; coordinates in frame pixels
 
 and expects ``{"mask": [[0 | 255, ...] x W] x H, "points": [[x, y], ...]}``: the mask as CVAT's SAM function
-returns it, and the mask's outer polygon for CVAT versions that only read ``points``.
+returns it, and the outer polygon of the mask's largest part (through boundary pixel centres, as before) for CVAT
+versions that only read ``points``. The reply adds ``"polygons": [[[x, y], ...], ...]``: every connected part of
+the mask as one polygon, largest first, none dropped, in continuous pixel coordinates (the image's top-left corner
+at ``(0, 0)``, pixel ``(x, y)`` covering ``[x, x+1) x [y, y+1)``), simplified and with holes as the polygon
+settings say (``ADAPTIVECLICK_POLYGON_TOLERANCE``, ``ADAPTIVECLICK_POLYGON_HOLES``; :mod:`labelstudio.polygons`).
 
 Click order. CVAT sends positive and negative points in two lists, so the order in which they were made is lost,
 while AdaptiveClick runs click by click (each step sees the previous mask). The clicks are replayed as: the box
@@ -33,7 +37,8 @@ import numpy as np
 
 from labelstudio.decode import decode_image
 from labelstudio.errors import BadRequest, ImageError, RequestError
-from labelstudio.settings import ImageLimits
+from labelstudio.polygons import mask_polygons
+from labelstudio.settings import ImageLimits, PolygonSettings
 from model.clicks import Click
 from model.loading import load_predictor
 from model.prediction import PROB_THRESHOLD
@@ -64,7 +69,8 @@ class InteractorRequest:
 @dataclass(frozen=True)
 class InteractorResult:
     mask: np.ndarray  # [H, W] bool
-    polygon: list[list[int]]
+    polygon: list[list[int]]  # the largest part's outline through pixel centres, for old CVAT versions
+    polygons: list[list[list[float]]]  # every part, [[x, y], ...] in continuous pixel coordinates
     model_version: str
     network_runs: int
     cached_clicks: int
@@ -220,6 +226,8 @@ def response_json(result: InteractorResult) -> bytes:
         + mask_rows_json(result.mask)
         + b',"points":'
         + json.dumps(result.polygon).encode()
+        + b',"polygons":'
+        + json.dumps(result.polygons).encode()
         + b',"model_version":'
         + json.dumps(result.model_version).encode()
         + b"}"
@@ -234,6 +242,7 @@ class Interactor:
         threshold: probability above which a pixel is in the mask (a request may override it).
         cache_bytes: session cache budget (decoded frames and per-click outputs).
         limits: the largest frame accepted (413 beyond).
+        polygons: the simplification tolerance and the holes mode of the reply's ``polygons``.
     """
 
     def __init__(
@@ -242,21 +251,25 @@ class Interactor:
         threshold: float = PROB_THRESHOLD,
         cache_bytes: int = 2048 << 20,
         limits: ImageLimits = ImageLimits(),
+        polygons: PolygonSettings = PolygonSettings(),
     ) -> None:
         self.served = ServedModel(predictor, predictor.model_version)
         self.cache = SessionCache(cache_bytes)
         self.threshold = threshold
         self.limits = limits
+        self.polygons = polygons
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Interactor:
-        """The predictor and limits the backend's settings name (``ADAPTIVECLICK_PREDICTOR``, ``DEVICE``, ...)."""
+        """The predictor, limits and polygon settings the backend's settings name (``ADAPTIVECLICK_PREDICTOR``,
+        ``DEVICE``, ...)."""
         device = None if settings.device == "auto" else settings.device
         return cls(
             load_predictor(settings.predictor, device=device),
             settings.threshold,
             settings.cache_bytes,
             settings.label_studio.limits,
+            settings.label_studio.polygons,
         )
 
     @property
@@ -275,8 +288,9 @@ class Interactor:
         mask = run.state.probs > (request.threshold or self.threshold)
         if box is not None:
             mask = cut_to_box(mask, box)
+        polygons = [ring.tolist() for ring in mask_polygons(mask, self.polygons.tolerance, self.polygons.holes)]
         return InteractorResult(
-            mask, outer_polygon(mask), self.served.version, run.network_runs, run.cached_clicks, run.seconds
+            mask, outer_polygon(mask), polygons, self.served.version, run.network_runs, run.cached_clicks, run.seconds
         )
 
     def handle(self, body: Any) -> tuple[int, bytes, InteractorResult | None]:

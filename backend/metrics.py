@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -36,9 +36,6 @@ class Metrics:
         self.cached_clicks = Counter(
             "adaptiveclick_cached_clicks", "Clicks answered from the session cache", registry=self.registry
         )
-        self.model_info = Gauge(
-            "adaptiveclick_model_info", "The served model version (value 1)", ["version"], registry=self.registry
-        )
         self.model_swaps = Counter("adaptiveclick_model_swaps", "Registry versions swapped in", registry=self.registry)
         self.model_rejections = Counter(
             "adaptiveclick_model_rejections",
@@ -50,13 +47,8 @@ class Metrics:
         )
 
     def record_swap(self, version: str) -> None:
-        """A registry version was swapped in."""
+        """A registry version was swapped in (the served models are read at scrape time)."""
         self.model_swaps.inc()
-        self.set_model_version(version)
-
-    def set_model_version(self, version: str) -> None:
-        self.model_info.clear()
-        self.model_info.labels(version=version).set(1)
 
     def add_collector(self, collect: Callable[[], list[GaugeMetricFamily]]) -> None:
         """Register values read at scrape time (cache size, annotation counts)."""

@@ -35,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: $DEVICE or auto)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="request threads in the worker (default: $ADAPTIVECLICK_THREADS or 4)"
+        "--threads",
+        type=int,
+        default=None,
+        help="request threads of the worker (default: $ADAPTIVECLICK_THREADS or 16)",
     )
     parser.add_argument(
         "--timeout", type=int, default=120, help="seconds before gunicorn restarts a stuck worker (default 120)"

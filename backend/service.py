@@ -17,7 +17,7 @@ import numpy as np
 from labelstudio.media import ImageFetcher
 from labelstudio.protocol import BoxPrompt, ClickRequest, Prompt
 from model.clicks import Click
-from model.prediction import PROB_THRESHOLD
+from model.prediction import PROB_THRESHOLD, mask_score
 from model.prompts import Box, box_to_clicks, cut_to_box
 
 from .cache import SessionCache, StepState
@@ -34,6 +34,7 @@ class Segmentation:
         mask: ``[H, W]`` bool at the image file's size.
         score: mean probability over the mask (0 for an empty mask).
         model_version: the version that produced it.
+        model_line: its registry line (``base``, ``project-<id>``; ``configured`` for the configured predictor).
         network_runs: predictor steps run for this request (the others came from the session cache).
         cached_clicks: clicks answered from the session cache.
         clicks: clicks in the request (a box counts as its clicks).
@@ -44,6 +45,7 @@ class Segmentation:
     mask: np.ndarray
     score: float
     model_version: str
+    model_line: str = ""
     network_runs: int = 0
     cached_clicks: int = 0
     clicks: int = 0
@@ -84,13 +86,13 @@ def run_clicks(
     deadline: float | None = None,
 ) -> ClickRun:
     """Run ``served`` on ``clicks`` one step at a time, starting from the longest cached prefix, and cache every
-    new step as it is made (keyed by the model version), so the answer never depends on what was cached and a
+    new step as it is made (keyed by the model's registry key), so the answer never depends on what was cached and a
     request stopped at its ``deadline`` (``time.monotonic()``) leaves its steps for the next one."""
-    cached, state = cache.longest_prefix(served.version, image_key, clicks)
+    cached, state = cache.longest_prefix(served.key, image_key, clicks)
     start = time.perf_counter()
 
     def keep(done: int, new: StepState) -> None:
-        cache.put_step(served.version, image_key, clicks[:done], new)
+        cache.put_step(served.key, image_key, clicks[:done], new)
 
     new_states = served.run_steps(image_key, image, clicks, cached, state, deadline, keep)
     seconds = time.perf_counter() - start
@@ -98,11 +100,6 @@ def run_clicks(
     if final is None:
         raise ValueError("run_clicks needs at least one click")
     return ClickRun(final, len(new_states), cached, seconds)
-
-
-def mask_score(probs: np.ndarray, mask: np.ndarray) -> float:
-    """Mean probability over the mask (0 for an empty mask): how sure the model is of what it returns."""
-    return round(float(probs[mask].mean()), 4) if mask.any() else 0.0
 
 
 class SegmentationService:
@@ -128,8 +125,10 @@ class SegmentationService:
         self.threshold = threshold
         self.deadline_s = deadline_s
 
-    def segment(self, request: ClickRequest) -> Segmentation:
-        served = self.holder.current()  # this request uses this model to the end, even if a swap happens
+    def segment(self, request: ClickRequest, project: int | None = None) -> Segmentation:
+        """Answer ``request`` with the model of ``project`` (default: the request's own)."""
+        project = request.project if project is None else project
+        served = self.holder.current(project)  # this request uses this model to the end, even if a swap happens
         image_key = (request.project, request.task_id, request.image_url)
         image, image_cached = self._image(image_key, request.image_url, request.task_id)
         height, width = image.shape[:2]
@@ -145,6 +144,7 @@ class SegmentationService:
             mask,
             mask_score(run.state.probs, mask),
             served.version,
+            served.line,
             run.network_runs,
             run.cached_clicks,
             len(clicks),

@@ -3,7 +3,8 @@ imports no torch (``adaptiveclick serve --help`` stays fast).
 
 The Label Studio connection and image limits (``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``,
 ``LOCAL_FILES_DOCUMENT_ROOT``, ``ADAPTIVECLICK_MAX_IMAGE_MB``, ``ADAPTIVECLICK_MAX_IMAGE_PIXELS``,
-``ADAPTIVECLICK_FETCH_TIMEOUT``) are :class:`labelstudio.settings.LabelStudioSettings`, held as
+``ADAPTIVECLICK_FETCH_TIMEOUT``) and the polygon answers (``ADAPTIVECLICK_POLYGON_TOLERANCE``,
+``ADAPTIVECLICK_POLYGON_HOLES``) are :class:`labelstudio.settings.LabelStudioSettings`, held as
 ``Settings.label_studio``; the rest:
 
 | variable | default | meaning |
@@ -18,10 +19,12 @@ The Label Studio connection and image limits (``LABEL_STUDIO_URL``, ``LABEL_STUD
 | ``BASIC_AUTH_USER`` / ``BASIC_AUTH_PASS`` | unset | require HTTP Basic auth on every route when both are set |
 | ``LOG_LEVEL`` | ``INFO`` | ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` |
 | ``ADAPTIVECLICK_CACHE_MB`` | ``2048`` | session cache budget (decoded images and per-click masks) |
-| ``ADAPTIVECLICK_THREADS`` | ``4`` | request threads of the one worker process |
+| ``ADAPTIVECLICK_MODEL_CACHE`` | ``2`` | models kept loaded for the projects: a count (``2``) or a size (``3GB``) |
+| ``ADAPTIVECLICK_THREADS`` | ``16`` | request threads of the one worker process (2 of them never run /predict) |
 | ``ADAPTIVECLICK_READ_TIMEOUT`` | ``10`` | seconds a connection may send nothing before it is dropped |
 | ``ADAPTIVECLICK_MAX_PROMPTS`` | ``100`` | clicks and boxes one request may carry (400 beyond) |
 | ``ADAPTIVECLICK_REQUEST_DEADLINE`` | ``30`` | seconds of model time, waiting included, per request (503 beyond) |
+| ``ADAPTIVECLICK_BATCH_DEADLINE`` | ``90`` | seconds for a whole Retrieve Predictions request (tasks left get none) |
 | ``ADAPTIVECLICK_THRESHOLD`` | ``0.49`` | probability above which a pixel belongs to the mask |
 """
 
@@ -37,11 +40,16 @@ from labelstudio.settings import EnvReader, LabelStudioSettings, SettingsError
 from model.prediction import PROB_THRESHOLD
 from model.spec import parse_spec
 
+from .model_pool import PoolLimit
+
 __all__ = ["LOG_LEVELS", "Settings", "SettingsError"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: the largest request body: interactive requests carry the task with its annotations and drafts (brush RLEs)
 MAX_BODY_BYTES = 64 << 20
+#: request threads /predict never takes: Label Studio gives /health 1 s and /setup 3 s, and a request waiting for the
+#: model holds its thread, so without them enough concurrent clicks would make Label Studio drop the connection
+RESERVED_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -54,10 +62,12 @@ class Settings:
     basic_auth_pass: str | None = None
     log_level: str = "INFO"
     cache_bytes: int = 2048 << 20
-    threads: int = 4
+    model_cache: str = "2"
+    threads: int = 16
     read_timeout: float = 10.0
     max_prompts: int = 100
     request_deadline: float = 30.0
+    batch_deadline: float = 90.0  # under Label Studio's own ML_TIMEOUT_PREDICT (100 s), which would store nothing
     threshold: float = PROB_THRESHOLD
     model_registry: str | None = None
     registry_poll_seconds: float = 10.0
@@ -76,12 +86,20 @@ class Settings:
             raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
         if self.cache_bytes <= 0:
             raise SettingsError("ADAPTIVECLICK_CACHE_MB must be positive")
-        if self.threads <= 0:
-            raise SettingsError("ADAPTIVECLICK_THREADS must be positive")
+        try:
+            PoolLimit.parse(self.model_cache)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        if self.threads <= RESERVED_THREADS:
+            raise SettingsError(
+                f"ADAPTIVECLICK_THREADS must be more than {RESERVED_THREADS} ({RESERVED_THREADS} threads are kept "
+                f"for /health and /setup), got {self.threads}"
+            )
         for name, value in (
             ("ADAPTIVECLICK_READ_TIMEOUT", self.read_timeout),
             ("ADAPTIVECLICK_MAX_PROMPTS", self.max_prompts),
             ("ADAPTIVECLICK_REQUEST_DEADLINE", self.request_deadline),
+            ("ADAPTIVECLICK_BATCH_DEADLINE", self.batch_deadline),
         ):
             if not value > 0:
                 raise SettingsError(f"{name} must be positive, got {value!r}")
@@ -102,6 +120,15 @@ class Settings:
     def registry_uri(self) -> str:
         """Where fine-tunes publish and the watcher looks: MODEL_REGISTRY, else ``MODEL_DIR/registry``."""
         return self.model_registry or str(Path(self.model_dir) / "registry")
+
+    @property
+    def prediction_slots(self) -> int:
+        """How many /predict requests may be in progress at once (the rest get 503 at once)."""
+        return self.threads - RESERVED_THREADS
+
+    @property
+    def pool_limit(self) -> PoolLimit:
+        return PoolLimit.parse(self.model_cache)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -127,10 +154,12 @@ class Settings:
             "basic_auth_pass": env.text("BASIC_AUTH_PASS"),
             "log_level": env.text("LOG_LEVEL"),
             "cache_bytes": env.number("ADAPTIVECLICK_CACHE_MB", int, 1 << 20),
+            "model_cache": env.text("ADAPTIVECLICK_MODEL_CACHE"),
             "threads": env.number("ADAPTIVECLICK_THREADS", int),
             "read_timeout": env.number("ADAPTIVECLICK_READ_TIMEOUT", float),
             "max_prompts": env.number("ADAPTIVECLICK_MAX_PROMPTS", int),
             "request_deadline": env.number("ADAPTIVECLICK_REQUEST_DEADLINE", float),
+            "batch_deadline": env.number("ADAPTIVECLICK_BATCH_DEADLINE", float),
             "threshold": env.number("ADAPTIVECLICK_THRESHOLD", float),
             "model_registry": env.text("MODEL_REGISTRY"),
             "registry_poll_seconds": env.number("MODEL_REGISTRY_POLL_SECONDS", float),

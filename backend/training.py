@@ -8,6 +8,9 @@ exclusive ``flock`` on ``MODEL_DIR/jobs/project-<id>/job.lock`` (inherited from 
 
 The job publishes to the backend's registry; the registry watcher then swaps the new version in if the gate let
 it through.
+
+:class:`JobLauncher` is what any such job shares (folders, the lock, reaping, status from the folders); the
+annotate jobs (:mod:`backend.annotate_jobs`) are one more kind, in ``MODEL_DIR/jobs/annotate/``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +41,7 @@ LOG_TAIL_LINES = 40
 
 
 class JobRunning(RuntimeError):
-    """A fine-tune of this project is already running."""
+    """A job of this kind is already running for this project."""
 
 
 class NoStartingWeights(RuntimeError):
@@ -52,8 +56,10 @@ class JobStatus:
     started_at: str | None = None
     reason: str | None = None
     exit_code: int | None = None
-    progress: dict | None = None  # the fine-tune's status.json
+    progress: dict | None = None  # the job's own status.json
+    published: dict | None = None  # {"line", "version"} a fine-tune published, from its gate.json
     log_tail: list[str] | None = None
+    kind: str = "finetune"
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -71,6 +77,14 @@ def _read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _published(folder: Path) -> dict | None:
+    """The line and version a job published (its gate.json), None when it published nothing (yet)."""
+    gate = _read_json(folder / "run" / "gate.json")
+    if not gate or not gate.get("published"):
+        return None
+    return {"line": gate.get("line"), "version": gate["published"]}
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     try:
         with open(path, "rb") as f:
@@ -81,56 +95,24 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
         return []
 
 
-class FinetuneLauncher:
-    """Starts and reports fine-tune jobs. ``python`` and ``command_prefix`` exist for tests."""
+class JobLauncher:
+    """Starts ``adaptiveclick <kind> ...`` processes, at most one per project at a time, in
+    ``jobs_root/project-<id>/<UTC time>/``, and reports them from those folders (``run/status.json`` is the job's
+    own progress), as the module docstring says.
 
-    def __init__(
-        self, settings: Settings, has_registry_version=lambda: False, command_prefix: list[str] | None = None
-    ) -> None:
+    Args:
+        kind: the job's name in :class:`JobStatus` and thread names (``finetune``, ``annotate``).
+        noun: what messages and logs call it (``fine-tune``, ``annotate job``).
+    """
+
+    def __init__(self, settings: Settings, jobs_root: Path, kind: str, noun: str) -> None:
         self.settings = settings
-        self.jobs_root = Path(settings.model_dir) / "jobs"
-        self.has_registry_version = has_registry_version
-        self.command_prefix = command_prefix or [sys.executable, "-m", "cli", "finetune"]
-        self._lock = threading.Lock()
-        self._baseline_annotations: dict[int, int] = {}  # project -> net annotations when its last job started
+        self.jobs_root = jobs_root
+        self.kind = kind
+        self.noun = noun
 
-    # -- commands -------------------------------------------------------------------------------------------------
-
-    def init_argument(self) -> list[str]:
-        """``--init`` for a new job: the registry's current version, else the served checkpoint."""
-        extra = shlex.split(self.settings.finetune_args)
-        if "--init" in extra or any(a.startswith("--init=") for a in extra):
-            return []
-        if self.has_registry_version():
-            return ["--init", "registry"]
-        spec = parse_spec(self.settings.predictor)
-        if not spec.is_checkpoint:
-            raise NoStartingWeights(
-                "no starting weights: the registry has no version yet and the served predictor "
-                f"({spec.source}) is not an AdaptiveClick checkpoint; set FINETUNE_ARGS='--init CHECKPOINT' "
-                "(or mae:PATH) or serve a checkpoint"
-            )
-        sha = spec.option("sha256")
-        return ["--init", str(pinned_spec(spec.source, sha)) if sha else spec.source]
-
-    def command(self, project: int, folder: Path) -> list[str]:
-        return [
-            *self.command_prefix,
-            "--ls-project",
-            str(project),
-            "--output",
-            str(folder / "run"),
-            "--registry",
-            self.settings.registry_uri,
-            "--no-progress",
-            *self.init_argument(),
-            *shlex.split(self.settings.finetune_args),
-        ]
-
-    # -- starting ---------------------------------------------------------------------------------------------------
-
-    def start(self, project: int, reason: str) -> JobStatus:
-        """Launch a job for ``project`` (JobRunning if one runs, NoStartingWeights if there is nothing to tune)."""
+    def launch(self, project: int, reason: str, command_for: Callable[[Path], list[str]]) -> JobStatus:
+        """Run ``command_for(folder)`` for ``project`` in a new folder (JobRunning if one of this kind runs)."""
         project_dir = self.jobs_root / f"project-{project}"
         project_dir.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(project_dir / "job.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -138,10 +120,11 @@ class FinetuneLauncher:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise JobRunning(f"a fine-tune of project {project} is already running") from None
+                article = "an" if self.noun[0] in "aeiou" else "a"
+                raise JobRunning(f"{article} {self.noun} of project {project} is already running") from None
             folder = project_dir / _utc_stamp()
             folder.mkdir()
-            command = self.command(project, folder)
+            command = command_for(folder)
             (folder / "job.json").write_text(
                 json.dumps(
                     {
@@ -173,19 +156,19 @@ class FinetuneLauncher:
                 )
         finally:
             os.close(lock_fd)  # the child holds its own copy of the locked descriptor until it exits
-        threading.Thread(target=self._reap, args=(process, folder), daemon=True, name=f"finetune-{project}").start()
+        threading.Thread(target=self._reap, args=(process, folder), daemon=True, name=f"{self.kind}-{project}").start()
         logger.info(
-            "fine-tune started", extra={"project": project, "reason": reason, "pid": process.pid, "folder": str(folder)}
+            f"{self.noun} started",
+            extra={"project": project, "reason": reason, "pid": process.pid, "folder": str(folder)},
         )
         return self.status(project)
 
-    @staticmethod
-    def _reap(process: subprocess.Popen, folder: Path) -> None:
+    def _reap(self, process: subprocess.Popen, folder: Path) -> None:
         code = process.wait()
         outcome = {"exit_code": code, "finished_at": datetime.now(UTC).isoformat()}
         atomic_write(folder / "exit.json", lambda f: f.write(json.dumps(outcome).encode()))
         log = logger.info if code == 0 else logger.error
-        log("fine-tune finished", extra={"folder": str(folder), "exit_code": code})
+        log(f"{self.noun} finished", extra={"folder": str(folder), "exit_code": code})
 
     # -- status ----------------------------------------------------------------------------------------------------
 
@@ -208,7 +191,7 @@ class FinetuneLauncher:
         project_dir = self.jobs_root / f"project-{project}"
         folders = sorted(p for p in project_dir.glob("*") if p.is_dir()) if project_dir.is_dir() else []
         if not folders:
-            return JobStatus(project, "none")
+            return JobStatus(project, "none", kind=self.kind)
         folder = folders[-1]
         job = _read_json(folder / "job.json") or {}
         done = _read_json(folder / "exit.json")
@@ -228,7 +211,9 @@ class FinetuneLauncher:
             job.get("reason"),
             None if done is None else done.get("exit_code"),
             progress,
+            _published(folder),
             _tail(folder / "job.log"),
+            self.kind,
         )
 
     def projects(self) -> list[int]:
@@ -237,6 +222,57 @@ class FinetuneLauncher:
         return sorted(
             int(p.name.split("-", 1)[1]) for p in self.jobs_root.glob("project-*") if p.name.split("-", 1)[1].isdigit()
         )
+
+
+class FinetuneLauncher(JobLauncher):
+    """Starts and reports fine-tune jobs. ``command_prefix`` exists for tests."""
+
+    def __init__(
+        self, settings: Settings, has_registry_version=lambda project: False, command_prefix: list[str] | None = None
+    ) -> None:
+        super().__init__(settings, Path(settings.model_dir) / "jobs", "finetune", "fine-tune")
+        self.has_registry_version = has_registry_version
+        self.command_prefix = command_prefix or [sys.executable, "-m", "cli", "finetune"]
+        self._lock = threading.Lock()
+        self._baseline_annotations: dict[int, int] = {}  # project -> net annotations when its last job started
+
+    # -- commands -------------------------------------------------------------------------------------------------
+
+    def init_argument(self, project: int) -> list[str]:
+        """``--init`` for a new job of ``project``: the registry's version for it (its own line's current version,
+        else the base line's), else the served checkpoint."""
+        extra = shlex.split(self.settings.finetune_args)
+        if "--init" in extra or any(a.startswith("--init=") for a in extra):
+            return []
+        if self.has_registry_version(project):
+            return ["--init", "registry"]
+        spec = parse_spec(self.settings.predictor)
+        if not spec.is_checkpoint:
+            raise NoStartingWeights(
+                "no starting weights: the registry has no version yet and the served predictor "
+                f"({spec.source}) is not an AdaptiveClick checkpoint; set FINETUNE_ARGS='--init CHECKPOINT' "
+                "(or mae:PATH) or serve a checkpoint"
+            )
+        sha = spec.option("sha256")
+        return ["--init", str(pinned_spec(spec.source, sha)) if sha else spec.source]
+
+    def command(self, project: int, folder: Path) -> list[str]:
+        return [
+            *self.command_prefix,
+            "--ls-project",
+            str(project),
+            "--output",
+            str(folder / "run"),
+            "--registry",
+            self.settings.registry_uri,
+            "--no-progress",
+            *self.init_argument(project),
+            *shlex.split(self.settings.finetune_args),
+        ]
+
+    def start(self, project: int, reason: str) -> JobStatus:
+        """Launch a job for ``project`` (JobRunning if one runs, NoStartingWeights if there is nothing to tune)."""
+        return self.launch(project, reason, lambda folder: self.command(project, folder))
 
     # -- the webhook handler ---------------------------------------------------------------------------------------
 
@@ -265,7 +301,7 @@ class FinetuneLauncher:
         return {"status": "started", "job": status.folder}
 
 
-def wait_for(launcher: FinetuneLauncher, project: int, timeout: float) -> JobStatus:
+def wait_for(launcher: JobLauncher, project: int, timeout: float) -> JobStatus:
     """Poll until the project's latest job has ended (used by tests and scripts)."""
     deadline = time.monotonic() + timeout
     while True:

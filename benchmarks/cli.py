@@ -5,7 +5,10 @@ http       per-click /predict latency over HTTP vs the bare predictor; brush RLE
 msda       multi-scale deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference
 cpu        AdaptiveClick per-click latency on the CPU: fp32 eager vs the int8/bf16 variants (+ peak memory)
 cpu-parity optimised CPU variants vs fp32 eager on NoC click sequences (probabilities, masks, IoU curves)
-load       concurrent clients against the HTTP backend
+load       concurrent clients against the HTTP backend: p50/p95, throughput, memory
+polygons   masks as Label Studio polygons: round-trip IoU, vertices and ms per mask on GrabCut and Berkeley
+boxes      what a box gives: box-to-mask IoU vs ground truth, ms per box, batching, the annotate job's tasks/min
+projects   many projects on one backend: memory per loaded model, swap and rollback times, a pool of 1 vs 2
 openvino-prepare  OpenVINO engines made ahead of time (export, int8-static calibration, compile) into the cache
 """
 
@@ -24,6 +27,9 @@ BENCHMARKS = {
     "cpu": ("benchmarks.cpu_inference", "AdaptiveClick per-click latency on the CPU: fp32 vs optimised variants"),
     "cpu-parity": ("benchmarks.cpu_parity", "optimised CPU variants vs fp32 eager on NoC click sequences"),
     "load": ("benchmarks.load", "concurrent clients against the HTTP backend: p50/p95, throughput, memory"),
+    "polygons": ("benchmarks.polygons", "masks as polygons: round-trip IoU, vertices and ms per mask"),
+    "boxes": ("benchmarks.boxes", "box-to-mask IoU vs ground truth, ms per box, the annotate job's tasks/min"),
+    "projects": ("benchmarks.projects", "many projects: memory per loaded model, swap and rollback times, pool 1 vs 2"),
     "openvino-prepare": (
         "benchmarks.openvino_prepare",
         "export/compress/calibrate and compile OpenVINO engines ahead of time (int8-static: NoC clicks on GrabCut)",

@@ -48,10 +48,12 @@ class BackendProcess:
     """``adaptiveclick serve`` in a subprocess for one predictor spec, its log in a file (``log_path``).
 
     Loopback image hosts are allowed (``ADAPTIVECLICK_ALLOWED_HOSTS=127.0.0.1``), since the images come from an
-    :class:`ImageServer`; ``env`` adds or overrides variables.
+    :class:`ImageServer`; ``env`` adds or overrides variables; ``auth`` is the Basic auth ``env`` sets, for the
+    readiness check.
     """
 
-    def __init__(self, spec: str = "baseline", env: dict[str, str] | None = None, wait: bool = True) -> None:
+    def __init__(self, spec: str = "baseline", env: dict[str, str] | None = None, wait: bool = True, auth=None) -> None:
+        self.auth = auth
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {**os.environ, "LOG_LEVEL": "WARNING", "ADAPTIVECLICK_ALLOWED_HOSTS": "127.0.0.1"}
@@ -90,7 +92,7 @@ class BackendProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"backend exited ({self.proc.returncode}): {self.log_text()[-3000:]}")
             try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                if requests.get(self.url + "/health", timeout=2, auth=self.auth).status_code == 200:
                     return time.monotonic() - start
             except requests.RequestException:
                 pass

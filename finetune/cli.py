@@ -7,12 +7,13 @@ Tasks are split into training and validation by a stable hash of the task (--val
 Examples:
 
   adaptiveclick finetune --ls-project 3 --init weights/adaptiveclick_base448_sbd.pth \\
-      --output runs/p3 --registry s3://models/project-3 --steps 2000
+      --output runs/p3 --registry s3://models/registry --steps 2000   # publishes to the line project-3
   adaptiveclick finetune --output runs/p3 --resume            # after a crash: continue from the last checkpoint
   torchrun --nproc-per-node 4 -m cli finetune ...             # 4 GPUs (or --nnodes/--rdzv-endpoint: several nodes)
 
-The candidate is published (a new immutable registry version, made current) only when its NoC@90 (then NoC@85)
-on the validation split beats the registry's current version (or the starting weights if there is none);
+The candidate is published to the project's model line (a new immutable registry version, made current) only when
+its NoC@90 (then NoC@85) on the validation split beats what the project is served today (its pin, its line's
+current version, else the base line's; the starting weights if there is none);
 --force publishes anyway. The output folder holds checkpoints, metrics.jsonl/png, status.json and gate.json.
 """
 
@@ -123,6 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     publish = parser.add_argument_group("publishing")
     publish.add_argument("--registry", help="model registry: a directory or s3://bucket/prefix")
+    publish.add_argument(
+        "--project",
+        type=int,
+        default=None,
+        help="the project whose model line is published to and gated against (default: "
+        "--ls-project; without either: the base line)",
+    )
     publish.add_argument("--force", action="store_true", help="publish even if not better than the current version")
     publish.add_argument("--no-publish", action="store_true", help="validate and decide, but do not publish")
     publish.add_argument("--version", help="name of the published version (default: ft-<time>-<sha256>)")
@@ -177,7 +185,16 @@ def options_from_args(args: argparse.Namespace):
         force=args.force,
         publish=not args.no_publish,
         version=args.version,
+        project=args.project if args.project is not None else _project_of(args.ls_project),
     )
+
+
+def _project_of(ls_project: str | None) -> int | None:
+    if ls_project is None:
+        return None
+    if not str(ls_project).isdigit():
+        raise ValueError(f"--ls-project must be a project id (an integer), got {ls_project!r}")
+    return int(ls_project)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -104,6 +104,7 @@ def publish_candidate(
     extra_metrics: dict | None = None,
     version: str | None = None,
     parent: str | None = None,
+    parent_line: str | None = None,
 ) -> VersionInfo | None:
     """Publish ``weights`` as a new current version when the decision says so (None otherwise)."""
     if not decision.publish:
@@ -119,6 +120,8 @@ def publish_candidate(
         },
         **(extra_metrics or {}),
     }
-    info = registry.publish(weights, version=version, config=config, metrics=metrics, parent=parent)
+    info = registry.publish(
+        weights, version=version, config=config, metrics=metrics, parent=parent, parent_line=parent_line
+    )
     log.info("published", extra={"version": info.version, "registry": registry.uri, "sha256": info.sha256})
     return info

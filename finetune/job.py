@@ -56,6 +56,7 @@ class JobOptions:
     workers: int = 2
     progress: bool = True
     registry: str | None = None
+    project: int | None = None  # the model line published to: the project's (default: --ls-project), else base
     force: bool = False
     publish: bool = True
     version: str | None = None
@@ -173,9 +174,12 @@ def starting_network(opts: JobOptions, saved: dict):
     if init == "registry":
         if not opts.registry:
             raise JobError("--init registry needs --registry")
-        current = open_registry(opts.registry).current()
+        current = served_version(open_registry(opts.registry), opts.project)
         if current is None:
-            raise JobError(f"--init registry: {opts.registry} has no current version yet")
+            raise JobError(
+                f"--init registry: {opts.registry} has no current version yet (neither the project's line "
+                "nor the base line)"
+            )
         init = str(pinned_spec(current.weights_uri, current.sha256))
     net, description = build_initial_network(init, opts.size, opts.train.seed)
     return net, description, init
@@ -215,7 +219,7 @@ def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summar
     """Compare with the served weights (or the starting weights when nothing is served yet) and publish to the
     registry. Main process only, after training."""
     from model.spec import pinned_spec
-    from storage.registry import open_registry
+    from storage.registry import BASE_LINE, open_registry, project_line
 
     from .gate import GateDecision, gate, publish_candidate
     from .network import build_initial_network, load_network
@@ -226,9 +230,11 @@ def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summar
     if (opts.output / GATE_FILE).is_file():  # a resumed run that had already been through the gate
         return json.loads((opts.output / GATE_FILE).read_text())
     registry = open_registry(opts.registry)
-    current_info = registry.current()
+    line = registry.line(BASE_LINE if opts.project is None else project_line(opts.project))
+    current_info = served_version(registry, opts.project)  # the candidate must beat what the project gets today
     if current_info is not None:
-        current_net, current_name = load_network(registry.fetch_weights(current_info.version)), current_info.version
+        current_net = load_network(registry.line(current_info.line).fetch_weights(current_info.version))
+        current_name = f"{current_info.line}/{current_info.version}"
     else:
         saved = load_config(opts.output)
         current_name = f"starting weights: {saved['init_description']}"
@@ -248,13 +254,14 @@ def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summar
         )
     info = (
         publish_candidate(
-            registry,
+            line,
             opts.output / WEIGHTS_FILE,
             decision,
             _config_record(config),
             {"training": summary["training"], "images": summary["images"]},
             opts.version,
             current_info.version if current_info else None,
+            current_info.line if current_info else None,
         )
         if opts.publish
         else None
@@ -262,11 +269,21 @@ def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summar
     result = {
         **decision.to_json(),
         "registry": registry.uri,
+        "line": line.line_name,
         "published": info.version if info else None,
         "predictor_spec": str(pinned_spec(info.weights_uri, info.sha256, info.version)) if info else None,
     }
     write_json_atomic(opts.output / GATE_FILE, result)
     return result
+
+
+def served_version(registry, project: int | None):
+    """The registry version ``project`` is served today: its pin, its own line's current version, else the base
+    line's (None when the registry has none). ``--init registry`` starts from it; the gate compares with it."""
+    from storage.lines import read_state
+
+    served, _ = read_state(registry).served_for(project)
+    return registry.line(served.line).read_version(served.version) if served else None
 
 
 def _config_record(config: TrainConfig) -> dict:

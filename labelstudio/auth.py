@@ -108,10 +108,19 @@ class LabelStudioAuth:
 
     def get(self, url: str, **kwargs) -> requests.Response:
         """GET ``url`` (which must be Label Studio's) with the key, retrying once with a fresh token on 401."""
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs) -> requests.Response:
+        """POST to ``url`` (which must be Label Studio's) with the key, like :meth:`get`."""
+        return self.request("POST", url, **kwargs)
+
+    def request(self, method: str, url: str, **kwargs) -> requests.Response:
+        """``method`` on ``url`` (which must be Label Studio's) with the key, retrying once with a fresh token on
+        401 (a 401 means the request was refused unread, so repeating a POST cannot make it twice)."""
         if not self.owns(url):
             raise ValueError(f"refusing to send the Label Studio API key to {url}")
-        response = self.session.get(url, headers=self.headers(), **kwargs)
+        response = self.session.request(method, url, headers=self.headers(), **kwargs)
         if response.status_code == 401 and self.kind == "pat":
             response.close()
-            response = self.session.get(url, headers=self.headers(force_refresh=True), **kwargs)
+            response = self.session.request(method, url, headers=self.headers(force_refresh=True), **kwargs)
         return response

@@ -6,28 +6,33 @@ reply formatted once.
 ``result`` holds the annotator's smart regions: ``keypointlabels`` (``value.x``/``value.y`` in percent of the
 image, ``is_positive`` on the region, false for an Alt-click) and ``rectanglelabels`` (``x``, ``y``, ``width``,
 ``height`` in percent); :func:`parse_predict_request` turns that into a :class:`ClickRequest`. A body without
-prompts (plain pre-annotation) is a :class:`PreannotationRequest`. The reply is ``{"results": [prediction, ...]}``,
-one prediction per task, where a prediction is ``{"result": [region], "score": float, "model_version": str}``
-(:func:`mask_prediction`).
+prompts is a :class:`PreannotationRequest`: Label Studio's *Retrieve Predictions* sends ``params.context: null``
+and the tasks with their annotations and predictions, whose rectangles then say what to segment
+(:mod:`labelstudio.boxes`). The reply is ``{"results": [prediction, ...]}``, one entry per task, where a prediction
+is ``{"result": [region, ...], "score": float, "model_version": str}``: for a mask (:func:`mask_prediction`, or
+several in one prediction, :func:`masks_prediction`) a ``brushlabels`` region with the mask and/or one
+``polygonlabels`` region per connected part of it, as the label config's output tags ask.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from .errors import BadRequest
 from .label_config import InteractiveConfig, parse_label_config
-from .rle import encode_rle
+
+# the reply's formatting lives in labelstudio.predictions; protocol users find it here too
+from .predictions import LabelledMask, mask_prediction, mask_regions, masks_prediction  # noqa: F401
 
 PixelBox = tuple[int, int, int, int]  # (top, bottom, left, right) in pixels, inclusive
 DEFAULT_MAX_PROMPTS = 100
 MAX_NUMBER = 10**15  # far beyond any coordinate; larger integers do not even convert to float exactly
 MAX_IMAGE_SIDE = 1_000_000
 MAX_ID_DIGITS = 18  # Label Studio's ids are 64-bit integers
+UNPIN_WORD = "latest"  # extra_params {"model_version": "latest"}: back to the project's current version
 
 
 def percent_to_pixel(value: float, size: int) -> int:
@@ -77,7 +82,8 @@ class ClickRequest:
         task_id: the task's id (an integer in Label Studio), None when the task has none.
         image_url: the task's image, as the task data names it.
         prompts: clicks and boxes in the order they were made, in percent of the image.
-        label: the label of the most recent prompt; one of the output tag's labels.
+        label: the label of the most recent prompt; a label of the output tags it goes to
+            (``config.outputs_for(label)``, never empty).
         config: the parts of the labelling config that matter here.
         image_rotation: as Label Studio reports it (the mask comes back with the same value).
         original_size: ``(width, height)`` that Label Studio reports, if any.
@@ -95,17 +101,34 @@ class ClickRequest:
 
 @dataclass(frozen=True)
 class PreannotationRequest:
-    """A ``/predict`` without prompts (plain pre-annotation): the tasks are answered with no prediction."""
+    """A ``/predict`` without prompts: the tasks (with their annotations and predictions, as Label Studio sends
+    them) to pre-annotate from the rectangles they hold.
+
+    Attributes:
+        config: parsed with ``prompts_required=False`` (a config whose only prompts are plain rectangles will do).
+        has_context: the body had a ``params.context`` (an interactive request that holds no prompt yet); Retrieve
+            Predictions and automatic pre-annotation send none.
+    """
 
     project: int | None
     tasks: tuple[dict, ...]
     config: InteractiveConfig
+    has_context: bool = False
 
 
 @dataclass(frozen=True)
 class SetupRequest:
+    """``/setup``: the project, its config, and what the Connect Model dialog's *extra params* ask of the model.
+
+    ``model_version`` is the version ``extra_params`` pins the project to (``{"model_version": "ft-..."}``); it is
+    None with ``unpin`` True for ``{"model_version": null}`` (or ``""`` / ``"latest"``), and None with ``unpin``
+    False when ``extra_params`` names no model version.
+    """
+
     project: int | None
     config: InteractiveConfig | None
+    model_version: str | None = None
+    unpin: bool = False
 
 
 def require_object(body: Any, what: str = "request body") -> dict:
@@ -132,11 +155,13 @@ def parse_predict_request(body: Any, max_prompts: int = DEFAULT_MAX_PROMPTS) -> 
     context = params.get("context")
     if context is not None and not isinstance(context, dict):
         raise BadRequest("'params.context' must be an object")
-    config = parse_label_config(body.get("label_config"))
+    config = parse_label_config(body.get("label_config"), prompts_required=False)
     project = project_id(body.get("project"))
     prompts = _prompts(context.get("result") if context else None, config, max_prompts)
     if prompts is None:
-        return PreannotationRequest(project, tuple(tasks), config)
+        return PreannotationRequest(project, tuple(tasks), config, context is not None)
+    if not config.interactive:  # clicks need a smart tool: the interactive parse says what the config lacks
+        config = parse_label_config(body.get("label_config"))
     if len(tasks) != 1:
         raise BadRequest(f"interactive annotation takes exactly one task, got {len(tasks)}")
     task = tasks[0]
@@ -154,10 +179,35 @@ def parse_predict_request(body: Any, max_prompts: int = DEFAULT_MAX_PROMPTS) -> 
 
 def parse_setup_request(body: Any) -> SetupRequest:
     """``/setup`` body -> project id and parsed config. A config that is not interactive is reported, not fatal:
-    Label Studio also calls /setup while the user is still editing the config."""
+    Label Studio also calls /setup while the user is still editing the config. A config whose only prompts are
+    plain rectangles is accepted (Retrieve Predictions segments them)."""
     body = require_object(body)
     schema = body.get("schema")
-    return SetupRequest(project_id(body.get("project")), parse_label_config(schema) if schema else None)
+    config = parse_label_config(schema, prompts_required=False) if schema else None
+    extra = _extra_params(body.get("extra_params"))
+    if "model_version" not in extra:
+        return SetupRequest(project_id(body.get("project")), config)
+    wanted = extra["model_version"]
+    if wanted is not None and not isinstance(wanted, str):
+        raise BadRequest(f"extra_params.model_version must be a version name or null, got {shown(wanted)}")
+    name = (wanted or "").strip()
+    unpin = name in ("", UNPIN_WORD)
+    return SetupRequest(project_id(body.get("project")), config, None if unpin else name, unpin)
+
+
+def _extra_params(value: Any) -> dict:
+    """The Connect Model dialog's JSON field: Label Studio sends it as a JSON string from the UI, as an object when
+    set through its API, or null."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise BadRequest('extra_params is not valid JSON: write e.g. {"model_version": "ft-..."}') from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"extra_params must be a JSON object, got {shown(value)}")
+    return value
 
 
 def project_id(project: Any) -> int | None:
@@ -291,33 +341,17 @@ def _box(value: dict) -> BoxPrompt:
 
 
 def _resolve_label(labels: list[str], config: InteractiveConfig) -> str:
-    """The label of the most recent prompt, which must be one of the BrushLabels labels."""
+    """The label of the most recent prompt, which must be a label of an output tag (BrushLabels, PolygonLabels)."""
     if not labels:
-        if len(config.brush.labels) == 1:
-            return config.brush.labels[0]
+        if len(config.output_labels) == 1:
+            return config.output_labels[0]
         raise BadRequest("no label selected: choose a label before clicking")
     label = labels[-1]
-    if config.brush.labels and label not in config.brush.labels:
+    if not config.outputs_for(label):
+        kinds = " or ".join(tag.tag for tag in config.outputs)
+        tags = " or ".join(f'<{tag.tag} name="{tag.name}">' for tag in config.outputs)
         raise BadRequest(
-            f"label {shown(label)} is not one of the BrushLabels labels "
-            f'({", ".join(config.brush.labels)}): add it to <BrushLabels name="{config.brush.name}">'
+            f"label {shown(label)} is not one of the {kinds} labels ({', '.join(config.output_labels)}): "
+            f"add it to {tags}"
         )
     return label
-
-
-def mask_prediction(request: ClickRequest, mask: np.ndarray, score: float, model_version: str) -> dict:
-    """The prediction answering ``request``: one brushlabels region holding ``mask`` ``[H, W]`` bool, the shape
-    Label Studio stores and displays."""
-    height, width = mask.shape
-    region = {
-        "from_name": request.config.brush.name,
-        "to_name": request.config.image_name,
-        "type": "brushlabels",
-        "original_width": width,
-        "original_height": height,
-        "image_rotation": request.image_rotation,
-        "value": {"format": "rle", "rle": encode_rle(mask), "brushlabels": [request.label]},
-        "score": score,
-        "readonly": False,
-    }
-    return {"result": [region], "score": score, "model_version": model_version}

@@ -17,9 +17,15 @@ KEYPOINT_MIN_RADIUS = 5  # px; a keypoint-only object must survive the training 
 MASK_TYPES = ("brushlabels", "polygonlabels")
 
 
+def records(task: dict, key: str) -> list[dict]:
+    """The objects of a task's ``annotations`` or ``predictions`` list (anything else in a hostile task: none)."""
+    found = task.get(key)
+    return [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+
+
 def choose_annotation(task: dict) -> tuple[dict | None, str]:
     """The annotation to train on, or ``(None, reason)``."""
-    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    annotations = records(task, "annotations")
     if not annotations:
         return None, "no annotations"
     usable = [a for a in annotations if not a.get("was_cancelled")]
@@ -27,7 +33,16 @@ def choose_annotation(task: dict) -> tuple[dict | None, str]:
         return None, "annotation cancelled"
     truth = [a for a in usable if a.get("ground_truth")]
     pool = truth or usable
-    return max(pool, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0)), ""
+    return max(pool, key=recency), ""
+
+
+def recency(record: dict) -> tuple:
+    """Sort key of annotations and predictions, latest last: the time Label Studio stamped, then the id (ids of
+    any JSON type compare, a hostile task cannot make the comparison fail)."""
+    stamp = str(record.get("updated_at") or record.get("created_at") or "")
+    ident = record.get("id")
+    numeric = isinstance(ident, int) and not isinstance(ident, bool)
+    return stamp, (1, ident, "") if numeric else (0, 0, str(ident))
 
 
 def is_positive(region: dict) -> bool:

@@ -9,16 +9,20 @@
 | ``ADAPTIVECLICK_MAX_IMAGE_PIXELS`` | ``50000000`` | largest decoded image accepted, width x height (413 beyond) |
 | ``ADAPTIVECLICK_FETCH_TIMEOUT`` | ``30`` | seconds for a whole image download (connect, redirects, body) |
 | ``ADAPTIVECLICK_ALLOWED_HOSTS`` | empty | internal image hosts allowed: names (``*.corp``), nets (``10.0.0.0/8``) |
+| ``ADAPTIVECLICK_POLYGON_TOLERANCE`` | ``1`` | px: simplification tolerance of polygon answers (``0``: exact) |
+| ``ADAPTIVECLICK_POLYGON_HOLES`` | ``seam`` | holes in polygon answers: ``seam`` (cut in, kept empty) or ``fill`` |
 
 Always allowed as image hosts, whatever their address: ``LABEL_STUDIO_URL``'s host and boto3's S3 endpoint
 (``AWS_ENDPOINT_URL``); see :mod:`labelstudio.netpolicy`.
 
 The backend's settings hold these as ``Settings.label_studio``; fine-tuning reads them with
-:meth:`LabelStudioSettings.from_env`, so both apply the same checks.
+:meth:`LabelStudioSettings.from_env`, so both apply the same checks. The polygon settings are
+:class:`PolygonSettings` (see :mod:`labelstudio.polygons`); the CVAT interactor reads them too.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -27,6 +31,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from .netpolicy import ALLOW_SETTING, AddressPolicy
+from .polygons import DEFAULT_HOLES, DEFAULT_TOLERANCE, HOLE_MODES
 
 N = TypeVar("N", int, float)
 
@@ -84,6 +89,26 @@ class ImageLimits:
 
 
 @dataclass(frozen=True)
+class PolygonSettings:
+    """How a mask is answered as polygons: the simplification tolerance in pixels and what becomes of holes."""
+
+    tolerance: float = DEFAULT_TOLERANCE
+    holes: str = DEFAULT_HOLES
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.tolerance) or self.tolerance < 0:
+            raise SettingsError(
+                f"ADAPTIVECLICK_POLYGON_TOLERANCE must be a number of pixels >= 0 (0: exact outlines), "
+                f"got {self.tolerance!r}"
+            )
+        if self.holes not in HOLE_MODES:
+            raise SettingsError(
+                f"ADAPTIVECLICK_POLYGON_HOLES must be seam (holes cut into the polygon, kept empty) or fill "
+                f"(holes filled), got {self.holes!r}"
+            )
+
+
+@dataclass(frozen=True)
 class LabelStudioSettings:
     url: str | None = None
     api_key: str | None = None
@@ -92,6 +117,7 @@ class LabelStudioSettings:
     limits: ImageLimits = field(default_factory=ImageLimits)
     allowed_hosts: tuple[str, ...] = ()
     s3_endpoint: str | None = None
+    polygons: PolygonSettings = field(default_factory=PolygonSettings)
 
     def __post_init__(self) -> None:
         if self.url:
@@ -131,6 +157,10 @@ class LabelStudioSettings:
             "max_bytes": env.number("ADAPTIVECLICK_MAX_IMAGE_MB", int, 1 << 20),
             "max_pixels": env.number("ADAPTIVECLICK_MAX_IMAGE_PIXELS", int),
         }
+        polygons: dict[str, Any] = {
+            "tolerance": env.number("ADAPTIVECLICK_POLYGON_TOLERANCE", float),
+            "holes": (env.text("ADAPTIVECLICK_POLYGON_HOLES") or "").lower() or None,
+        }
         values: dict[str, Any] = {
             "url": env.text("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"),
             "api_key": env.text("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
@@ -139,5 +169,6 @@ class LabelStudioSettings:
             "allowed_hosts": tuple(h.strip() for h in (env.text(ALLOW_SETTING) or "").split(",") if h.strip()),
             "s3_endpoint": env.text("AWS_ENDPOINT_URL"),
             "limits": ImageLimits(**{k: v for k, v in limits.items() if v is not None}),
+            "polygons": PolygonSettings(**{k: v for k, v in polygons.items() if v is not None}),
         }
         return cls(**{k: v for k, v in values.items() if v is not None})

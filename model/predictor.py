@@ -3,6 +3,10 @@
 In the spirit of SAM's ``SamPredictor``: ``set_image(rgb)`` once per image, then ``predict(clicks, prev_mask)``
 per click. A prediction depends only on its inputs: the image, the clicks, the previous probabilities and (for the
 "cvpr" zoom-in) the previous region of interest, which :meth:`Predictor.step` takes and returns explicitly.
+
+:meth:`Predictor.step_many` runs several independent steps on the same image (several objects, e.g. one per box);
+AdaptiveClick runs them in one forward pass (a batch of their regions), which on a GPU costs little more than one.
+Each step's answer is what :meth:`Predictor.step` gives for it alone.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch.nn.functional as F
 from .adaptiveclick import AdaptiveClick
 from .click_maps import clicks_to_points
 from .clicks import Click, as_clicks
-from .prediction import Prediction, Roi
+from .prediction import Prediction, Roi, StepInput
 from .spec import EVAL_MODES
 from .zoom_in import clicks_to_roi_frame, next_roi, whole_image_roi
 
@@ -47,6 +51,11 @@ def check_clicks(clicks: Sequence[Any], shape: tuple[int, int]) -> list[Click]:
     return clicks
 
 
+#: regions per forward pass of :meth:`Predictor.step_many` on a GPU (on a CPU a batch takes as long as its steps
+#: one after another, so one at a time there); see ``adaptiveclick benchmark boxes --batch``
+GPU_BATCH = 8
+
+
 class StepTimeout(TimeoutError):
     """A predictor step was stopped at its time limit."""
 
@@ -72,6 +81,10 @@ class Predictor(ABC):
         self._image = check_image(image)
         self._prepare_image(self._image)
 
+    def memory_bytes(self) -> int:
+        """What the model itself holds (weights and buffers), for the backend's memory-bounded model pool."""
+        return 0
+
     def _prepare_image(self, image: np.ndarray) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Hook for per-image work worth doing once (decoding to tensors, moving to the device)."""
 
@@ -92,10 +105,7 @@ class Predictor(ABC):
         :class:`StepTimeout` when it is exceeded); a network forward pass runs to its end.
         """
         clicks = check_clicks(clicks, self.image_shape)
-        if prev_mask is not None:
-            prev_mask = np.asarray(prev_mask, dtype=np.float32)
-            if prev_mask.shape != self.image_shape:
-                raise ValueError(f"prev_mask has shape {prev_mask.shape}, the image {self.image_shape}")
+        prev_mask = self._check_prev(prev_mask)
         self._time_limit = time_limit
         try:
             return self._step(clicks, prev_mask, prev_roi)
@@ -104,6 +114,36 @@ class Predictor(ABC):
 
     @abstractmethod
     def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction: ...
+
+    #: steps :meth:`step_many` runs per forward pass by default (AdaptiveClick on a GPU batches them)
+    max_batch: int = 1
+
+    def step_many(self, steps: Sequence[StepInput], time_limit: float | None = None) -> list[Prediction]:
+        """Several independent steps on the current image, each as :meth:`step` would answer it alone. The base
+        class runs them one at a time (``time_limit`` bounds each); a predictor that can batch overrides
+        :meth:`_step_many`."""
+        checked = [
+            StepInput(check_clicks(s.clicks, self.image_shape), self._check_prev(s.prev_mask), s.prev_roi)
+            for s in steps
+        ]
+        if not checked:
+            return []
+        self._time_limit = time_limit
+        try:
+            return self._step_many(checked)
+        finally:
+            self._time_limit = None
+
+    def _step_many(self, steps: list[StepInput]) -> list[Prediction]:
+        return [self._step(list(s.clicks), s.prev_mask, s.prev_roi) for s in steps]
+
+    def _check_prev(self, prev_mask: np.ndarray | None) -> np.ndarray | None:
+        if prev_mask is None:
+            return None
+        prev_mask = np.asarray(prev_mask, dtype=np.float32)
+        if prev_mask.shape != self.image_shape:
+            raise ValueError(f"prev_mask has shape {prev_mask.shape}, the image {self.image_shape}")
+        return prev_mask
 
 
 class AdaptiveClickPredictor(Predictor):
@@ -143,6 +183,7 @@ class AdaptiveClickPredictor(Predictor):
         if engine is not None and not isinstance(net, AdaptiveClick):
             raise ValueError("an engine runs an AdaptiveClick network's per-click part (from its image tokens)")
         self.engine = engine
+        self.max_batch = GPU_BATCH if self.device.type == "cuda" else 1
         self._image_tensor: torch.Tensor | None = None
 
     @property
@@ -153,6 +194,12 @@ class AdaptiveClickPredictor(Predictor):
             return describe() if describe else type(self.engine).__name__
         return f"torch {getattr(self.net, 'inference_precision', 'fp32')}"
 
+    def memory_bytes(self) -> int:
+        """The torch network's tensors, plus an engine's compiled weights (it holds its own copy)."""
+        tensors = [*self.net.parameters(), *self.net.buffers()]
+        engine = getattr(self.engine, "memory_bytes", None)
+        return int(sum(t.numel() * t.element_size() for t in tensors)) + (engine() if engine else 0)
+
     def _prepare_image(self, image: np.ndarray) -> None:
         rgb = torch.tensor(image, device=self.device).permute(2, 0, 1)[None]  # a copy: the array may be read-only
         self._image_tensor = rgb.to(torch.float32).div_(255.0)  # [1, 3, H, W]
@@ -160,20 +207,39 @@ class AdaptiveClickPredictor(Predictor):
 
     @torch.inference_mode()
     def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction:
+        return self._step_many([StepInput(clicks, prev_mask, prev_roi)])[0]
+
+    @torch.inference_mode()
+    def _step_many(self, steps: list[StepInput]) -> list[Prediction]:
+        """Every step's region through the network in one batch: ``[B, 3, h, w]`` images (``2B`` with flip),
+        ``[B, 1, h, w]`` previous probabilities and the clicks of each, then each answer pasted back into its
+        region."""
+        prepared = [self._prepare_step(s) for s in steps]
+        logits = self._run_net([p[0] for p in prepared], torch.cat([p[1] for p in prepared]), [p[2] for p in prepared])
+        return [self._finish_step(logits[i : i + 1], p[0]) for i, p in enumerate(prepared)]
+
+    def _prepare_step(self, step: StepInput) -> tuple[Roi, torch.Tensor, list[Click]]:
+        """The step's region, its previous probabilities resized to the input ``[1, 1, h, w]``, and its clicks in
+        input pixels."""
         h, w = self.image_shape
+        clicks = list(step.clicks)
         if self.mode == "plain":
             roi = whole_image_roi(h, w)
         else:
-            roi = next_roi(prev_mask, clicks, prev_roi, (h, w))
+            roi = next_roi(step.prev_mask, clicks, step.prev_roi, (h, w))
         rmin, rmax, cmin, cmax = roi
-        if prev_mask is None:
+        if step.prev_mask is None:
             prev = torch.zeros((1, 1) + self.input_size, device=self.device)
         else:
             # a copy: the session cache hands out read-only arrays
-            prev = torch.tensor(prev_mask, device=self.device)[None, None, rmin : rmax + 1, cmin : cmax + 1]
+            prev = torch.tensor(step.prev_mask, device=self.device)[None, None, rmin : rmax + 1, cmin : cmax + 1]
             prev = F.interpolate(prev, size=self.input_size, mode="bilinear", align_corners=True)
-        net_clicks = clicks_to_roi_frame(clicks, roi, self.input_size)
-        logits = self._run_net(roi, prev, net_clicks)
+        return roi, prev, clicks_to_roi_frame(clicks, roi, self.input_size)
+
+    def _finish_step(self, logits: torch.Tensor, roi: Roi) -> Prediction:
+        """Probabilities ``[H, W]`` of the image from one region's logits ``[1, 1, h, w]``."""
+        h, w = self.image_shape
+        rmin, rmax, cmin, cmax = roi
         probs = torch.sigmoid(logits)
         probs = F.interpolate(probs, size=(rmax - rmin + 1, cmax - cmin + 1), mode="bilinear", align_corners=True)
         full = torch.zeros((h, w), dtype=torch.float32, device=self.device)
@@ -203,21 +269,29 @@ class AdaptiveClickPredictor(Predictor):
         self._region = (roi, rgb, normalized, image_tokens)
         return rgb, normalized, image_tokens
 
-    def _run_net(self, roi: Roi, prev: torch.Tensor, clicks: list[Click]) -> torch.Tensor:
-        """Mask logits ``[1, 1, h, w]`` for the region ``roi`` of the image, the previous probabilities resized to
-        the input ``[1, 1, h, w]`` and the clicks in input pixels, flip-averaged if enabled.
+    def _run_net(self, rois: list[Roi], prev: torch.Tensor, clicks: list[list[Click]]) -> torch.Tensor:
+        """Mask logits ``[B, 1, h, w]`` for B regions ``rois`` of the image, their previous probabilities resized to
+        the input ``[B, 1, h, w]`` and each one's clicks in input pixels, flip-averaged if enabled.
 
         Any network with AdaptiveClick's calling convention (``net(image [B, 4, h, w], points)["instances"]``)
-        works; an :class:`AdaptiveClick` gets the region's image tokens instead of the image.
+        works; an :class:`AdaptiveClick` gets the regions' image tokens instead of the images. With flip, each
+        region is followed by its mirror (``[x1, x1', x2, x2', ...]``), so one region alone is exactly the batch
+        the single-step path has always run.
         """
-        rgb, normalized, image_tokens = self._region_input(roi)
-        batches = [clicks]
+        inputs = [self._region_input(roi) for roi in rois]
+        rgb = torch.cat([i[0] for i in inputs])
+        batches: list[list[Click]] = []
         if self.with_flip:
             width = prev.shape[-1]
-            prev = torch.cat([prev, torch.flip(prev, dims=[3])], dim=0)
-            batches.append([c.moved(c.y, width - c.x - 1) for c in clicks])
+            prev = torch.stack([prev, torch.flip(prev, dims=[3])], dim=1).flatten(0, 1)
+            for lst in clicks:
+                batches += [lst, [c.moved(c.y, width - c.x - 1) for c in lst]]
+        else:
+            batches = clicks
         points = clicks_to_points(batches).to(self.device)
-        if image_tokens is not None:
+        if inputs[0][2] is not None:
+            normalized = torch.cat([i[1] for i in inputs])
+            image_tokens = torch.cat([i[2] for i in inputs])
             maps = self.net.click_maps(prev, points)
             if self.engine is not None:
                 logits = self.engine(image_tokens, maps).to(self.device)
@@ -226,5 +300,5 @@ class AdaptiveClickPredictor(Predictor):
         else:
             logits = self.net(torch.cat((rgb, prev), dim=1), points)["instances"]
         if self.with_flip:
-            logits = 0.5 * (logits[:1] + torch.flip(logits[1:], dims=[3]))
+            logits = 0.5 * (logits[0::2] + torch.flip(logits[1::2], dims=[3]))
         return logits

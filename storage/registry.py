@@ -1,11 +1,17 @@
-"""The model registry: immutable published versions plus a pointer to the one to serve.
+"""The model registry: immutable published versions plus a pointer to the one to serve, per model line.
 
-Written by ``adaptiveclick finetune`` and read by the backend, which polls the pointer; this module imports
-neither torch nor training code. A registry is a local directory or an ``s3://bucket/prefix``::
+Written by ``adaptiveclick finetune`` and read by the backend, which polls the pointers; this module imports
+neither torch nor training code. A registry is a local directory or an ``s3://bucket/prefix``; its root is the
+*base line* and every Label Studio project with its own fine-tunes has a *project line* beside it::
 
     versions/<version>/manifest.json       version, created_at, sha256, size_bytes, weights, config, metrics, parent
     versions/<version>/<weights file>      the checkpoint ({"state_dict", "config"}, as model.load_adaptiveclick reads)
     current.json                           {"version", "sha256", "weights", "updated_at", "previous"}
+    pin.json                               optional: {"version", "line", "source", "pinned_at"} (a rollback)
+    project-<id>/...                       the same layout for one project's line
+
+A registry written before project lines existed is a base line as it stands (no migration). Which line and
+version serves a project is :mod:`storage.lines`.
 
 A version is complete once its manifest exists and is never changed afterwards: publishing refuses an existing
 version name. Locally a version is staged in a hidden folder and renamed into place (atomic, and it fails if the
@@ -34,7 +40,10 @@ from .files import atomic_write, sha256_of
 from .paths import cache_dir
 
 POINTER = "current.json"
+PIN = "pin.json"
 VERSIONS = "versions"
+BASE_LINE = "base"
+PROJECT_LINE = re.compile(r"^project-(\d{1,18})$")
 MANIFEST = "manifest.json"
 FORMAT = 1
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -64,6 +73,13 @@ class VersionInfo:
     config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     parent: str | None = None
+    line: str = BASE_LINE
+    parent_line: str | None = None
+
+
+def project_line(project: int) -> str:
+    """The line name of a Label Studio project: ``project-<id>``."""
+    return f"project-{int(project)}"
 
 
 def check_version_name(version: str) -> str:
@@ -84,9 +100,15 @@ def _now() -> str:
 
 
 class Registry:
-    """Operations shared by both storages; subclasses provide the storage primitives."""
+    """Operations shared by both storages; subclasses provide the storage primitives. A registry object is one
+    line: the root (the base line), or what :meth:`line` returns for a project's line."""
 
     uri: str
+    line_name: str = BASE_LINE
+
+    def _at(self, folder: str) -> Registry:
+        """The same storage at ``folder`` below this one."""
+        raise NotImplementedError
 
     # storage primitives (keys are relative, '/'-separated)
     def _read(self, key: str) -> bytes | None:
@@ -148,9 +170,46 @@ class Registry:
                 config=manifest.get("config") or {},
                 metrics=manifest.get("metrics") or {},
                 parent=manifest.get("parent"),
+                line=self.line_name,
+                parent_line=manifest.get("parent_line"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RegistryError(f"manifest of version {version!r} is incomplete: {exc}") from None
+
+    # -- lines and pins ---------------------------------------------------------------------------------------
+
+    def line(self, name: str) -> Registry:
+        """The line ``name`` of this (root) registry: ``base`` is the root itself, ``project-<id>`` a sub-folder."""
+        if name == BASE_LINE:
+            return self
+        if self.line_name != BASE_LINE or not PROJECT_LINE.match(name):
+            raise ValueError(f"no model line {name!r}: expected {BASE_LINE!r} or project-<id> of the root registry")
+        sub = self._at(name)
+        sub.line_name = name
+        return sub
+
+    def project_lines(self) -> list[int]:
+        """The ids of the projects that have a line (a version or a pin of their own)."""
+        found = (PROJECT_LINE.match(name) for name in self._children(""))
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def pin_record(self) -> dict | None:
+        """This line's pin (``{"version", "line", "source", "pinned_at"}``), None when it is not pinned."""
+        pin = self._json(PIN)
+        if pin is None or pin.get("version") is None:
+            return None
+        line = pin.get("line")
+        valid_line = isinstance(line, str) and (line == BASE_LINE or PROJECT_LINE.match(line))
+        if not isinstance(pin.get("version"), str) or not valid_line or not VERSION_PATTERN.match(pin["version"]):
+            raise RegistryError(f"{self._uri(PIN)} is not a pin record (version and line)")
+        return pin
+
+    def set_pin(self, version: str | None, line: str = BASE_LINE, source: str = "api") -> None:
+        """Pin this line to ``version`` of ``line`` (None: unpin), one atomic replacement of ``pin.json``."""
+        if version is not None:
+            check_version_name(version)
+        record = {"version": version, "line": line, "source": source, "pinned_at": _now()}
+        self._replace(PIN, json.dumps(record, indent=1).encode())
 
     def list_versions(self) -> list[VersionInfo]:
         """Complete versions, oldest first."""
@@ -205,6 +264,7 @@ class Registry:
         metrics: dict | None = None,
         make_current: bool = True,
         parent: str | None = None,
+        parent_line: str | None = None,
     ) -> VersionInfo:
         """Store ``weights`` as a new immutable version (VersionExistsError if the name is taken) and, by default,
         point ``current`` at it."""
@@ -226,6 +286,7 @@ class Registry:
             "config": config or {},
             "metrics": metrics or {},
             "parent": parent,
+            "parent_line": parent_line,
         }
         self._store_version(version, weights, weights_name, json.dumps(manifest, indent=1, default=_jsonable).encode())
         if make_current:
@@ -287,6 +348,9 @@ class LocalRegistry(Registry):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
+
+    def _at(self, folder: str) -> Registry:
+        return LocalRegistry(self.root / folder)
 
     def _path(self, key: str) -> Path:
         return self.root / key
@@ -355,6 +419,9 @@ class S3Registry(Registry):
             self._client = boto3.client("s3")
         return self._client
 
+    def _at(self, folder: str) -> Registry:
+        return S3Registry(self.bucket, f"{self.prefix}/{folder}" if self.prefix else folder, self._client)
+
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
@@ -397,7 +464,8 @@ class S3Registry(Registry):
         )
 
     def _children(self, key: str) -> list[str]:
-        prefix = self._key(key).rstrip("/") + "/"
+        folder = self._key(key).strip("/")
+        prefix = f"{folder}/" if folder else ""  # the bucket's top level when the registry is the whole bucket
         names = []
         paginator = self.client.get_paginator("list_objects_v2")
         pages = self._call(

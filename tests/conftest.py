@@ -132,3 +132,13 @@ def s3_bucket(s3_server):
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """The real Label Studio (see tests/ls_server.py), started once for every end-to-end test that asks for it."""
+    from ls_server import start_label_studio, stop
+
+    proc, label_studio = start_label_studio(tmp_path_factory.mktemp("label-studio"))
+    yield label_studio
+    stop(proc)

@@ -12,15 +12,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# lowest first; a package may import its own floor and those below it. backend and finetune share a level and
-# never import each other; deploy/ (thin entry points) and benchmarks/ stand above everything.
+# lowest first; a package may import its own floor and those below it. backend, finetune and annotate share a
+# level and never import each other; deploy/ (thin entry points) and benchmarks/ stand above everything.
 FLOORS: list[tuple[str, ...]] = [
     ("storage",),
     ("labelstudio",),
     ("ops",),
     ("model",),
     ("evaluation",),
-    ("finetune", "backend"),
+    ("finetune", "backend", "annotate"),
     ("benchmarks", "deploy", "cli"),
 ]
 LEVEL = {package: level for level, floor in enumerate(FLOORS) for package in floor}
@@ -95,7 +95,15 @@ def test_bottom_floors_import_no_torch(package):
 
 
 @pytest.mark.parametrize(
-    "argv", [["--help"], ["serve", "--help"], ["evaluate", "--help"], ["finetune", "--help"], ["benchmark", "--help"]]
+    "argv",
+    [
+        ["--help"],
+        ["serve", "--help"],
+        ["evaluate", "--help"],
+        ["finetune", "--help"],
+        ["annotate", "--help"],
+        ["benchmark", "--help"],
+    ],
 )
 def test_help_imports_no_torch(argv):
     """``adaptiveclick --help`` and ``adaptiveclick CMD --help`` build their parser without torch (the figures

@@ -15,8 +15,9 @@ from backend.settings import Settings
 from evaluation import Clicker
 from evaluation.datasets import GrabCutDataset
 from labelstudio.label_config import recommended_config
+from labelstudio.regions import region_mask
 from labelstudio.rle import decode_rle
-from labelstudio.settings import LabelStudioSettings
+from labelstudio.settings import LabelStudioSettings, PolygonSettings
 from model import GrabCutPredictor
 
 CONFIG = recommended_config()
@@ -129,12 +130,14 @@ def test_health_and_setup():
     assert response.status_code == 400 and "BrushLabels" in response.json["error"]
 
 
-def test_no_context_is_an_empty_prediction(images):
+def test_no_prompts_no_prediction(images):
+    """Without prompts: an interactive request gets no prediction; Retrieve Predictions (no context) gets one entry
+    per task, here ``[]`` for a task without rectangles (tests/test_backend_batch.py has the rest)."""
     (url, _), _ = images
     _, client = make_client()
     body = predict_body(url, [])
     del body["params"]["context"]
-    assert client.post("/predict", json=body).json == {"results": [], "model_version": "counting-v1"}
+    assert client.post("/predict", json=body).json == {"results": [[]], "model_version": "counting-v1", "project": 1}
     assert client.post("/predict", json=predict_body(url, [])).json["results"] == []
 
 
@@ -186,6 +189,39 @@ def test_results_equal_the_bare_predictor_and_do_not_depend_on_the_cache(images,
     steps = predictor.steps
     assert np.array_equal(decode(warm.post("/predict", json=predict_body(url, regions[:2]))), masks[1])
     assert predictor.steps == steps
+
+
+POLYGON_ONLY = (
+    '<View><Image name="image" value="$image"/>'
+    '<PolygonLabels name="outline" toName="image"><Label value="Object"/></PolygonLabels>'
+    '<KeyPointLabels name="click" toName="image" smart="true"><Label value="Object"/></KeyPointLabels></View>'
+)
+
+
+def test_polygon_answers(images, samples):
+    """A polygon-only config gets polygonlabels regions alone; they decode (as Label Studio regions) to the mask
+    the brush answers with: IoU >= 0.97 at the default tolerance, exactly with ADAPTIVECLICK_POLYGON_TOLERANCE=0.
+    The shipped config gets both, the brush region first."""
+    (url, _), _ = images
+    sample = samples[0]
+    h, w = sample.mask.shape
+    regions = [keypoint(*np.argwhere(sample.mask).mean(axis=0).astype(int), (h, w))]
+    _, client = make_client()
+    both = client.post("/predict", json=predict_body(url, regions)).json["results"][0]["result"]
+    assert both[0]["type"] == "brushlabels" and {r["type"] for r in both[1:]} == {"polygonlabels"}
+    brush = decode_rle(both[0]["value"]["rle"], h, w)
+    answers = {}
+    for name, tolerance in (("default", None), ("exact", 0.0)):
+        polygons = PolygonSettings() if tolerance is None else PolygonSettings(tolerance=tolerance)
+        _, client = make_client(label_studio=LabelStudioSettings(polygons=polygons, allowed_hosts=("127.0.0.1",)))
+        response = client.post("/predict", json={**predict_body(url, regions), "label_config": POLYGON_ONLY})
+        assert response.status_code == 200, response.json
+        result = response.json["results"][0]["result"]
+        assert result and all(r["type"] == "polygonlabels" and r["from_name"] == "outline" for r in result)
+        assert all(r["value"]["polygonlabels"] == ["Object"] and r["value"]["closed"] for r in result)
+        answers[name] = np.logical_or.reduce([region_mask(r, h, w) for r in result])
+    assert np.array_equal(answers["exact"], brush)
+    assert iou(answers["default"], brush) >= 0.97 and iou(brush, sample.mask) > 0.5
 
 
 def test_box_prompt(images, samples):
@@ -327,7 +363,7 @@ def test_metrics(images, samples):
     assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="200"} 2.0' in text
     assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="400"} 1.0' in text
     assert 'adaptiveclick_http_request_seconds_count{endpoint="/predict"} 3.0' in text
-    assert 'adaptiveclick_model_info{version="counting-v1"} 1.0' in text
+    assert 'adaptiveclick_model_info{line="configured",project="",version="counting-v1"} 1.0' in text
     assert "adaptiveclick_network_runs_total 2.0" in text and "adaptiveclick_cache_bytes" in text
 
 
@@ -343,7 +379,10 @@ def test_hot_swap_keeps_requests_consistent(images, samples):
     assert response.json["model_version"] == "v2" and response.json["results"][0]["model_version"] == "v2"
     assert new.steps == 2  # the cache is keyed by model version: v2 recomputes both clicks
     assert client.get("/health").json["model_version"] == "v2"
-    assert 'adaptiveclick_model_info{version="v2"} 1.0' in client.get("/metrics").data.decode()
+    assert (
+        'adaptiveclick_model_info{line="configured",project="",version="v2"} 1.0'
+        in client.get("/metrics").data.decode()
+    )
 
 
 def test_concurrent_sessions_on_two_images_match_sequential_answers(images, samples):

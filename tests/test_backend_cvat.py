@@ -1,6 +1,6 @@
 """The CVAT interactor (backend.cvat, behind deploy/cvat/main.py): nuclio's init_context/handler driven with
 CVAT-shaped events on GrabCut frames, masks scored against the ground truth and compared with the bare predictor;
-malformed bodies."""
+the reply's polygons; malformed bodies."""
 
 from __future__ import annotations
 
@@ -151,6 +151,37 @@ def test_clicking_sessions_on_grabcut(cvat_modules, grabcut, monkeypatch):
     assert min(final_ious) > 0.95, final_ious
     runs = [fields["network_runs"] for level, message, fields in context.logger.lines if message == "segmented"]
     assert len(runs) == 15 and sum(runs) < 15 * 3  # the session cache: mostly one network run per click
+
+
+@pytest.mark.parametrize("tolerance", [None, "0"])
+def test_polygons_carry_every_part(cvat_modules, grabcut, monkeypatch, tolerance):
+    """Besides the mask and the legacy ``points`` (the largest part's outline), ``polygons`` holds one polygon per
+    connected part in pixels: rasterised back it is the mask (IoU >= 0.97 at the default tolerance, exactly at
+    ADAPTIVECLICK_POLYGON_TOLERANCE=0)."""
+    from scipy import ndimage
+
+    from labelstudio.polygons import polygons_mask
+
+    main, interactor = cvat_modules
+    env = {} if tolerance is None else {"ADAPTIVECLICK_POLYGON_TOLERANCE": tolerance}
+    context = started_function(main, monkeypatch, **env)
+    sample = grabcut[0]
+    h, w = sample.gt.shape
+    clicks = [(int(y), int(x), True) for y, x in np.argwhere(sample.mask)[:: sample.mask.sum() // 3][:3]]
+    status, reply = call(main, context, cvat_body(encode(sample.image, "PNG"), clicks))
+    assert status == 200
+    mask = np.asarray(reply["mask"]) == 255
+    assert reply["points"] == interactor.outer_polygon(mask)  # unchanged for old CVAT versions
+    polygons = [np.asarray(p, float) for p in reply["polygons"]]
+    assert len(polygons) == ndimage.label(mask, structure=np.ones((3, 3)))[1] >= 1
+    for polygon in polygons:
+        assert polygon.ndim == 2 and polygon.shape[1] == 2 and len(polygon) >= 3
+        assert (polygon >= 0).all() and (polygon[:, 0] <= w).all() and (polygon[:, 1] <= h).all()
+    back = polygons_mask(polygons, h, w)
+    if tolerance == "0":
+        assert np.array_equal(back, mask)
+    else:
+        assert (back & mask).sum() / (back | mask).sum() >= 0.97
 
 
 def test_cache_runs_only_new_clicks(cvat_modules, grabcut, monkeypatch):
@@ -318,3 +349,7 @@ def test_mask_json_and_polygon_helpers(cvat_modules):
     mask[8:18, 10:28] = True  # the largest part gives the polygon
     polygon = np.asarray(interactor.outer_polygon(mask))
     assert polygon[:, 0].min() == 10 and polygon[:, 0].max() == 27 and polygon[:, 1].min() == 8
+    result = interactor.InteractorResult(mask, polygon.tolist(), [[[2.0, 1.5], [5.5, 4.0], [2.0, 4.0]]], "v", 1, 0, 0)
+    reply = json.loads(interactor.response_json(result))
+    assert set(reply) == {"mask", "points", "polygons", "model_version"}
+    assert reply["polygons"] == [[[2.0, 1.5], [5.5, 4.0], [2.0, 4.0]]] and reply["points"] == polygon.tolist()

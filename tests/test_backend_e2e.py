@@ -1,24 +1,15 @@
-"""End to end against the real Label Studio: install it into its own virtualenv, start it on loopback, start this
-backend under gunicorn, connect them through Label Studio's API and annotate a GrabCut image with keypoint clicks.
-
-The Label Studio virtualenv is cached in ``$ADAPTIVECLICK_CACHE`` (default ``~/.cache/adaptiveclick``) under a
-folder named after the version, so only the first run installs it (a few minutes).
-"""
+"""End to end against the real Label Studio (tests/ls_server.py): start this backend, connect them through Label
+Studio's API and annotate a GrabCut image with keypoint clicks."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import requests
+from ls_server import LEGACY_TOKEN, start_backend, stop
 
 from backend.app import create_app
 from backend.settings import Settings
@@ -27,153 +18,12 @@ from labelstudio.label_config import recommended_config
 from labelstudio.rle import decode_rle
 from labelstudio.settings import LabelStudioSettings
 from model import GrabCutPredictor
-from storage.paths import cache_dir
-
-from conftest import REPO, free_port
 
 # the first test also installs Label Studio when its cached virtualenv is missing (a few minutes)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-LABEL_STUDIO_VERSION = "1.23.2"
-INSTALL_TIMEOUT_S = 1200
-START_TIMEOUT_S = 300
-ADMIN = ("admin@example.com", "e2e-password-123")
-LEGACY_TOKEN = "e2elegacytoken0123456789abcdef"
 BASIC_AUTH = ("label-studio", "backend-secret")
 IMAGE = "106024"
-
-
-def label_studio_venv() -> Path:
-    """The cached virtualenv with label-studio installed (installed on first use, under a file lock)."""
-    cache = cache_dir()
-    venv = cache / f"label-studio-{LABEL_STUDIO_VERSION}"
-    done = venv / ".installed"
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"label-studio-{LABEL_STUDIO_VERSION}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs wait for one install
-        if not done.exists():
-            shutil.rmtree(venv, ignore_errors=True)  # a half-finished install from an interrupted run
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            result = subprocess.run(
-                [
-                    str(venv / "bin" / "pip"),
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    f"label-studio=={LABEL_STUDIO_VERSION}",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=INSTALL_TIMEOUT_S,
-            )
-            if result.returncode != 0:
-                pytest.fail(f"installing label-studio failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-            done.touch()
-    return venv
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float, auth=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{url} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(url, timeout=2, auth=auth).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not come up within {timeout}s:\n{log.read_text()[-4000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-class LabelStudio:
-    def __init__(self, url: str, data_dir: Path) -> None:
-        self.url = url
-        self.data_dir = data_dir
-        self.legacy = {"Authorization": f"Token {LEGACY_TOKEN}"}
-
-    def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        response = requests.request(method, self.url + path, headers=self.legacy, timeout=120, **kwargs)
-        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text[:500]}"
-        return response
-
-    def create_project(self, title: str) -> int:
-        body = {"title": title, "label_config": recommended_config()}
-        return self.api("POST", "/api/projects", json=body).json()["id"]
-
-    def upload(self, project: int, path: Path) -> dict:
-        with path.open("rb") as f:
-            self.api("POST", f"/api/projects/{project}/import", files={"file": (path.name, f, "image/jpeg")})
-        tasks = self.api("GET", "/api/tasks", params={"project": project}).json()["tasks"]
-        return max(tasks, key=lambda t: t["id"])
-
-    def connect(self, project: int, backend_url: str, basic_auth=None) -> dict:
-        body = {"project": project, "url": backend_url, "title": "AdaptiveClick", "is_interactive": True}
-        if basic_auth:
-            body.update(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1])
-        return self.api("POST", "/api/ml", json=body).json()
-
-    def interactive(self, ml_id: int, task_id: int, regions: list[dict]) -> dict:
-        return self.api(
-            "POST", f"/api/ml/{ml_id}/interactive-annotating", json={"task": task_id, "context": {"result": regions}}
-        ).json()
-
-
-@pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
-    venv = label_studio_venv()
-    data = tmp_path_factory.mktemp("label-studio")
-    port = free_port()
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
-        "LABEL_STUDIO_USERNAME": ADMIN[0],
-        "LABEL_STUDIO_PASSWORD": ADMIN[1],
-        "LABEL_STUDIO_USER_TOKEN": LEGACY_TOKEN,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "ML_BLOCK_LOCAL_IP": "false",
-        "SSRF_PROTECTION_ENABLED": "false",
-        "LATEST_VERSION_CHECK": "false",
-        "COLLECT_ANALYTICS": "false",
-        "SENTRY_DSN": "",
-        "SENTRY_RATE": "0",
-        "FRONTEND_SENTRY_DSN": "",
-        "FRONTEND_SENTRY_RATE": "0",
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    log = data / "label-studio.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                str(venv / "bin" / "label-studio"),
-                "start",
-                "--no-browser",
-                "--internal-host",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "--data-dir",
-                str(data),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=data,
-        )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", proc, log, START_TIMEOUT_S)
-        yield LabelStudio(f"http://127.0.0.1:{port}", data)
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -182,38 +32,12 @@ def pat(label_studio) -> str:
     return label_studio.api("POST", "/api/token/").json()["token"]
 
 
-def start_backend(tmp_path_factory, label_studio, api_key: str, basic_auth=None):
-    port = free_port()
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_URL": label_studio.url,
-        "LABEL_STUDIO_API_KEY": api_key,
-        "ADAPTIVECLICK_PREDICTOR": "baseline",
-        "LOG_LEVEL": "INFO",
-    }
-    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
-        env.pop(name, None)
-    if basic_auth:
-        env.update(BASIC_AUTH_USER=basic_auth[0], BASIC_AUTH_PASS=basic_auth[1])
-    log = tmp_path_factory.mktemp("backend") / "backend.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(url + "/health", proc, log, 120, auth=basic_auth)
-    return proc, url, log
-
-
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory, label_studio, pat):
     """Two backends: one with the legacy token behind Basic auth, one with the PAT."""
-    legacy = start_backend(tmp_path_factory, label_studio, LEGACY_TOKEN, BASIC_AUTH)
-    with_pat = start_backend(tmp_path_factory, label_studio, pat)
+    logs = tmp_path_factory.mktemp("backend")
+    legacy = start_backend(logs / "legacy.log", label_studio, LEGACY_TOKEN, BASIC_AUTH)
+    with_pat = start_backend(logs / "pat.log", label_studio, pat)
     yield {"legacy": (legacy[1], BASIC_AUTH), "pat": (with_pat[1], None)}
     for proc, _, log in (legacy, with_pat):
         stop(proc)

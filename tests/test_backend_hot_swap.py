@@ -15,10 +15,9 @@ import torch
 from werkzeug.serving import make_server
 
 from backend.app import create_app
-from backend.model_holder import ModelHolder
 from backend.registry_watcher import RegistryWatcher
 from backend.settings import Settings, SettingsError
-from backend.training import FinetuneLauncher, wait_for
+from backend.training import FinetuneLauncher, NoStartingWeights, wait_for
 from backend.webhook import ProjectCounts, WebhookDispatcher, parse_webhook
 from finetune.network import save_weights
 from labelstudio.settings import LabelStudioSettings
@@ -49,8 +48,8 @@ def test_version_spec_keeps_run_options_not_weight_options():
 
 
 def test_watcher_swaps_rejects_broken_versions_and_keeps_serving(registry, tmp_path):
-    holder = ModelHolder(GrabCutPredictor())
-    watcher = RegistryWatcher(holder, registry, "baseline", poll_seconds=0)
+    watcher = RegistryWatcher.for_predictor(GrabCutPredictor(), registry, "baseline", poll_seconds=0)
+    holder = watcher.holder
     assert watcher.poll_once() == "empty"
 
     registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
@@ -63,7 +62,7 @@ def test_watcher_swaps_rejects_broken_versions_and_keeps_serving(registry, tmp_p
     registry.publish(tmp_path / "broken.pth", version="ft-broken")
     assert watcher.poll_once() == "rejected"
     assert holder.version == "ft-a"  # the old model keeps serving
-    assert "ft-broken" in watcher.rejected and "cannot read checkpoint" in watcher.rejected["ft-broken"]
+    assert "base/ft-broken" in watcher.rejected and "cannot read checkpoint" in watcher.rejected["base/ft-broken"]
     assert watcher.poll_once() == "unchanged"  # not retried while the pointer stays
 
     registry.publish(tiny_weights(tmp_path / "b.pth", 2), version="ft-b")
@@ -71,12 +70,12 @@ def test_watcher_swaps_rejects_broken_versions_and_keeps_serving(registry, tmp_p
 
 
 def test_watcher_rejects_weights_that_do_not_match_their_manifest(registry, tmp_path):
-    holder = ModelHolder(GrabCutPredictor())
     info = registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
     Path(info.weights_uri).write_bytes(Path(info.weights_uri).read_bytes()[:-10])  # corrupted after publishing
-    watcher = RegistryWatcher(holder, registry, "baseline", poll_seconds=0)
+    watcher = RegistryWatcher.for_predictor(GrabCutPredictor(), registry, "baseline", poll_seconds=0)
+    holder = watcher.holder
     assert watcher.poll_once() == "rejected"
-    assert "IntegrityError" in watcher.rejected["ft-a"]
+    assert "IntegrityError" in watcher.rejected["base/ft-a"]
     assert holder.version == GrabCutPredictor.model_version
 
 
@@ -241,9 +240,11 @@ def test_jobs_need_starting_weights(tmp_path):
     result = launcher.handle_event(parse_webhook({"action": "START_TRAINING", "project": {"id": 1}}), ProjectCounts())
     assert result["status"] == "not started" and "FINETUNE_ARGS" in result["message"]
     served = FinetuneLauncher(Settings(model_dir=tmp_path, predictor="/w/model.pth#sha256=ab,device=cpu"))
-    assert served.init_argument() == ["--init", "/w/model.pth#sha256=ab"]
-    from_registry = FinetuneLauncher(Settings(model_dir=tmp_path), has_registry_version=lambda: True)
-    assert from_registry.init_argument() == ["--init", "registry"]
+    assert served.init_argument(1) == ["--init", "/w/model.pth#sha256=ab"]
+    from_registry = FinetuneLauncher(Settings(model_dir=tmp_path), has_registry_version=lambda project: project == 7)
+    assert from_registry.init_argument(7) == ["--init", "registry"]
+    with pytest.raises(NoStartingWeights):
+        from_registry.init_argument(8)
 
 
 def test_jobs_endpoints(launcher, tmp_path):
@@ -323,16 +324,16 @@ def faulty_versions(tmp_path) -> dict[str, Path]:
 def test_registry_faults_are_rejected_and_the_old_model_keeps_serving(registry, tmp_path):
     marker = Path("/tmp/adaptiveclick-pwned")
     marker.unlink(missing_ok=True)
-    holder = ModelHolder(GrabCutPredictor())
-    watcher = RegistryWatcher(holder, registry, "baseline", poll_seconds=0)
+    watcher = RegistryWatcher.for_predictor(GrabCutPredictor(), registry, "baseline", poll_seconds=0)
+    holder = watcher.holder
     registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
     assert watcher.poll_once() == "swapped"
     for name, path in faulty_versions(tmp_path).items():
         registry.publish(path, version=f"ft-{name}")
         assert watcher.poll_once() == "rejected", name
-        assert holder.version == "ft-a" and f"ft-{name}" in watcher.rejected
-    assert "fit" in watcher.rejected["ft-wrong-shape"] or "shape" in watcher.rejected["ft-wrong-shape"]
-    assert "finite" in watcher.rejected["ft-nan"]
+        assert holder.version == "ft-a" and f"base/ft-{name}" in watcher.rejected
+    assert "fit" in watcher.rejected["base/ft-wrong-shape"] or "shape" in watcher.rejected["base/ft-wrong-shape"]
+    assert "finite" in watcher.rejected["base/ft-nan"]
     assert not marker.exists()  # the payload never ran
     # a garbled pointer: unreadable, so nothing changes
     (Path(registry.uri) / "current.json").write_text('{"version": ')
@@ -355,4 +356,4 @@ def test_the_first_answer_after_a_start_comes_from_the_registry_version(registry
     registry.publish(tmp_path / "broken.pth", version="ft-broken")
     app = create_app(settings)  # a current version that does not load: the configured predictor, and why
     parts = app.extensions["adaptiveclick"]
-    assert parts["holder"].version == "baseline-grabcut-v1" and "ft-broken" in parts["watcher"].rejected
+    assert parts["holder"].version == "baseline-grabcut-v1" and "base/ft-broken" in parts["watcher"].rejected

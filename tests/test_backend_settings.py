@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 
 from backend.settings import Settings, SettingsError
+from labelstudio.polygons import DEFAULT_TOLERANCE
 
 
 def test_defaults():
     s = Settings.from_env({})
     assert s.predictor == "baseline" and s.device == "auto" and s.label_studio.url is None
     assert s.basic_auth is None and s.log_level == "INFO" and s.cache_bytes == 2048 << 20
-    assert s.threads == 4 and s.model_dir == Path("models")
+    assert s.threads == 16 and s.model_dir == Path("models")
+    assert (s.label_studio.polygons.tolerance, s.label_studio.polygons.holes) == (DEFAULT_TOLERANCE, "seam")
 
 
 def test_reads_the_conventional_names(tmp_path):
@@ -34,6 +36,8 @@ def test_reads_the_conventional_names(tmp_path):
             "ADAPTIVECLICK_FETCH_TIMEOUT": "2.5",
             "ADAPTIVECLICK_THREADS": "8",
             "ADAPTIVECLICK_THRESHOLD": "0.6",
+            "ADAPTIVECLICK_POLYGON_TOLERANCE": "0",
+            "ADAPTIVECLICK_POLYGON_HOLES": " Fill ",
         }
     )
     assert s.predictor == "random:base#device=cpu" and s.device == "cpu"
@@ -43,11 +47,12 @@ def test_reads_the_conventional_names(tmp_path):
     assert ls.local_files_document_root == tmp_path.resolve()
     assert (s.cache_bytes, ls.limits.max_bytes, ls.limits.max_pixels) == (16 << 20, 2 << 20, 1000)
     assert (ls.fetch_timeout, s.threads, s.threshold) == (2.5, 8, 0.6)
+    assert (ls.polygons.tolerance, ls.polygons.holes) == (0.0, "fill")
 
 
 def test_overrides_win():
     s = Settings.from_env({"ADAPTIVECLICK_PREDICTOR": "random:huge"}, predictor="baseline", threads=None)
-    assert s.predictor == "baseline" and s.threads == 4
+    assert s.predictor == "baseline" and s.threads == 16
     with pytest.raises(TypeError, match="unknown settings"):
         Settings.from_env({}, colour="red")
 
@@ -61,10 +66,14 @@ def test_overrides_win():
         ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH_PASS"),
         ({"LOCAL_FILES_DOCUMENT_ROOT": "/"}, "filesystem root"),
         ({"ADAPTIVECLICK_CACHE_MB": "lots"}, "ADAPTIVECLICK_CACHE_MB must be a int"),
-        ({"ADAPTIVECLICK_THREADS": "0"}, "ADAPTIVECLICK_THREADS must be positive"),
+        ({"ADAPTIVECLICK_THREADS": "2"}, "ADAPTIVECLICK_THREADS must be more than 2"),
         ({"ADAPTIVECLICK_MAX_IMAGE_MB": "0"}, "ADAPTIVECLICK_MAX_IMAGE_MB must be positive"),
         ({"ADAPTIVECLICK_THRESHOLD": "1.5"}, "THRESHOLD"),
         ({"ADAPTIVECLICK_FETCH_TIMEOUT": "-1"}, "FETCH_TIMEOUT"),
+        ({"ADAPTIVECLICK_POLYGON_TOLERANCE": "-0.5"}, "ADAPTIVECLICK_POLYGON_TOLERANCE must be a number of pixels"),
+        ({"ADAPTIVECLICK_POLYGON_TOLERANCE": "nan"}, "ADAPTIVECLICK_POLYGON_TOLERANCE must be a number of pixels"),
+        ({"ADAPTIVECLICK_POLYGON_TOLERANCE": "fine"}, "ADAPTIVECLICK_POLYGON_TOLERANCE must be a float"),
+        ({"ADAPTIVECLICK_POLYGON_HOLES": "separate"}, "ADAPTIVECLICK_POLYGON_HOLES must be seam .* or fill"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):

@@ -240,7 +240,7 @@ def test_dockerignore_keeps_weights_venvs_and_data_out(dockerignore):
     ):
         assert dockerignore_excludes(dockerignore, path), path
     tracked = subprocess.run(
-        ["git", "ls-files", "model", "ops", "backend", "finetune", "evaluation", "benchmarks"],
+        ["git", "ls-files", "model", "ops", "backend", "finetune", "annotate", "evaluation", "benchmarks"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -291,6 +291,9 @@ def test_compose_wiring(compose, dockerfile):
         "AWS_DEFAULT_REGION",
     }
     assert set(env) <= known, set(env) - known  # no parallel settings: only the backend's own names
+    # and every setting reaches the backend (aliases of names passed, and the image's fixed MODEL_DIR, aside)
+    aliases = {"ADAPTIVECLICK_DEVICE", "LABEL_STUDIO_HOST", "LABEL_STUDIO_ACCESS_TOKEN", "MODEL_DIR"}
+    assert settings_variables() - aliases <= set(env), settings_variables() - aliases - set(env)
     assert {"MODEL_REGISTRY", "MODEL_REGISTRY_POLL_SECONDS", "FINETUNE_MIN_ANNOTATIONS", "FINETUNE_ARGS"} <= set(env)
     # the label studio token and the backend key are the same variable
     ls_env = dict(item.partition("=")[::2] for item in services["label-studio"]["environment"])

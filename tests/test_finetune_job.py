@@ -104,11 +104,11 @@ def test_label_studio_export_trains_gates_and_publishes_to_s3(data_root, tmp_pat
         small_options(tmp_path / "run2", ls_exports=[export], registry=registry_uri, init="registry", seed=1)
     )
     gate = second["gate"]
-    assert gate["current_name"] == "v1"
+    assert gate["current_name"] == "base/v1"
     assert gate["publish"] == is_better(gate["candidate"], gate["current"])
     expected = gate["published"] if gate["publish"] else "v1"
     assert registry.current().version == expected
-    assert json.loads((tmp_path / "run2" / "gate.json").read_text())["current_name"] == "v1"
+    assert json.loads((tmp_path / "run2" / "gate.json").read_text())["current_name"] == "base/v1"
 
 
 def test_a_run_is_never_overwritten_and_needs_data_and_a_start(data_root, tmp_path):

@@ -1,6 +1,11 @@
-"""Parsing of label configs and of the label-studio-ml /predict and /setup bodies; the brush result shape."""
+"""Parsing of label configs (brush, polygon or both outputs, label routing) and of the label-studio-ml /predict and
+/setup bodies; the brush and polygon result shapes."""
 
 from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,12 +24,26 @@ from labelstudio.protocol import (
     project_id,
     task_image_url,
 )
+from labelstudio.regions import region_mask
 from labelstudio.rle import decode_rle
+from labelstudio.settings import PolygonSettings
 
 CONFIG = recommended_config()
 TWO_LABELS = """<View><Image name="img" value="$photo"/>
   <BrushLabels name="brush" toName="img"><Label value="Cat"/><Label value="Dog"/></BrushLabels>
   <KeyPointLabels name="kp" toName="img" smart="true"><Label value="Cat"/><Label value="Dog"/></KeyPointLabels>
+</View>"""
+KEYPOINTS = '<KeyPointLabels name="click" toName="image" smart="true"><Label value="Object"/></KeyPointLabels>'
+BRUSH = '<BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>'
+POLYGON = '<PolygonLabels name="outline" toName="image"><Label value="Object"/></PolygonLabels>'
+POLYGON_ONLY = f'<View><Image name="image" value="$image"/>{POLYGON}{KEYPOINTS}</View>'
+BRUSH_ONLY = f'<View><Image name="image" value="$image"/>{BRUSH}{KEYPOINTS}</View>'
+ROUTED = """<View><Image name="image" value="$image"/>
+  <BrushLabels name="mask" toName="image"><Label value="Cat"/><Label value="Dog"/></BrushLabels>
+  <PolygonLabels name="outline" toName="image"><Label value="Dog"/><Label value="Bird"/></PolygonLabels>
+  <KeyPointLabels name="click" toName="image" smart="true">
+    <Label value="Cat"/><Label value="Dog"/><Label value="Bird"/><Label value="Horse"/>
+  </KeyPointLabels>
 </View>"""
 
 
@@ -48,7 +67,36 @@ def test_recommended_config():
     config = parse_label_config(CONFIG)
     assert (config.image_name, config.image_value) == ("image", "image")
     assert config.brush.name == "mask" and config.brush.labels == ("Object",)
+    assert config.polygon.name == "polygon" and config.polygon.labels == ("Object",)
+    assert config.outputs == (config.brush, config.polygon) and config.output_labels == ("Object",)
     assert [t.name for t in config.keypoints] == ["click"] and [t.name for t in config.rectangles] == ["box"]
+
+
+def test_the_readme_configs():
+    """The README shows the shipped config (brush and polygons), then brush only, then polygons only."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Connect to Label Studio") :]
+    configs = [textwrap.dedent(block) for block in re.findall(r"```xml\n(.*?)```", section, re.S)[:3]]
+    outputs = [[t.tag for t in parse_label_config(xml).outputs] for xml in configs]
+    assert outputs == [["BrushLabels", "PolygonLabels"], ["BrushLabels"], ["PolygonLabels"]]
+    assert parse_label_config(configs[0]) == parse_label_config(CONFIG)
+
+
+def test_output_tags_brush_polygon_or_both():
+    polygon_only = parse_label_config(POLYGON_ONLY)
+    assert polygon_only.brush is None and polygon_only.polygon.name == "outline"
+    assert polygon_only.outputs == (polygon_only.polygon,) and polygon_only.polygon.result_type == "polygonlabels"
+    brush_only = parse_label_config(BRUSH_ONLY)
+    assert brush_only.polygon is None and brush_only.outputs == (brush_only.brush,)
+    routed = parse_label_config(ROUTED)
+    assert routed.output_labels == ("Cat", "Dog", "Bird")
+    assert [t.name for t in routed.outputs_for("Cat")] == ["mask"]
+    assert [t.name for t in routed.outputs_for("Dog")] == ["mask", "outline"]
+    assert [t.name for t in routed.outputs_for("Bird")] == ["outline"]
+    assert routed.outputs_for("Horse") == ()
+    # a tag without labels takes any label
+    anything = parse_label_config(POLYGON_ONLY.replace('<Label value="Object"/></PolygonLabels>', "</PolygonLabels>"))
+    assert [t.name for t in anything.outputs_for("Zebra")] == ["outline"]
 
 
 @pytest.mark.parametrize(
@@ -59,6 +107,16 @@ def test_recommended_config():
         ("<View><Text name='t' value='$t'/></View>", "no <Image"),
         ("<View><Image name='i' value='$i'/><BrushLabels name='b' toName='i'/></View>", "KeyPointLabels"),
         ("<View><Image name='i' value='$i'/><KeyPointLabels name='k' toName='i' smart='true'/></View>", "BrushLabels"),
+        (
+            "<View><Image name='i' value='$i'/><KeyPointLabels name='k' toName='i' smart='true'/></View>",
+            "<BrushLabels> or <PolygonLabels> bound to it",
+        ),
+        ("<View><Image name='i' value='$i'/><PolygonLabels name='p' toName='i'/></View>", "KeyPointLabels"),
+        (
+            "<View><Image name='i' value='$i'/><Image name='j' value='$j'/><PolygonLabels name='p' toName='j'/>"
+            "<KeyPointLabels name='k' toName='i' smart='true'/></View>",
+            "PolygonLabels",
+        ),  # output and clicks on different images
         (
             "<View><Image name='i' value='$i'/><BrushLabels name='b' toName='i'/>"
             "<KeyPointLabels name='k' toName='i'/></View>",
@@ -181,9 +239,23 @@ def test_interaction_errors(region, message):
 def test_missing_label_uses_the_only_brush_label():
     region = keypoint(10, 10)
     del region["value"]["keypointlabels"]
-    assert parse_click([region]).label == "Object"
+    assert parse_click([region]).label == "Object"  # brush and polygon share their one label
+    assert parse_click([region], POLYGON_ONLY).label == "Object"
     with pytest.raises(BadRequest, match="no label selected"):
         parse_click([region], TWO_LABELS)
+    with pytest.raises(BadRequest, match="no label selected"):
+        parse_click([region], ROUTED)
+
+
+def test_labels_must_belong_to_an_output_tag():
+    assert parse_click([keypoint(10, 20, label="Bird")], ROUTED).label == "Bird"
+    with pytest.raises(BadRequest, match="not one of the PolygonLabels labels") as error:
+        parse_click([keypoint(10, 20, label="Horse")], POLYGON_ONLY)
+    assert '<PolygonLabels name="outline">' in str(error.value.message)
+    with pytest.raises(BadRequest, match="not one of the BrushLabels or PolygonLabels labels") as error:
+        parse_click([keypoint(10, 20, label="Horse")], ROUTED)
+    assert 'add it to <BrushLabels name="mask"> or <PolygonLabels name="outline">' in error.value.message
+    assert "(Cat, Dog, Bird)" in error.value.message
 
 
 def test_percent_to_pixel_and_prompts_in_pixels():
@@ -203,6 +275,91 @@ def test_mask_prediction_shape():
     assert region["value"]["format"] == "rle" and region["value"]["brushlabels"] == ["Object"]
     assert np.array_equal(decode_rle(region["value"]["rle"], 480, 640), mask)
     assert (region["original_width"], region["original_height"], region["image_rotation"]) == (640, 480, 90)
+
+
+def two_parts_with_a_hole() -> np.ndarray:
+    """``[100, 200]``: a square with a square hole, and a disk touching the right border."""
+    mask = np.zeros((100, 200), bool)
+    mask[10:60, 10:60] = True
+    mask[25:45, 25:45] = False
+    yy, xx = np.mgrid[:100, :200]
+    mask |= (yy - 50) ** 2 + (xx - 185) ** 2 < 30**2
+    return mask
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_mask_prediction_with_both_outputs():
+    """The brush region exactly as before, then one polygon region per part, in percent, decoding back to the
+    mask as Label Studio's regions do."""
+    request = parse_click([keypoint(10, 20)])
+    mask = two_parts_with_a_hole()
+    prediction = mask_prediction(request, mask, 0.8, "v2")
+    brush, *polygons = prediction["result"]
+    assert brush == {
+        "from_name": "mask",
+        "to_name": "image",
+        "type": "brushlabels",
+        "original_width": 200,
+        "original_height": 100,
+        "image_rotation": 0,
+        "value": {"format": "rle", "rle": brush["value"]["rle"], "brushlabels": ["Object"]},
+        "score": 0.8,
+        "readonly": False,
+    }
+    assert len(polygons) == 2 and prediction["score"] == 0.8 and prediction["model_version"] == "v2"
+    decoded = np.zeros_like(mask)
+    for region in polygons:
+        assert set(region) == set(brush) and region["type"] == "polygonlabels"
+        assert (region["from_name"], region["to_name"], region["score"]) == ("polygon", "image", 0.8)
+        assert (region["original_width"], region["original_height"], region["image_rotation"]) == (200, 100, 0)
+        value = region["value"]
+        assert set(value) == {"points", "closed", "polygonlabels"}
+        assert value["closed"] is True and value["polygonlabels"] == ["Object"]
+        points = np.asarray(value["points"])
+        assert points.ndim == 2 and points.shape[1] == 2 and len(points) >= 3
+        assert points.min() >= 0 and points.max() <= 100
+        decoded |= region_mask(region, 100, 200)
+    assert iou(decoded, mask) >= 0.97
+    assert not decoded[30:40, 30:40].any()  # the hole stays empty (seam, the default)
+
+
+def test_mask_prediction_polygon_only_and_settings():
+    request = parse_click([keypoint(10, 20)], POLYGON_ONLY)
+    mask = two_parts_with_a_hole()
+    regions = mask_prediction(request, mask, 0.5, "v")["result"]
+    assert [r["type"] for r in regions] == ["polygonlabels", "polygonlabels"]
+    assert all(r["from_name"] == "outline" for r in regions)
+    exact = mask_prediction(request, mask, 0.5, "v", PolygonSettings(tolerance=0))["result"]
+    decoded = np.logical_or.reduce([region_mask(r, 100, 200) for r in exact])
+    assert np.array_equal(decoded, mask)  # through percent and back: exact at tolerance 0
+    filled = mask_prediction(request, mask, 0.5, "v", PolygonSettings(holes="fill"))["result"]
+    assert any(region_mask(r, 100, 200)[30:40, 30:40].all() for r in filled)  # the square, its hole filled
+    vertices = [sum(len(r["value"]["points"]) for r in result) for result in (exact, regions)]
+    assert vertices[0] > vertices[1]  # the default tolerance simplifies
+    assert mask_prediction(request, np.zeros((100, 200), bool), 0.5, "v")["result"] == []  # no part, no polygon
+
+
+def test_mask_prediction_routes_the_label():
+    mask = two_parts_with_a_hole()
+    kinds = {
+        label: [
+            r["type"]
+            for r in mask_prediction(parse_click([keypoint(10, 20, label=label)], ROUTED), mask, 1, "v")["result"]
+        ]
+        for label in ("Cat", "Dog", "Bird")
+    }
+    assert kinds == {
+        "Cat": ["brushlabels"],
+        "Dog": ["brushlabels", "polygonlabels", "polygonlabels"],
+        "Bird": ["polygonlabels", "polygonlabels"],
+    }
+    region = mask_prediction(parse_click([keypoint(10, 20, label="Bird")], ROUTED), mask, 1, "v")["result"][0]
+    assert region["value"]["polygonlabels"] == ["Bird"]
+    brush_only = mask_prediction(parse_click([keypoint(10, 20)], BRUSH_ONLY), mask, 1, "v")["result"]
+    assert [r["type"] for r in brush_only] == ["brushlabels"]
 
 
 def test_setup_request():

@@ -12,6 +12,7 @@ import torch
 
 from model import AdaptiveClickPredictor, build_adaptiveclick, load_predictor, parse_spec
 from model.build import TINY_CONFIG
+from model.predictor import StepInput
 from model.engine import EngineUnavailableError, export, ir_cache, load, openvino_support, recipes
 from model.engine.calibration import record_network_inputs
 from model.fast import default_variant, variant_support
@@ -96,6 +97,13 @@ def test_the_predictor_with_the_engine_and_flip(fp32_engine, tiny_net):
             assert a.roi == b.roi
             np.testing.assert_allclose(b.probs, a.probs, atol=1e-4)
             prev = a.probs
+        # boxes batched per click index (step_many) go through the engine too, one region at a time on the CPU
+        boxes = [StepInput([(150, 200, True)]), StepInput([(60, 80, True), (20, 30, False)])]
+        for got, want in zip(ov_pred.step_many(boxes), torch_pred.step_many(boxes), strict=True):
+            np.testing.assert_allclose(got.probs, want.probs, atol=1e-4)
+    # the model pool counts the engine's own copy of the weights beside the torch network
+    weights = fp32_engine.memory_bytes()
+    assert weights > 0 and ov_pred.memory_bytes() == torch_pred.memory_bytes() + weights
 
 
 def test_grid_sample_form_when_the_custom_op_is_unavailable(engine_cache, tiny_net, monkeypatch):

@@ -1,8 +1,9 @@
 """Nuclio entry points of the CVAT interactor: ``init_context`` loads the predictor once, ``handler`` answers a click.
 
-The predictor and limits come from the same environment variables as the Label Studio backend
+The predictor, limits and polygon settings come from the same environment variables as the Label Studio backend
 (``ADAPTIVECLICK_PREDICTOR``, ``DEVICE``, ``ADAPTIVECLICK_THRESHOLD``, ``ADAPTIVECLICK_CACHE_MB``,
-``ADAPTIVECLICK_MAX_IMAGE_MB``, ``ADAPTIVECLICK_MAX_IMAGE_PIXELS``; see ``backend/settings.py``), set in
+``ADAPTIVECLICK_MAX_IMAGE_MB``, ``ADAPTIVECLICK_MAX_IMAGE_PIXELS``, ``ADAPTIVECLICK_POLYGON_TOLERANCE``,
+``ADAPTIVECLICK_POLYGON_HOLES``; see ``backend/settings.py``), set in
 ``function.yaml``. The protocol lives in the installed package, :mod:`backend.cvat`; this file only hands nuclio's
 context and event to it.
 """

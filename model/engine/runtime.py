@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,12 @@ class OpenVINOEngine:
             # share_inputs: no copy of the 2.4 MB of maps (the arrays live until infer returns)
             self._request.infer(inputs, share_inputs=True)
             return self._request.get_output_tensor(0).data.copy()
+
+    def memory_bytes(self) -> int:
+        """The engine's weights, as its IR's ``.bin`` holds them (what the model pool counts; 0 if unknown)."""
+        ir = self.facts.get("ir")
+        weights = Path(str(ir)).with_suffix(".bin") if ir else None
+        return weights.stat().st_size if weights is not None and weights.is_file() else 0
 
     def describe(self) -> str:
         """``openvino bf16 (plugin bf16, MSDA custom op)``: what runs, for logs and benchmark tables."""
