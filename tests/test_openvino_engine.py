@@ -12,10 +12,10 @@ import torch
 
 from model import AdaptiveClickPredictor, build_adaptiveclick, load_predictor, parse_spec
 from model.build import TINY_CONFIG
-from model.predictor import StepInput
 from model.engine import EngineUnavailableError, export, ir_cache, load, openvino_support, recipes
 from model.engine.calibration import record_network_inputs
 from model.fast import default_variant, variant_support
+from model.predictor import StepInput
 
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install '.[openvino]')")
 
