@@ -65,6 +65,8 @@ COPY annotate annotate
 COPY labelstudio labelstudio
 COPY storage storage
 COPY benchmarks benchmarks
+# the project itself (its dependencies are pinned in pyproject.toml), with or without the openvino extra
+# hadolint ignore=DL3013
 RUN extra=""; \
     if [ "$OPENVINO" = yes ] || { [ "$OPENVINO" = auto ] && [ "$VARIANT" = cpu ]; }; then extra="[openvino]"; fi \
     && python -m pip install ".$extra"

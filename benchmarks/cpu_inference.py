@@ -25,8 +25,9 @@ import torch
 
 from evaluation.datasets import GrabCutDataset
 from model.fast import cpu_flags, default_variant, variant_support
+from model.fast.optimize import CPU_VARIANTS
 from model.loading import load_predictor
-from model.spec import PRECISIONS, parse_options, parse_spec
+from model.spec import parse_options, parse_spec
 
 from .common import machine_line, percentiles, print_table
 from .http_backend import click_sequences
@@ -36,6 +37,12 @@ FIRST_CLICK_TARGET_S = 0.6
 LATER_CLICK_TARGET_S = {"amx": 0.35, "no-amx": 0.5}  # with AMX, and AVX-512 VNNI without it
 SPEED_UP_TARGET = 2.0
 BASELINE_VARIANT = "precision=fp32"
+# every CPU variant the default can choose from, the baseline first; int8-static needs its calibrated IR prepared
+DEFAULT_VARIANTS = [BASELINE_VARIANT] + [
+    f"precision={p}" if engine == "torch" else f"engine={engine},precision={p}"
+    for engine, p in reversed(CPU_VARIANTS)
+    if (engine, p) != ("torch", "fp32") and p != "int8-static"
+]
 REPORTED_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
 
 
@@ -249,9 +256,10 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--variants",
-        default=";".join(f"precision={p}" for p in PRECISIONS),
-        help="semicolon-separated predictor options per variant; the fp32 one is the baseline "
-        "(default: precision=fp32;precision=bf16;precision=int8)",
+        default=";".join(DEFAULT_VARIANTS),
+        help="semicolon-separated predictor options per variant; the fp32 one is the baseline (default: every CPU "
+        f"variant, {';'.join(DEFAULT_VARIANTS)}; engine=openvino,precision=int8-static after `benchmark "
+        "openvino-prepare`, with --engine-cache shared)",
     )
     parser.add_argument("--images", type=int, default=5, help="GrabCut images (default 5)")
     parser.add_argument("--clicks", type=int, default=5, help="clicks per image (default 5)")

@@ -33,13 +33,14 @@ from model.predictor import AdaptiveClickPredictor
 from model.spec import parse_spec
 
 from .common import machine_line, print_table
-from .cpu_inference import unavailable_reason, variant_spec
+from .cpu_inference import BASELINE_VARIANT, DEFAULT_VARIANTS, unavailable_reason, variant_spec
 from .openvino_prepare import noc_calibration
 
 DATASETS = ("GrabCut", "Berkeley")
 IOU_TARGET = 0.99
 CURVE_TARGET_POINTS = 0.5  # IoU points (1 point = 0.01 IoU)
 NOC_TARGET = 0.05
+COMPARED_VARIANTS = [v for v in DEFAULT_VARIANTS if v != BASELINE_VARIANT]  # each against the fp32 eager baseline
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,8 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--variants",
-        default="precision=bf16;precision=int8",
-        help="semicolon-separated predictor options per variant (default: precision=bf16;precision=int8)",
+        default=";".join(COMPARED_VARIANTS),
+        help=f"semicolon-separated predictor options per variant (default: {';'.join(COMPARED_VARIANTS)})",
     )
     parser.add_argument(
         "--weights",
