@@ -433,3 +433,25 @@ def test_the_readme_example_predict_body_gets_a_mask(data_root):
     mask = decode_rle(region["value"]["rle"], region["original_height"], region["original_width"])
     assert region["type"] == "brushlabels" and (region["original_width"], region["original_height"]) == (481, 321)
     assert mask[160, 240] and 0.02 < mask.mean() < 0.9  # the clicked pixel is in, the mask is an object
+
+
+def test_the_openvino_engine_spec_serves_clicks(images, samples):
+    """ADAPTIVECLICK_PREDICTOR with engine=openvino: the backend loads it like any spec and answers each click with
+    the bare engine predictor's mask (the same spec loaded again, from the IR cache)."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    from model.loading import load_predictor
+
+    (url, _), _ = images
+    sample = samples[0]
+    spec = "random:tiny#engine=openvino,threads=1,mode=plain"
+    app = create_app(Settings(predictor=spec, label_studio=LOOPBACK_IMAGES))
+    regions, masks = run_clicks(app.test_client(), url, sample, 2)
+    bare = load_predictor(spec)
+    assert bare.runs_as.startswith("openvino fp32")
+    bare.set_image(sample.image)
+    h, w = sample.mask.shape
+    clicks = [(int(r["value"]["y"] * h / 100), int(r["value"]["x"] * w / 100), r["is_positive"]) for r in regions]
+    probs = None
+    for k, mask in enumerate(masks):
+        probs = bare.predict(clicks[: k + 1], probs)
+        assert iou(probs > 0.49, mask) > 0.999

@@ -251,15 +251,18 @@ def test_exif_orientation_is_applied(cvat_modules, monkeypatch):
     assert status == 200 and np.asarray(reply["mask"]).shape == (60, 40)
 
 
-def test_the_adaptiveclick_predictor_from_the_environment(cvat_modules, grabcut, monkeypatch, tmp_path):
+@pytest.mark.parametrize("engine", ["torch", "openvino"])
+def test_the_adaptiveclick_predictor_from_the_environment(cvat_modules, grabcut, monkeypatch, tmp_path, engine):
     """The function loads ADAPTIVECLICK_PREDICTOR with the backend's loader (a small network saved the way
-    fine-tuning saves weights) and answers with that network's mask."""
+    fine-tuning saves weights), with either engine, and answers with that network's mask."""
     from finetune.network import build_initial_network, save_weights
 
+    if engine == "openvino":
+        pytest.importorskip("openvino", reason="the openvino extra is not installed")
     main, _ = cvat_modules
     net, _ = build_initial_network("random:tiny", seed=3)
     weights = save_weights(net.eval(), tmp_path / "tiny.pth")
-    spec = f"{weights}#mode=plain,device=cpu"
+    spec = f"{weights}#mode=plain,device=cpu,engine={engine}"
     context = started_function(main, monkeypatch, spec, ADAPTIVECLICK_THRESHOLD="0.5")
     sample = grabcut[2]
     image_b64 = encode(sample.image, "PNG")
@@ -268,6 +271,7 @@ def test_the_adaptiveclick_predictor_from_the_environment(cvat_modules, grabcut,
     assert status == 200
     bare = load_predictor(spec)
     assert reply["model_version"] == bare.model_version and "tiny" in bare.model_version
+    assert bare.runs_as.startswith(engine)
     assert np.array_equal(np.asarray(reply["mask"]) == 255, replay(bare, sample.image, clicks, threshold=0.5))
 
 
