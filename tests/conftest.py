@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -90,6 +91,24 @@ def http_dir(tmp_path):
     thread.start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture()
+def serve_samples(http_dir, data_root):
+    """``serve(samples)`` puts the GrabCut images of ``samples`` (and an unreadable ``broken.jpg``) on the
+    ``http_dir`` server; returns ``(image URLs, base URL)``."""
+    root, base = http_dir
+
+    def serve(samples) -> tuple[list[str], str]:
+        urls = []
+        for sample in samples:
+            source = next((data_root / "GrabCut" / "data_GT").glob(sample.name + ".*"))
+            shutil.copy(source, root / source.name)
+            urls.append(f"{base}/{source.name}")
+        (root / "broken.jpg").write_bytes(b"not a jpeg")
+        return urls, base
+
+    return serve
 
 
 @pytest.fixture(scope="session")

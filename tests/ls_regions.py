@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from label_studio_sdk.converter.brush import encode_rle
 
@@ -47,3 +49,27 @@ def keypoint_region(x, y, positive=True, width=1.0) -> dict:
 
 def task(task_id, image, *annotations) -> dict:
     return {"id": task_id, "data": {"image": image}, "annotations": list(annotations)}
+
+
+def click_request(image_name: str) -> dict:
+    """An interactive /predict body: one positive click on a 481x321 local-files image (a GrabCut image)."""
+    return {
+        "tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d={image_name}"}}],
+        "label_config": (Path(__file__).parent.parent / "labelstudio" / "label_config.xml").read_text(),
+        "params": {
+            "context": {
+                "result": [
+                    {
+                        "type": "keypointlabels",
+                        "from_name": "click",
+                        "to_name": "image",
+                        "original_width": 481,
+                        "original_height": 321,
+                        "is_positive": True,
+                        "id": "k1",
+                        "value": {"x": 48.0, "y": 65.0, "width": 0.5, "keypointlabels": ["Object"]},
+                    }
+                ]
+            }
+        },
+    }

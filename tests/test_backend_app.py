@@ -3,7 +3,6 @@ Basic auth and the hot-swap holder. Images are served over HTTP from a temp fold
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
@@ -48,15 +47,8 @@ def samples(data_root):
 
 
 @pytest.fixture()
-def images(http_dir, samples, data_root):
-    root, base = http_dir
-    urls = []
-    for sample in samples:
-        source = next((data_root / "GrabCut" / "data_GT").glob(sample.name + ".*"))
-        shutil.copy(source, root / source.name)
-        urls.append(f"{base}/{source.name}")
-    (root / "broken.jpg").write_bytes(b"not a jpeg")
-    return urls, base
+def images(serve_samples, samples):
+    return serve_samples(samples)
 
 
 LOOPBACK_IMAGES = LabelStudioSettings(allowed_hosts=("127.0.0.1",))  # the http_dir fixture serves on loopback

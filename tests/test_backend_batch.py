@@ -5,7 +5,6 @@ rectangle prompt, and the batch deadline. Images come over HTTP from a temp fold
 from __future__ import annotations
 
 import logging
-import shutil
 
 import numpy as np
 import pytest
@@ -31,14 +30,8 @@ def samples(data_root):
 
 
 @pytest.fixture()
-def urls(http_dir, samples, data_root):
-    root, base = http_dir
-    found = []
-    for sample in samples:
-        source = next((data_root / "GrabCut" / "data_GT").glob(sample.name + ".*"))
-        shutil.copy(source, root / source.name)
-        found.append(f"{base}/{source.name}")
-    (root / "broken.jpg").write_bytes(b"not a jpeg")
+def urls(serve_samples, samples):
+    found, base = serve_samples(samples)
     return found, f"{base}/broken.jpg"
 
 

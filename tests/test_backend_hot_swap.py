@@ -27,6 +27,8 @@ from model.clicks import Click
 from model.spec import parse_spec, pinned_spec
 from storage.registry import open_registry
 
+from ls_regions import click_request
+
 
 def tiny_weights(path: Path, seed: int) -> Path:
     with torch.random.fork_rng(devices=[]):
@@ -100,26 +102,7 @@ def test_requests_during_a_swap_all_succeed_and_name_their_version(registry, tmp
     import requests
 
     url = f"http://127.0.0.1:{server.server_port}/predict"
-    body = {
-        "tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d={image_path.name}"}}],
-        "label_config": Path("labelstudio/label_config.xml").read_text(),
-        "params": {
-            "context": {
-                "result": [
-                    {
-                        "type": "keypointlabels",
-                        "from_name": "click",
-                        "to_name": "image",
-                        "original_width": 481,
-                        "original_height": 321,
-                        "is_positive": True,
-                        "id": "k1",
-                        "value": {"x": 48.0, "y": 65.0, "width": 0.5, "keypointlabels": ["Object"]},
-                    }
-                ]
-            }
-        },
-    }
+    body = click_request(image_path.name)
     failures, versions, stop = [], [], threading.Event()
 
     def click():

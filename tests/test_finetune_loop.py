@@ -18,29 +18,7 @@ from model import BASELINE_VERSION
 from storage.registry import open_registry
 
 from conftest import REPO, free_port, wait_for_health
-
-
-def click_request(image_name: str) -> dict:
-    return {
-        "tasks": [{"id": 1, "data": {"image": f"/data/local-files/?d={image_name}"}}],
-        "label_config": (REPO / "labelstudio" / "label_config.xml").read_text(),
-        "params": {
-            "context": {
-                "result": [
-                    {
-                        "type": "keypointlabels",
-                        "from_name": "click",
-                        "to_name": "image",
-                        "original_width": 481,
-                        "original_height": 321,
-                        "is_positive": True,
-                        "id": "k1",
-                        "value": {"x": 48.0, "y": 65.0, "width": 0.5, "keypointlabels": ["Object"]},
-                    }
-                ]
-            }
-        },
-    }
+from ls_regions import click_request
 
 
 def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_bucket):
