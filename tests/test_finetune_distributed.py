@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_finetune_job import finetune_command
 
 from finetune.distributed import (
     DistributedContext,
@@ -52,44 +53,10 @@ def test_device_resolution():
 def test_two_cpu_processes_under_torchrun_stay_in_sync(data_root, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "cli",
-        "finetune",
-        "--dataset",
-        "GrabCut",
-        "--data-root",
-        str(data_root),
-        "--init",
-        "random:tiny",
-        "--output",
-        str(out),
-        "--steps",
-        "3",
-        "--batch-size",
-        "1",
-        "--input-size",
-        "96",
-        "--checkpoint-every",
-        "1",
-        "--workers",
-        "0",
-        "--val-fraction",
-        "0.1",
-        "--val-max-images",
-        "2",
-        "--val-clicks",
-        "2",
-        "--no-progress",
-        "--device",
-        "cpu",
-    ]
+    run_options = ["--steps", "3", "--checkpoint-every", "1", "--val-max-images", "2"]
+    single = finetune_command(*run_options, output=out, data_root=data_root)
+    # torchrun takes the same `-m cli finetune ...` that python would run
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *single[1:]]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

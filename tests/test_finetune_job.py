@@ -122,7 +122,9 @@ def test_a_run_is_never_overwritten_and_needs_data_and_a_start(data_root, tmp_pa
     assert json.loads((tmp_path / "c" / "status.json").read_text())["state"] == "finished"
 
 
-def cli(*args: str, output: Path, data_root: Path) -> list[str]:
+def finetune_command(*args: str, output: Path, data_root: Path) -> list[str]:
+    """``python -m cli finetune`` on GrabCut with a tiny network, small and on the CPU; ``args`` come last (and
+    win over the defaults here: argparse keeps an option's last value)."""
     return [
         sys.executable,
         "-m",
@@ -159,7 +161,7 @@ def test_kill_9_mid_run_then_resume_finishes_like_an_uninterrupted_run(data_root
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     steps = ["--steps", "8", "--checkpoint-every", "2"]
     run = subprocess.Popen(
-        cli(*steps, output=tmp_path / "killed", data_root=data_root),
+        finetune_command(*steps, output=tmp_path / "killed", data_root=data_root),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -179,7 +181,7 @@ def test_kill_9_mid_run_then_resume_finishes_like_an_uninterrupted_run(data_root
     assert 3 <= killed_at < 8 and torch.load(checkpoint, weights_only=True)["step"] in (2, 4, 6)
 
     resumed = subprocess.run(
-        cli("--resume", output=tmp_path / "killed", data_root=data_root),
+        finetune_command("--resume", output=tmp_path / "killed", data_root=data_root),
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -188,7 +190,7 @@ def test_kill_9_mid_run_then_resume_finishes_like_an_uninterrupted_run(data_root
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     straight = subprocess.run(
-        cli(*steps, output=tmp_path / "straight", data_root=data_root),
+        finetune_command(*steps, output=tmp_path / "straight", data_root=data_root),
         cwd=REPO,
         env=env,
         capture_output=True,
