@@ -8,7 +8,13 @@ PORT ?= 9090
 # the packages mypy checks (the no-torch floors and the service; the rest is checked as far as they import it)
 TYPED := labelstudio storage backend annotate
 
-.PHONY: serve test test-fast test-slow lint format typecheck install clean
+# an AVX2-only CPU (Zen 3, most laptops) emulated on a newer one: our detection, oneDNN, OpenVINO and MKL capped
+AVX2_ONLY := ADAPTIVECLICK_MAX_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+# the tests whose paths depend on the instruction set (kernels, precisions, variants, batching)
+ISA_TESTS := tests/test_cpu_inference.py tests/test_cpu_inference_parity.py tests/test_openvino_engine.py \
+	tests/test_box_segmenter.py tests/test_ops_cpu_kernel.py tests/test_ops_build.py tests/test_ops_openvino.py
+
+.PHONY: serve test test-fast test-slow test-avx2 lint format typecheck install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +28,7 @@ serve: $(STAMP)
 	$(BIN)/adaptiveclick serve --host $(HOST) --port $(PORT)
 
 # the whole suite: the fast tier first (a few minutes), then the slow end-to-end tests
-test: test-fast test-slow
+test: test-fast test-avx2 test-slow
 
 # (pytest's exit code 5 means PYTEST_ARGS selected no test of that tier: not a failure)
 test-fast: $(STAMP)
@@ -30,6 +36,10 @@ test-fast: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# the instruction-set-dependent tests again as on an AVX2-only CPU (`make test-fast` with $(AVX2_ONLY) runs them all)
+test-avx2: $(STAMP)
+	env $(AVX2_ONLY) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) $(ISA_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

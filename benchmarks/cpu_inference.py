@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from evaluation.datasets import GrabCutDataset
-from model.fast import cpu_flags, default_variant, variant_support
+from model.fast import default_variant, variant_support
 from model.fast.optimize import CPU_VARIANTS
 from model.loading import load_predictor
 from model.spec import parse_options, parse_spec
+from ops.cpu_features import cpu_flags
 
 from .common import machine_line, percentiles, print_table
 from .http_backend import click_sequences

@@ -230,6 +230,8 @@ def print_results(results: list[dict], noc: bool, weights: str) -> None:
     print_table(
         headers, rows, title="Parity with fp32 eager (paired NoC clicks: same clicks, previous mask and region)"
     )
+    for refused in (r for r in results if "skipped" in r):
+        print(f"{refused['spec']}: not run on this CPU ({refused['skipped']})")
     ran = [r for r in results if "skipped" not in r]
     for spec in dict.fromkeys(r["spec"] for r in ran):
         mine = [r for r in ran if r["spec"] == spec]

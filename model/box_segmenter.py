@@ -5,8 +5,11 @@ ones just outside its sides), which run step by step, each step fed the previous
 region, exactly as ``/predict`` runs a rectangle prompt; the last step's mask is cut to the box
 (:func:`model.prompts.cut_to_box`). The same click index of every box is one :meth:`Predictor.step_many` call, in
 chunks of ``batch_size`` (the predictor's ``max_batch`` by default: AdaptiveClick on a GPU takes several boxes per
-forward pass; on a CPU and for the GrabCut baseline one box at a time), so a batch of boxes gives the masks that
-boxes one at a time give.
+forward pass; on a CPU and for the GrabCut baseline one box at a time).
+
+What batching promises: the masks that boxes one at a time give, except pixels whose probability is within
+:data:`BATCH_PROB_TOLERANCE` of the threshold, and scores within :data:`BATCH_SCORE_TOLERANCE`. Not bit-identical
+results: a batch is other matrix shapes for the CPU's BLAS or the GPU's kernels, which sum in another order.
 
 The predictor must hold the image already (``set_image``). With a ``deadline`` (``time.monotonic()``) no step is
 started that the steps so far say would end past it, and each step gets the time left as its limit;
@@ -25,6 +28,13 @@ from .clicks import Click
 from .prediction import PROB_THRESHOLD, Roi, StepInput, mask_score
 from .predictor import Predictor, StepTimeout
 from .prompts import Box, box_to_clicks, cut_to_box
+
+#: how far a batched box's probabilities may be from the same box's alone: float rounding of other kernel shapes
+#: (and of a BLAS whose sums depend on the buffers' alignment), carried through the box's steps. A pixel this close
+#: to the threshold may land on either side
+BATCH_PROB_TOLERANCE = 1e-3
+#: how far a batched box's score may be from the same box's alone
+BATCH_SCORE_TOLERANCE = 1e-3
 
 
 class BoxesStopped(StepTimeout):

@@ -44,6 +44,8 @@ import torch
 
 from storage.paths import cache_dir
 
+from .cpu_features import has_avx512
+
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
@@ -340,8 +342,18 @@ def load(
                 torch.ops.load_library(str(library))
             except Exception as exc:
                 raise BuildError(f"loading {library} failed: {exc}") from exc
+        if kind == "cpu":
+            _honour_isa_cap()
         _loaded[kind] = library
         return library
+
+
+def _honour_isa_cap() -> None:
+    """The CPU kernel picks its widest instruction set from the silicon; under ``ADAPTIVECLICK_MAX_CPU_ISA`` below
+    AVX-512 it takes the AVX2 path instead, like the rest of the project (see :mod:`ops.cpu_features`)."""
+    cpu_ops = torch.ops.adaptiveclick_msda_cpu
+    if cpu_ops.instruction_set() == "avx512" and not has_avx512():
+        cpu_ops.select_instruction_set("avx2")
 
 
 def prune() -> list[Path]:

@@ -1,6 +1,7 @@
 """model.box_segmenter: a box is segmented as the interactive path segments a box prompt, and a batch of boxes (one
-forward pass per click index) gives the masks of one box at a time, on a tiny AdaptiveClick on the CPU: identical
-masks, probabilities equal up to float rounding (a batch is other matrix shapes for the BLAS)."""
+forward pass per click index) gives the masks of one box at a time, on a tiny AdaptiveClick on the CPU: the same
+masks but for pixels at the threshold, probabilities equal up to float rounding (a batch is other matrix shapes for
+the BLAS, whose kernels differ between CPUs)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from evaluation.datasets import GrabCutDataset
 from model import AdaptiveClickPredictor, GrabCutPredictor, build_adaptiveclick
-from model.box_segmenter import BoxesStopped, segment_boxes
+from model.box_segmenter import BATCH_PROB_TOLERANCE, BATCH_SCORE_TOLERANCE, BoxesStopped, segment_boxes
 from model.prediction import StepInput
 from model.prompts import box_to_clicks, cut_to_box
 from model.zoom_in import mask_bbox
@@ -60,11 +61,15 @@ def test_batched_boxes_equal_one_at_a_time(tiny_net, image, mode, flip, one_torc
     batched = segment_boxes(predictor, BOXES, batch_size=len(BOXES))
     chunked = segment_boxes(predictor, BOXES, batch_size=2)
     for box, a, b, c in zip(BOXES, alone, batched, chunked):
-        _, reference = one_at_a_time(predictor, box)
-        assert np.array_equal(a.mask, reference)
-        assert np.array_equal(a.mask, b.mask) and np.array_equal(a.mask, c.mask)
-        assert a.score == b.score == c.score and a.steps == b.steps == len(box_to_clicks(box, *image.shape[:2]))
-        assert not a.mask[: box[0]].any() and not a.mask[box[1] + 1 :].any()  # cut to the box
+        probs, reference = one_at_a_time(predictor, box)
+        for answer in (a, b, c):
+            differ = answer.mask != reference
+            # the promise (model.box_segmenter): only pixels at the threshold may land on the other side
+            assert np.all(np.abs(probs[differ] - 0.49) < BATCH_PROB_TOLERANCE), probs[differ]
+            assert differ.sum() <= 0.001 * reference.size
+            assert answer.score == pytest.approx(a.score, abs=BATCH_SCORE_TOLERANCE)
+            assert answer.steps == len(box_to_clicks(box, *image.shape[:2]))
+            assert not answer.mask[: box[0]].any() and not answer.mask[box[1] + 1 :].any()  # cut to the box
 
 
 def test_step_many_probabilities_match_step(tiny_net, image, one_torch_thread):

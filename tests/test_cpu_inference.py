@@ -14,13 +14,14 @@ from model import AdaptiveClickPredictor, build_adaptiveclick, load_predictor, p
 from model.build import TINY_CONFIG
 from model.fast import check_precision, default_precision, optimize_for_inference, precision_support
 from model.fast.bf16_layers import Bf16Conv, Bf16Linear, convert_to_bf16
-from model.fast.cpu_features import cpu_flags
 from model.fast.int8_linear import DynamicInt8Linear, int8_support, quantize_linears
 from model.spec import PRECISIONS
+from ops.cpu_features import cap_flags, cpu_flags, cpu_name, isa_cap
 
 needs_int8 = pytest.mark.skipif(precision_support("int8") is not None, reason=f"{precision_support('int8')}")
 needs_bf16 = pytest.mark.skipif(precision_support("bf16") is not None, reason=f"{precision_support('bf16')}")
-ZEN4 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
+ZEN4 = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"})
+SAPPHIRE_RAPIDS = ZEN4 | {"avx_vnni", "amx_int8", "amx_bf16", "amx_tile", "avx512_fp16"}
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -41,7 +42,7 @@ def tiny_inputs(seed: int = 0):
     return image, points
 
 
-@pytest.mark.skipif(int8_support() is not None, reason=f"{int8_support()}")
+@needs_int8
 def test_int8_linear_matches_float_and_keeps_the_state_dict():
     torch.manual_seed(0)
     linear = nn.Linear(96, 160)
@@ -58,7 +59,7 @@ def test_int8_linear_matches_float_and_keeps_the_state_dict():
     assert layer(x.double()).dtype == torch.float32
 
 
-@pytest.mark.skipif(int8_support() is not None, reason=f"{int8_support()}")
+@needs_int8
 def test_quantize_linears_replaces_only_what_is_selected():
     net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 4)), nn.MultiheadAttention(8, 2))
     state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -92,19 +93,58 @@ def test_bf16_layers_match_float():
 
 
 def test_instruction_set_checks_say_what_is_missing():
+    """Decided from the flags alone, so every CPU checks every answer (the flags are the CPUs' /proc/cpuinfo)."""
     assert precision_support("fp32", "cpu", frozenset()) is None
-    if int8_support() is None:
-        assert precision_support("int8", "cpu", ZEN4) is None
-        assert precision_support("int8", "cpu", frozenset({"avx2"})).startswith("instruction set missing: int8")
+    zen3 = frozenset({"avx2", "fma", "f16c"})
+    build = int8_support()  # a torch build without the quantised ops says so first, whatever the CPU
+    for flags in (ZEN4, SAPPHIRE_RAPIDS, frozenset({"avx2", "avx_vnni"})):
+        assert precision_support("int8", "cpu", flags) == build
+    refusal = precision_support("int8", "cpu", zen3)
+    assert refusal == build or refusal.startswith("instruction set missing: int8 needs one of avx512_vnni, avx_vnni")
     if torch.backends.mkldnn.is_available():
         assert precision_support("bf16", "cpu", ZEN4) is None
+        assert precision_support("bf16", "cpu", SAPPHIRE_RAPIDS) is None
         assert "avx512_bf16" in precision_support("bf16", "cpu", frozenset({"avx512f"}))
+        assert "avx512_bf16" in precision_support("bf16", "cpu", zen3)
     assert "CPU path" in precision_support("int8", "cuda")
     with pytest.raises(ValueError, match="unknown precision"):
         precision_support("fp8", "cpu")
     with pytest.raises(ValueError, match="unknown precision"):
         check_precision("fp16", "cpu")
-    assert isinstance(cpu_flags(), frozenset)
+
+
+def test_this_cpu_refuses_exactly_what_it_lacks():
+    """On the machine running the suite: a precision is refused iff its instructions are missing (capped or not)."""
+    flags = cpu_flags()
+    for precision, wanted in (("int8", {"avx512_vnni", "avx_vnni", "amx_int8"}), ("bf16", {"avx512_bf16", "amx_bf16"})):
+        reason = precision_support(precision)
+        if flags & wanted:
+            assert reason is None or "torch build" in reason, reason
+        else:
+            assert reason is not None and reason.startswith("instruction set missing"), reason
+            assert cpu_name() in reason
+            with pytest.raises(ValueError, match="instruction set missing"):
+                check_precision(precision, "cpu")
+
+
+def test_the_isa_cap_drops_what_is_above_it(monkeypatch):
+    assert cap_flags(SAPPHIRE_RAPIDS, None) == SAPPHIRE_RAPIDS
+    assert cap_flags(SAPPHIRE_RAPIDS, "avx2") == {"avx2", "fma"}
+    assert cap_flags(SAPPHIRE_RAPIDS, "avx2_vnni") == {"avx2", "fma", "avx_vnni"}
+    assert cap_flags(SAPPHIRE_RAPIDS, "avx512_core") == {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}
+    assert cap_flags(SAPPHIRE_RAPIDS, "avx512_core_vnni") == cap_flags(ZEN4, "avx512_core") | {"avx512_vnni"}
+    assert cap_flags(SAPPHIRE_RAPIDS, "avx512_core_bf16") == ZEN4 | {"avx512_fp16"}
+    assert cap_flags(SAPPHIRE_RAPIDS, "avx512_core_amx") == SAPPHIRE_RAPIDS - {"avx_vnni"}
+    assert precision_support("int8", "cpu", cap_flags(ZEN4, "avx512_core")).startswith("instruction set missing")
+    monkeypatch.delenv("ADAPTIVECLICK_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN's variable alone caps us too
+    assert isa_cap() == "avx2" and not {f for f in cpu_flags() if f.startswith("avx512")}
+    assert cpu_name().endswith("capped to avx2")
+    monkeypatch.setenv("ADAPTIVECLICK_MAX_CPU_ISA", "all")  # ours wins
+    assert isa_cap() is None
+    monkeypatch.setenv("ADAPTIVECLICK_MAX_CPU_ISA", "sse9")
+    with pytest.raises(ValueError, match="ADAPTIVECLICK_MAX_CPU_ISA='sse9'"):
+        isa_cap()
 
 
 def test_default_precision_is_the_fastest_native_one_with_parity():

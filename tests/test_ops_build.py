@@ -152,6 +152,25 @@ def test_a_fresh_process_loads_the_finished_build_without_compiling(tmp_path):
     assert build.build_name("cpu") in proc.stdout and "baseline" in proc.stdout
 
 
+@pytest.mark.parametrize("cap, expected", [("avx2", "avx2"), ("all", None)])
+def test_the_cpu_kernel_honours_the_isa_cap(cap, expected):
+    """Under ADAPTIVECLICK_MAX_CPU_ISA=avx2 the kernel takes its AVX2 path even on AVX-512 silicon; uncapped it takes
+    the widest this CPU has (the first of its list)."""
+    build.load("cpu")
+    env = {**os.environ, "ADAPTIVECLICK_MAX_CPU_ISA": cap}
+    code = (
+        "from ops import build; import torch; build.load('cpu', jit=False); cpu = torch.ops.adaptiveclick_msda_cpu; "
+        "print(cpu.instruction_set(), cpu.instruction_sets()[0])"
+    )
+    proc = run_python(["-c", code], env)
+    assert proc.returncode == 0, proc.stderr
+    chosen, widest = proc.stdout.split()
+    if expected is None or widest == "baseline":  # a CPU without AVX2 has only the baseline path
+        assert chosen == widest
+    else:
+        assert chosen == expected
+
+
 def test_no_finished_build_without_jit(tmp_path):
     env = {**os.environ, CACHE_ENV: str(tmp_path / "empty"), "TMPDIR": str(tmp_path)}
     proc = run_python(["-c", "from ops import build; build.load('cpu', jit=False)"], env)

@@ -19,7 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..fast.cpu_features import BF16_FLAGS, INT8_FLAGS, cpu_flags, cpu_name
+from ops.cpu_features import cpu_flags, cpu_name
+
+from ..fast.cpu_features import BF16_FLAGS
+from ..fast.int8_linear import INT8_FLAGS
 
 OPENVINO_PRECISIONS = ("fp32", "bf16", "int8", "int8-static")
 DYNAMIC_QUANTIZATION_GROUP = 256

@@ -6,12 +6,11 @@ the work between clicks (crop, resize, normalisation and patch embedding of the 
 precision.
 """
 
-from .cpu_features import cpu_flags, precision_support
+from .cpu_features import precision_support
 from .optimize import check_precision, default_precision, default_variant, optimize_for_inference, variant_support
 
 __all__ = [
     "check_precision",
-    "cpu_flags",
     "default_precision",
     "default_variant",
     "optimize_for_inference",

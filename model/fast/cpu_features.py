@@ -7,29 +7,13 @@ without them oneDNN emulates bf16 with fp32 arithmetic plus conversions, which i
 
 from __future__ import annotations
 
-import functools
-import platform
-from pathlib import Path
-
 import torch
 
-from .int8_linear import int8_support
+from ops.cpu_features import cpu_flags, cpu_name
 
-INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+from .int8_linear import INT8_FLAGS, int8_support
+
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux reports them (empty elsewhere: then no low-precision path is assumed)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
 
 
 def precision_support(
@@ -56,13 +40,3 @@ def precision_support(
             return f"instruction set missing: bf16 needs one of {', '.join(BF16_FLAGS)} ({cpu_name()})"
         return None
     raise ValueError(f"unknown precision {precision!r}")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
