@@ -1,8 +1,9 @@
 """What this CPU and this torch build can run fast: instruction sets behind each precision.
 
-The low-precision paths only pay where the CPU has the instructions: int8 needs VNNI (``avx512_vnni``,
-``avx_vnni`` or AMX) for its u8 x s8 dot products, bf16 needs native bf16 dot products (``avx512_bf16`` or AMX);
-without them oneDNN emulates bf16 with fp32 arithmetic plus conversions, which is slower than fp32 itself.
+The low-precision paths only pay where the CPU has the instructions: torch's int8 (fbgemm) needs AVX2 for its
+u8 x s8 dot products (full-range activations with AVX-512 VNNI, 7-bit ones without: see
+:mod:`model.fast.int8_linear`), bf16 needs native bf16 dot products (``avx512_bf16`` or AMX); without them oneDNN
+emulates bf16 with fp32 arithmetic plus conversions, which is slower than fp32 itself.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 
 from ops.cpu_features import cpu_flags, cpu_name
 
-from .int8_linear import INT8_FLAGS, int8_support
+from .int8_linear import TORCH_INT8_FLAGS, int8_support
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -30,8 +31,8 @@ def precision_support(
         reason = int8_support()
         if reason:
             return reason
-        if not flags & set(INT8_FLAGS):
-            return f"instruction set missing: int8 needs one of {', '.join(INT8_FLAGS)} ({cpu_name()})"
+        if not flags & set(TORCH_INT8_FLAGS):
+            return f"instruction set missing: int8 needs {', '.join(TORCH_INT8_FLAGS)} ({cpu_name()})"
         return None
     if precision == "bf16":
         if not torch.backends.mkldnn.is_available():
