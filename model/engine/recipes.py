@@ -8,7 +8,10 @@
   time (``DYNAMIC_QUANTIZATION_GROUP_SIZE=256``: int8 x int8 matmuls with VNNI or AMX), everything else in bf16
   where native (else f32); needs VNNI or AMX. Only the ViT: with CAMD's weights compressed too, openvino 2026.4.1
   fails to compile the model (``Check 'm_element_type.is_static()' failed at make_tensor.cpp``), and compressing
-  the deformable encoder or the pixel decoder as well saved <2% for 0.8-1.3 IoU points.
+  the deformable encoder or the pixel decoder as well saved <2% for 0.8-1.3 IoU points. Refused without VNNI: there
+  the plugin skips the dynamic quantisation and only decompresses the int8 weights to f32 for its f32 kernels
+  (``brgemm:avx2`` with ``wei:u8`` under ``ONEDNN_MAX_CPU_ISA=AVX2``), slower than the fp32 recipe
+  (:data:`AVX2_INT8_MEASURED`); torch's int8 (``engine=torch``) runs there with 7-bit activations.
 * ``int8-static``: NNCF post-training quantisation (``nncf.quantize``, transformer preset with SmoothQuant) of the
   same ViT layers, weights and activations, calibrated on the network inputs of real NoC clicks (see
   :mod:`model.engine.calibration`), bf16 elsewhere where native.
@@ -29,6 +32,19 @@ DYNAMIC_QUANTIZATION_GROUP = 256
 #: module paths whose linear layers the ``int8`` recipe compresses
 INT8_WEIGHT_MODULES = ("backbone.blocks.",)
 INSTALL_HINT = "pip install '.[openvino]'"
+#: the int8 recipe without VNNI, later click p50 (AdaptiveClick-B, 3 GrabCut images x 3 clicks; this Zen 5 capped
+#: with ADAPTIVECLICK_MAX_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+#: FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 `adaptiveclick benchmark cpu --images 3 --clicks 3
+#: --rounds 1`; mask IoU from `adaptiveclick benchmark cpu-parity --instances 2 --clicks 3` under the same caps)
+AVX2_INT8_MEASURED = (
+    "on AVX2 the plugin only decompresses the int8 weights to f32: measured 1.00 s per later click against 0.78 s for "
+    "engine=openvino,precision=fp32 and 1.16 s for torch fp32 (capped to avx2), mask IoU 0.97 against fp32; "
+    "engine=torch,precision=int8 runs here (7-bit activations)"
+)
+AVX2_INT8_STATIC = (
+    "without VNNI, oneDNN's u8 x s8 kernels add pairs of products in saturating 16 bits (vpmaddubsw) unless the "
+    "weights are quantised to 7 bits, which this recipe does not do (not measured)"
+)
 
 
 class EngineUnavailableError(RuntimeError):
@@ -83,7 +99,11 @@ def openvino_support(precision: str, flags: frozenset[str] | None = None) -> str
     if precision == "bf16" and not flags & set(BF16_FLAGS):
         return f"instruction set missing: bf16 needs one of {', '.join(BF16_FLAGS)} ({cpu_name()})"
     if precision.startswith("int8") and not flags & set(INT8_FLAGS):
-        return f"instruction set missing: int8 needs one of {', '.join(INT8_FLAGS)} ({cpu_name()})"
+        why = AVX2_INT8_MEASURED if precision == "int8" else AVX2_INT8_STATIC
+        return (
+            f"instruction set missing: int8 needs one of {', '.join(INT8_FLAGS)} for int8 x int8 matmuls "
+            f"({cpu_name()}); {why}"
+        )
     return None
 
 
