@@ -6,9 +6,22 @@ default CPU variant) reads :func:`cpu_flags`, so one variable makes a machine be
 ``ADAPTIVECLICK_MAX_CPU_ISA`` (or, when that is unset, oneDNN's own ``ONEDNN_MAX_CPU_ISA``) names the highest
 instruction set to use, with oneDNN's names (case-insensitive): ``avx2``, ``avx2_vnni``, ``avx512_core``,
 ``avx512_core_vnni``, ``avx512_core_bf16``, ``avx512_core_amx`` (or ``all``). Flags above the cap are dropped.
-Reading oneDNN's variable too keeps our detection and oneDNN's dispatch in agreement when only that one is set; to
-emulate an AVX2 machine completely, also cap OpenVINO (``OV_CPU_MAX_ISA``) and MKL (``MKL_ENABLE_INSTRUCTIONS``):
-``make test-avx2`` sets all four. fbgemm (torch's int8 kernels) has no such cap; it always uses what the silicon has.
+Reading oneDNN's variable too keeps our detection and oneDNN's dispatch in agreement when only that one is set. To
+emulate an AVX2 machine, cap each library (``make test-avx2`` sets all six), as measured with torch 2.14.1 and
+openvino 2026.4.1 on a Zen 5:
+
+* oneDNN in torch (convolutions, bf16): ``ONEDNN_MAX_CPU_ISA=AVX2`` (``isa:Intel AVX2``, ``jit:avx2`` kernels).
+* torch's own vectorised kernels: ``ATEN_CPU_CAPABILITY=avx2``.
+* fbgemm (torch's int8): ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` (its AVX2 kernels then saturate full-range int8 as on
+  a Zen 3: see :mod:`model.fast.int8_linear`).
+* MKL (torch's fp32 GEMMs): ``MKL_ENABLE_INSTRUCTIONS=AVX2``; on AMD CPUs MKL runs its AVX2 Zen kernels
+  (``mkl_blas_def_sgemm_kernel_0_zen``) whatever the variable says.
+* OpenVINO's CPU plugin needs both ``OV_CPU_MAX_ISA=AVX2`` (its own checks: bf16 leaves
+  ``OPTIMIZATION_CAPABILITIES``) and ``ONEDNN_MAX_CPU_ISA=AVX2`` (its oneDNN kernels: ``brgemm_avx2``); with only
+  the latter, bf16 and int8 models fail to compile, with only the former its kernels stay AVX-512. Its MLAS GEMMs
+  (``gemm_mlas_f32``, most f32 FullyConnected layers) and this project's MSDA custom op for OpenVINO pick their
+  kernels from CPUID and stay AVX-512: OpenVINO's speed under the cap overstates an AVX2 CPU's
+  (:data:`model.fast.defaults.CAP_IGNORED_BELOW`).
 """
 
 from __future__ import annotations
