@@ -11,11 +11,18 @@ OpenVINO variants start from an empty IR cache of their own (``--engine-cache fr
 time is a first start (export, compress or calibrate, compile); after the timed rounds a second worker per variant
 loads from that cache (the cached start) and runs one session (its peak RSS is the serving footprint). ``--http``
 adds the same measurement through the HTTP backend (``benchmarks.http_backend``) for fp32 and the fastest variant.
+
+``--write-defaults`` turns the run into this CPU class's entry of :mod:`model.fast.defaults` (the table the default
+CPU variant is chosen from), prints it and writes it into that module: run it with AdaptiveClick-B
+(``random:base``, the default source) and every variant this CPU runs, on a CPU of the class, or under the caps
+that make a bigger CPU behave like one (:data:`CAP_ENV`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,11 +31,11 @@ import numpy as np
 import torch
 
 from evaluation.datasets import GrabCutDataset
-from model.fast import default_variant, variant_support
-from model.fast.optimize import CPU_VARIANTS
+from model.fast import default_variant, defaults, explain_default, variant_support
+from model.fast.optimize import CPU_VARIANTS, VARIANTS_WITH_PARITY
 from model.loading import load_predictor
 from model.spec import parse_options, parse_spec
-from ops.cpu_features import cpu_flags
+from ops.cpu_features import cpu_flags, cpu_name, native_flags
 
 from .common import machine_line, percentiles, print_table
 from .http_backend import click_sequences
@@ -45,6 +52,15 @@ DEFAULT_VARIANTS = [BASELINE_VARIANT] + [
     if (engine, p) != ("torch", "fp32") and p != "int8-static"
 ]
 REPORTED_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
+# the variables that make this CPU behave like an older one (ops.cpu_features), shown in a written entry's command
+CAP_ENV = (
+    "ADAPTIVECLICK_MAX_CPU_ISA",
+    "ONEDNN_MAX_CPU_ISA",
+    "OV_CPU_MAX_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "FBGEMM_ENABLE_INSTRUCTIONS",
+    "ATEN_CPU_CAPABILITY",
+)
 
 
 def variant_spec(source: str, variant: str) -> str:
@@ -102,13 +118,18 @@ def run(
     print(f"machine: {machine_line()}")
     print(f"CPU flags used: {', '.join(sorted(cpu_flags() & REPORTED_FLAGS)) or 'none'}")
     print(f"default variant on this CPU for AdaptiveClick-B: {','.join(default_variant('cpu', 'base'))}")
-    print(f"load average at start: {load_average()}")
+    print(f"  why: {explain_default()}")
+    start_load, start_1min = load_average(), os.getloadavg()[0]
+    print(f"load average at start: {start_load}")
     if not runnable:
         print_results([], skipped, len(samples), clicks, rounds)
         return []
     # NoC clicks made once, on torch fp32 (a variant's own masks would move the clicks)
     reference = next((s for s in runnable if is_baseline(s)), variant_spec(source, BASELINE_VARIANT))
-    sequences = click_sequences(load_predictor(reference), samples, clicks)
+    reference_predictor = load_predictor(reference)
+    network = reference_predictor.net.config.name
+    sequences = click_sequences(reference_predictor, samples, clicks)
+    del reference_predictor
     scratch = tempfile.mkdtemp(prefix="adaptiveclick-engine-cache-") if engine_cache == "fresh" else None
     caches = {s: os.path.join(scratch, f"variant{i}") for i, s in enumerate(runnable) if scratch and is_engine(s)}
     workers, cached = [], {}
@@ -136,10 +157,14 @@ def run(
             worker.close()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-    print(f"load average at the end: {load_average()}")
+    end_load = load_average()
+    print(f"load average at the end: {end_load}")
     results = [
         {
             "spec": w.spec,
+            "net": network,
+            "load": f"{start_load} at the start, {end_load} at the end",
+            "busiest": max(start_1min, os.getloadavg()[0]),  # 1-minute load averages
             "precision": w.precision,
             "runs_as": w.runs_as,
             "first": percentiles(w.first),
@@ -245,6 +270,64 @@ def print_results(results: list[dict], skipped: dict[str, str], images: int, cli
     )
 
 
+def measurements(results: list[dict]) -> tuple[defaults.Measurement, ...]:
+    """A run's results as :class:`model.fast.defaults.Measurement` rows (ratios to its torch fp32 variant)."""
+    base = next((r for r in results if is_baseline(r["spec"])), None)
+    if base is None:
+        raise ValueError(f"no {BASELINE_VARIANT} variant: the defaults are chosen by their ratio to it")
+    rows = []
+    for r in results:
+        engine, precision = variant_of(r["spec"]) or ("torch", "fp32")
+        rows.append(
+            defaults.Measurement(
+                engine=engine,
+                precision=precision,
+                later_p50_s=round(r["later"]["p50"], 3),
+                speed_up=round(base["later"]["p50"] / r["later"]["p50"], 3),
+                peak_rss_mb=round((r["cached"] or r)["rss_mb"], 3),
+                first_start_s=round(r["load_s"], 3),
+                cached_start_s=round(r["cached"]["load_s"], 3) if r.get("cached") else None,
+            )
+        )
+    return tuple(rows)  # rounded as the table stores them
+
+
+def command_line(args) -> str:
+    """``adaptiveclick benchmark cpu ...`` as run (the options that matter), with the ISA caps that were set."""
+    words = [f"{k}={os.environ[k]}" for k in CAP_ENV if os.environ.get(k)] + ["adaptiveclick", "benchmark", "cpu"]
+    if args.source != "random:base":
+        words += ["--source", shlex.quote(args.source)]
+    if args.variants != ";".join(DEFAULT_VARIANTS):
+        words += ["--variants", shlex.quote(args.variants)]
+    words += ["--images", str(args.images), "--clicks", str(args.clicks), "--rounds", str(args.rounds)]
+    return " ".join(words + ["--write-defaults"])
+
+
+def class_entry(results: list[dict], command: str, flags: frozenset[str] | None = None) -> defaults.ClassEntry:
+    """This CPU class's entry of :mod:`model.fast.defaults` from a run of AdaptiveClick-B."""
+    networks = {r["net"] for r in results}
+    if networks - set(defaults_networks()):
+        raise ValueError(
+            f"the defaults are measured on AdaptiveClick-{'/'.join(defaults_networks())} (--source random:base), "
+            f"not {', '.join(sorted(networks))}"
+        )
+    entry = defaults.ClassEntry(
+        isa=defaults.isa_class(flags),
+        native=defaults.isa_class(native_flags()),
+        cpu=cpu_name(),
+        command=command,
+        load=results[0]["load"],
+        measured=measurements(results),
+    )
+    return dataclasses.replace(entry, default=defaults.choose(entry, VARIANTS_WITH_PARITY))
+
+
+def defaults_networks() -> tuple[str, ...]:
+    from model.fast.optimize import DEFAULT_MEASURED_ON
+
+    return DEFAULT_MEASURED_ON
+
+
 def _seconds(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -276,6 +359,15 @@ def add_arguments(parser) -> None:
         "--http", action="store_true", help="also measure through the HTTP backend (fp32 and the fastest variant)"
     )
     parser.add_argument("--http-rounds", type=int, default=1, help="repetitions through HTTP (default 1)")
+    parser.add_argument(
+        "--write-defaults",
+        nargs="?",
+        const=str(Path(defaults.__file__)),
+        default=None,
+        metavar="PATH",
+        help="write this run as this CPU class's entry of the default-variant table (model/fast/defaults.py, or "
+        "PATH: a copy of it) and print it; needs --source random:base and the precision=fp32 variant",
+    )
 
 
 def main(args) -> int:
@@ -289,11 +381,30 @@ def main(args) -> int:
         print(f"error: {exc}")
         return 2
     if BASELINE_VARIANT not in variants:
+        if getattr(args, "write_defaults", None):
+            print(f"error: --write-defaults needs the {BASELINE_VARIANT} variant (the ratios are to it)")
+            return 2
         print(f"note: no {BASELINE_VARIANT} variant: ratios are to {specs[0]}")
     torch.set_grad_enabled(False)
     results = run(
         args.source, variants, args.data_root, args.images, args.clicks, args.rounds, engine_cache=args.engine_cache
     )
+    if getattr(args, "write_defaults", None) and results:
+        try:
+            entry = class_entry(results, command_line(args))
+        except ValueError as exc:
+            print(f"error: {exc}")
+            return 2
+        busy = results[0]["busiest"]
+        if busy > (os.cpu_count() or 1):
+            print(
+                f"warning: load average up to {busy:.1f} on {os.cpu_count()} CPUs during the run: other work was "
+                "competing, and it slows torch's OpenMP threads more than OpenVINO's; prefer an entry from a quiet run"
+            )
+        defaults.write_entry(entry, args.write_defaults)
+        print(f"\nwrote the {entry.isa} entry of {args.write_defaults}:\n")
+        print(defaults.render({entry.isa: entry}))
+        print(defaults.explain(entry, entry.isa, VARIANTS_WITH_PARITY))
     if args.http and results:
         from . import http_backend
 

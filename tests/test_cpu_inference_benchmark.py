@@ -42,6 +42,10 @@ def test_side_by_side_run_on_a_tiny_checkpoint(tmp_path, data_root, capsys):
     assert "fastest:" in out and f"target {cpu_inference.later_target()} s" in out
     for v in set(variants) - set(runnable):
         assert f"{cpu_inference.variant_spec(str(path), v)}: not run: " in out
+    assert "  why: " in out  # the default variant of this CPU's class, with its figures
+    assert {r["net"] for r in results} == {"tiny"}
+    with pytest.raises(ValueError, match="AdaptiveClick-base"):  # the defaults table is AdaptiveClick-B's
+        cpu_inference.class_entry(results, "adaptiveclick benchmark cpu --write-defaults")
 
 
 def test_engine_variants_report_first_and_cached_starts(tmp_path, data_root, capsys):
@@ -75,6 +79,8 @@ def test_cli_rejects_bad_arguments(capsys):
     assert cpu_inference.main(args) == 2  # one click per image leaves no later click to time
     args.clicks, args.variants = 2, "precision=fp16"
     assert cpu_inference.main(args) == 2 and "precision='fp16'" in capsys.readouterr().out
+    args.variants, args.write_defaults = "precision=int8", "defaults.py"  # the table's ratios are to torch fp32
+    assert cpu_inference.main(args) == 2 and "--write-defaults needs the precision=fp32" in capsys.readouterr().out
 
 
 def test_a_worker_that_cannot_load_its_predictor_says_why(tmp_path):

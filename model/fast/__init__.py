@@ -7,12 +7,20 @@ precision.
 """
 
 from .cpu_features import precision_support
-from .optimize import check_precision, default_precision, default_variant, optimize_for_inference, variant_support
+from .optimize import (
+    check_precision,
+    default_precision,
+    default_variant,
+    explain_default,
+    optimize_for_inference,
+    variant_support,
+)
 
 __all__ = [
     "check_precision",
     "default_precision",
     "default_variant",
+    "explain_default",
     "optimize_for_inference",
     "precision_support",
     "variant_support",

@@ -22,24 +22,25 @@ from torch import nn
 
 from ..adaptiveclick import AdaptiveClick
 from ..spec import PRECISIONS
+from . import defaults
 from .bf16_layers import convert_to_bf16
 from .cpu_features import precision_support
 from .int8_linear import quantize_linears
 
-# fastest first (measured by `adaptiveclick benchmark cpu`: int8 ~2x, bf16 ~1.6x fp32 eager on a Zen 4 core pair)
+# torch's precisions, fastest first (measured by `adaptiveclick benchmark cpu`: int8 ~2x, bf16 ~1.6x fp32 eager on a
+# Zen 4 core pair); the default when a spec names engine=torch without a precision
 CPU_PREFERENCE = ("int8", "bf16", "fp32")
-# The CPU default is the fastest precision that runs natively here *and* has shown parity with fp32 (mean mask
-# IoU >= 0.99, `adaptiveclick benchmark cpu-parity`). Measured with untrained weights, neither bf16 (~0.976)
-# nor int8 (~0.96) reaches it: untrained networks make soft-edged masks whose boundary any rounding moves. No
-# trained weights were available to measure; once a checkpoint shows parity (`cpu-parity --source W.pth --noc`),
-# add its precision here and it becomes the default.
+# The CPU default is a precision that has shown parity with fp32 (mean mask IoU >= 0.99, `adaptiveclick benchmark
+# cpu-parity`). Measured with untrained weights, neither bf16 (~0.976) nor int8 (~0.96) reaches it: untrained
+# networks make soft-edged masks whose boundary any rounding moves. No trained weights were available to measure;
+# once a checkpoint shows parity (`cpu-parity --source W.pth --noc`), add its precision here.
 PARITY_MET = ("fp32",)
 
-# The CPU default across engines: the first of these (engine, precision) variants, fastest first as measured by
-# `adaptiveclick benchmark cpu` on AdaptiveClick-B (later-click speed-up over torch fp32 eager, Zen 4 core pair),
-# that has shown parity with torch fp32 (VARIANTS_WITH_PARITY) and runs natively here, for the network sizes it was
-# measured on (DEFAULT_MEASURED_ON); torch fp32 otherwise. OpenVINO fp32 is exact (mask IoU 1.0000 against torch
-# fp32 eager, the same arithmetic to float rounding) and 1.2x faster: the default wherever openvino is installed.
+# Every (engine, precision) CPU variant. The default among them is chosen per instruction-set class from measured
+# figures (model.fast.defaults: faster than torch fp32 by enough, at acceptable memory and start-up), among those that
+# have shown parity with torch fp32 (VARIANTS_WITH_PARITY), for the network sizes they were measured on
+# (DEFAULT_MEASURED_ON). OpenVINO fp32 is exact (mask IoU 1.0000 against torch fp32 eager, the same arithmetic to
+# float rounding).
 CPU_VARIANTS = (
     ("openvino", "int8-static"),
     ("openvino", "int8"),
@@ -92,28 +93,37 @@ def variant_support(engine: str, precision: str, device) -> str | None:
 def default_variant(
     device, network: str | None, with_parity: tuple[tuple[str, str], ...] = VARIANTS_WITH_PARITY
 ) -> tuple[str, str]:
-    """``(engine, precision)`` of a spec naming neither: the fastest of :data:`CPU_VARIANTS` with parity that runs
-    here, for a network size in :data:`DEFAULT_MEASURED_ON`; else torch at :func:`default_precision` (GPUs: fp32).
-    An OpenVINO default that cannot run (openvino not installed) falls back to torch, logged once."""
+    """``(engine, precision)`` of a spec naming neither: for a network size in :data:`DEFAULT_MEASURED_ON` on a CPU,
+    the first variant that qualifies in this CPU's class of :mod:`model.fast.defaults` (measured faster at
+    acceptable memory and start-up, with parity) and runs here; else torch at :func:`default_precision` (GPUs:
+    fp32). A default that cannot run (openvino not installed) falls back to the next, logged once."""
     torch_default = ("torch", default_precision(device, tuple(p for e, p in with_parity if e == "torch")))
     if getattr(device, "type", str(device).split(":")[0]) != "cpu" or network not in DEFAULT_MEASURED_ON:
         return torch_default
-    for engine, precision in CPU_VARIANTS:
-        if (engine, precision) not in with_parity:
-            continue
+    entry = defaults.entry_for(defaults.isa_class())
+    if entry is None:
+        return torch_default
+    for engine, precision in defaults.qualifying(entry, with_parity):
         reason = variant_support(engine, precision, device)
         if reason is None:
             return engine, precision
-        if engine != "torch" and f"{engine},{precision}" not in _fallback_logged:
+        if (engine, precision) != ("torch", "fp32") and f"{engine},{precision}" not in _fallback_logged:
             _fallback_logged.add(f"{engine},{precision}")
             log.warning(
-                "the default CPU predictor would be engine=%s,precision=%s (faster, parity shown) but it cannot "
-                "run here: %s; using the next one",
+                "the default CPU predictor would be engine=%s,precision=%s (measured faster on %s, parity shown) but "
+                "it cannot run here: %s; using the next one",
                 engine,
                 precision,
+                entry.isa,
                 reason,
             )
     return torch_default
+
+
+def explain_default(with_parity: tuple[tuple[str, str], ...] = VARIANTS_WITH_PARITY) -> str:
+    """Which variant this CPU's class gets for AdaptiveClick-B, and why (from :mod:`model.fast.defaults`)."""
+    isa = defaults.isa_class()
+    return defaults.explain(defaults.entry_for(isa), isa, with_parity)
 
 
 def check_precision(precision: str, device) -> None:
