@@ -32,7 +32,7 @@ import torch
 
 from evaluation.datasets import GrabCutDataset
 from model.fast import default_variant, defaults, explain_default, variant_support
-from model.fast.optimize import CPU_VARIANTS, VARIANTS_WITH_PARITY
+from model.fast.optimize import CPU_VARIANTS, DEFAULT_MEASURED_ON, VARIANTS_WITH_PARITY
 from model.loading import load_predictor
 from model.spec import parse_options, parse_spec
 from ops.cpu_features import cpu_flags, cpu_name, native_flags
@@ -306,9 +306,9 @@ def command_line(args) -> str:
 def class_entry(results: list[dict], command: str, flags: frozenset[str] | None = None) -> defaults.ClassEntry:
     """This CPU class's entry of :mod:`model.fast.defaults` from a run of AdaptiveClick-B."""
     networks = {r["net"] for r in results}
-    if networks - set(defaults_networks()):
+    if networks - set(DEFAULT_MEASURED_ON):
         raise ValueError(
-            f"the defaults are measured on AdaptiveClick-{'/'.join(defaults_networks())} (--source random:base), "
+            f"the defaults are measured on AdaptiveClick-{'/'.join(DEFAULT_MEASURED_ON)} (--source random:base), "
             f"not {', '.join(sorted(networks))}"
         )
     entry = defaults.ClassEntry(
@@ -320,12 +320,6 @@ def class_entry(results: list[dict], command: str, flags: frozenset[str] | None 
         measured=measurements(results),
     )
     return dataclasses.replace(entry, default=defaults.choose(entry, VARIANTS_WITH_PARITY))
-
-
-def defaults_networks() -> tuple[str, ...]:
-    from model.fast.optimize import DEFAULT_MEASURED_ON
-
-    return DEFAULT_MEASURED_ON
 
 
 def _seconds(value) -> str:
