@@ -150,11 +150,15 @@ def test_dockerfile_runtime_stage(dockerfile):
     assert "9090" in next(rest for k, rest in final if k == "EXPOSE")
     health = next(rest for k, rest in final if k == "HEALTHCHECK")
     assert "--start-period" in health and "/opt/adaptiveclick/healthcheck.py" in health and "9090/health" in health
-    # no compiler in the runtime stage; the venv and its interpreter come from the build stage
-    runs = " ".join(rest for k, rest in final if k == "RUN")
-    assert "g++" not in runs and "nvcc" not in runs
+    # no compiler or headers in the runtime stages; the venv comes from the build stage, its interpreter from the
+    # variant's runtime stage (Debian's python3.11 for CPU, the CUDA toolchain's /opt/python for CUDA)
+    runtime_stages = final + dockerfile["runtime-cpu"] + dockerfile["runtime-cuda"]
+    runs = " ".join(rest for k, rest in runtime_stages if k == "RUN")
+    assert "g++" not in runs and "nvcc" not in runs and "-dev" not in runs
     copies = [rest for k, rest in final if k == "COPY"]
-    assert "--from=build /opt/venv /opt/venv" in copies and "--from=build /opt/python /opt/python" in copies
+    assert "--from=build /opt/venv /opt/venv" in copies
+    assert "python3.11" in " ".join(rest for k, rest in dockerfile["runtime-cpu"] if k == "RUN")
+    assert "--from=toolchain-cuda /opt/python /opt/python" in [r for k, r in dockerfile["runtime-cuda"] if k == "COPY"]
     env = final_env(final)
     assert env["ADAPTIVECLICK_CACHE"] == "/var/cache/adaptiveclick"
     assert env["MODEL_DIR"] == "/var/lib/adaptiveclick/models"
@@ -262,7 +266,12 @@ def test_dockerfile_and_scripts_pass_the_linters():
         [linter("hadolint"), "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    scripts = [str(DEPLOY / "build-image.sh"), str(DEPLOY / "cvat" / "deploy.sh")]
+    scripts = [
+        str(DEPLOY / "build-image.sh"),
+        str(DEPLOY / "cvat" / "deploy.sh"),
+        str(DEPLOY / "test-image.sh"),
+        str(DEPLOY / "test" / "oci-runtime-no-rlimits"),
+    ]
     result = subprocess.run([linter("shellcheck"), *scripts], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
