@@ -125,9 +125,12 @@ COPY --from=toolchain-cuda /opt/python /opt/python
 # hadolint ignore=DL3006
 FROM runtime-${VARIANT} AS runtime
 # libgomp1 (in the variant's stage above): OpenMP of the compiled CPU kernel
+# OpenVINO's model conversion sends usage telemetry unless its consent file says 0: declined for the user here.
 RUN groupadd --gid 10001 adaptiveclick \
     && useradd --uid 10001 --gid adaptiveclick --create-home --home-dir /home/adaptiveclick adaptiveclick \
-    && mkdir -p /var/cache/adaptiveclick /var/lib/adaptiveclick/models /opt/adaptiveclick \
+    && mkdir -p /var/cache/adaptiveclick /var/lib/adaptiveclick/models /opt/adaptiveclick /home/adaptiveclick/intel \
+    && printf 0 > /home/adaptiveclick/intel/openvino_telemetry \
+    && chown -R adaptiveclick:adaptiveclick /home/adaptiveclick/intel \
     && chown adaptiveclick:adaptiveclick /var/cache/adaptiveclick /var/lib/adaptiveclick /var/lib/adaptiveclick/models
 
 COPY --from=build /opt/venv /opt/venv
@@ -135,8 +138,11 @@ COPY deploy/healthcheck.py deploy/ensure_bucket.py /opt/adaptiveclick/
 
 # ADAPTIVECLICK_CACHE: downloaded weights and registry versions (mount a volume to keep them across restarts).
 # MODEL_DIR: fine-tune jobs and the default model registry (mount a volume).
+# TMPDIR: the tmpfs every container has, so that a read-only root filesystem (`--read-only`, Kubernetes'
+# readOnlyRootFilesystem) needs no third mount: the server's temporary files are small (gunicorn's worker heartbeat,
+# which gunicorn advises keeping in memory anyway, multiprocessing's sockets).
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    ADAPTIVECLICK_CACHE=/var/cache/adaptiveclick MODEL_DIR=/var/lib/adaptiveclick/models
+    ADAPTIVECLICK_CACHE=/var/cache/adaptiveclick MODEL_DIR=/var/lib/adaptiveclick/models TMPDIR=/dev/shm
 USER 10001:10001
 WORKDIR /var/lib/adaptiveclick
 EXPOSE 9090
