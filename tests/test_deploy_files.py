@@ -319,10 +319,9 @@ def test_compose_wiring(compose, dockerfile):
     bucket = services["registry-bucket"]
     assert bucket["profiles"] == ["minio"] == services["minio"]["profiles"]
     assert bucket["command"][1] == "/opt/adaptiveclick/ensure_bucket.py" and (DEPLOY / "ensure_bucket.py").is_file()
-    assert backend["depends_on"]["registry-bucket"] == {
-        "condition": "service_completed_successfully",
-        "required": False,
-    }
+    # no dependency on a service of an inactive profile: podman-compose fails on one (KeyError), `required: false`
+    # or not; the backend's registry watcher retries until the bucket exists
+    assert set(backend["depends_on"]) == {"label-studio"}
     assert bucket["image"] == backend["image"]
 
 
