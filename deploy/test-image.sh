@@ -188,7 +188,8 @@ ensure_package_sources() {
 
 # -- builds ----------------------------------------------------------------------------------------------------------
 
-# build LOG ARGS...: podman build with the local sources; prints "<seconds> <cached steps> <steps>"
+# build LOG ARGS...: podman build; sets built=(seconds, steps from the layer cache, steps that make a layer)
+built=()
 build() {
   local log=$1 start
   shift
@@ -198,25 +199,28 @@ build() {
     die "podman build failed (whole log: $log)"
   fi
   # steps that make a layer (every STEP but FROM), and how many of them came from the layer cache
-  echo "$(seconds_since "$start") $(grep -c -- '--> Using cache' "$log" || true) $(grep -E '^(\[[0-9]+/[0-9]+\] )?STEP [0-9]+/' "$log" | grep -vc ': FROM ' || true)"
+  built=("$(seconds_since "$start")" "$(grep -c -- '--> Using cache' "$log" || true)"
+    "$(grep -E '^(\[[0-9]+/[0-9]+\] )?STEP [0-9]+/' "$log" | grep -vc ': FROM ' || true)")
 }
 
 build_backend() {
-  local no_cache=() first second id1 id2 kind
+  local no_cache=() first=() second=() id1 id2 kind
   # (HEALTHCHECK needs the docker format: podman's default OCI format drops it)
   [ "${IMAGE_TEST_COLD:-}" = 1 ] && no_cache=(--no-cache)
   say "building $image (log: $state/build-1.log)"
-  read -r -a first <<<"$(build "$state/build-1.log" ${no_cache[@]+"${no_cache[@]}"} "${build_args[@]}" -t "$image" .)"
+  build "$state/build-1.log" ${no_cache[@]+"${no_cache[@]}"} "${build_args[@]}" -t "$image" .
+  first=("${built[@]}")
   id1=$(podman image inspect --format '{{.Id}}' "$image")
   kind="${first[1]} of ${first[2]} steps from the layer cache"
   if [ -n "$base_made" ] || [ ${#no_cache[@]} -gt 0 ]; then kind="cold: $kind, all within this build"; fi
   ok "backend image built in ${first[0]}s ($kind)"
-  read -r -a second <<<"$(build "$state/build-2.log" "${build_args[@]}" -t "$image" .)"
+  build "$state/build-2.log" "${build_args[@]}" -t "$image" .
+  second=("${built[@]}")
   id2=$(podman image inspect --format '{{.Id}}' "$image")
   [ "$id1" = "$id2" ] || die "the second build made another image ($id2, first $id1): a step is not cacheable"
   ok "backend image rebuilt in ${second[0]}s (${second[1]} of ${second[2]} steps from the layer cache, same image)"
   # keep this build's stages (the layer cache of the next run) by name; drop layers of earlier sources
-  build "$state/build-stage.log" --target build "${build_args[@]}" -t "$image-build-stage" . >/dev/null
+  build "$state/build-stage.log" --target build "${build_args[@]}" -t "$image-build-stage" .
   podman image prune --force >/dev/null
   local size torch
   size=$(podman image inspect --format '{{.Size}}' "$image")
@@ -281,7 +285,7 @@ no_builds_at_run_time() {
   local built
   built=$(podman exec "$1" sh -c 'find /var/cache/adaptiveclick "${TMPDIR:-/tmp}" -name "BUILD_*" 2>/dev/null' || true)
   [ -z "$built" ] || die "$1 compiled a kernel at run time: $built"
-  if podman logs "$1" 2>&1 | grep -qE '"msg": "building adaptiveclick_msda'; then
+  if grep -qE '"msg": "building adaptiveclick_msda' <<<"$(podman logs "$1" 2>&1)"; then
     die "$1's log says it built a kernel at run time"
   fi
 }
@@ -310,7 +314,7 @@ check_image() {
   ok "/health UP ${up}s after \`podman run\` (start period ${period}s), read-only root file system"
 
   uids=$(podman exec "$name" sh -c 'for s in /proc/[0-9]*/status; do awk "/^Name/ {n=\$2} /^Uid/ {print n \":\" \$2}" "$s"; done' 2>/dev/null | sort | uniq -c | tr -s ' ' | tr '\n' ',')
-  if podman exec "$name" sh -c 'for s in /proc/[0-9]*/status; do awk "/^Uid/ {print \$2}" "$s"; done' | grep -qv '^10001$'; then
+  if grep -qv '^10001$' <<<"$(podman exec "$name" sh -c 'for s in /proc/[0-9]*/status; do awk "/^Uid/ {print \$2}" "$s"; done')"; then
     die "a process of the container does not run as uid 10001: $uids"
   fi
   [ "$(podman exec "$name" sh -c 'grep -l "^Name:.*adaptiveclick" /proc/[0-9]*/status 2>/dev/null | wc -l')" -ge 2 ] \
@@ -331,7 +335,7 @@ check_image() {
   stop_s=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
   [ "$code" = 0 ] || die "podman stop: exit code $code after ${stop_s}s (137: killed after the 10 s grace period)"
-  podman logs "$name" 2>&1 | grep -q 'Shutting down: Master' || die "gunicorn did not log its shutdown"
+  grep -q 'Shutting down: Master' <<<"$(podman logs "$name" 2>&1)" || die "gunicorn did not log its shutdown"
   ok "podman stop: exit code 0 after ${stop_s}s (grace period 10 s), gunicorn shut down"
 
   # a fine-tuned version published into the MODEL_DIR volume by the product's own command, in a one-off container
@@ -343,7 +347,7 @@ check_image() {
     --val-max-images 1 --val-clicks 1 --workers 0 --no-progress --force --version "$version" \
     --registry /var/lib/adaptiveclick/models/registry --output "/var/lib/adaptiveclick/models/jobs/$version" 2>&1) \
     || { say "$out" | tail -20 >&2; die "adaptiveclick finetune in the image failed"; }
-  say "$out" | grep -q "\"published\": \"$version\"" || { say "$out" | tail -20 >&2; die "finetune did not publish $version"; }
+  grep -q "\"published\": \"$version\"" <<<"$out" || { say "$out" | tail -20 >&2; die "finetune did not publish $version"; }
   start=$(date +%s.%N)
   podman start "$name" >/dev/null 2>&1
   "$python" deploy/test/image_checks.py wait-up "http://127.0.0.1:$port/health" "$period" >/dev/null \
@@ -376,9 +380,9 @@ check_image() {
     *"/opt/venv/share/adaptiveclick/torch_extensions/adaptiveclick_msda_openvino-"*"/libadaptiveclick_msda_openvino.so"*) ;;
     *) die "the OpenVINO engine did not load the image's MSDA op (mapped: ${libs:-none})" ;;
   esac
-  podman logs "$ov_name" 2>&1 | grep -q "'msda': 'custom-op'" || die "the OpenVINO engine does not report the custom MSDA op"
+  grep -q "'msda': 'custom-op'" <<<"$(podman logs "$ov_name" 2>&1)" || die "the OpenVINO engine does not report the custom MSDA op"
   no_builds_at_run_time "$ov_name"
-  if podman logs "$ov_name" 2>&1 | grep -q openvino_telemetry; then
+  if grep -q openvino_telemetry <<<"$(podman logs "$ov_name" 2>&1)"; then
     die "OpenVINO's telemetry complains (its consent file in the image is not read)"
   fi
   ok "the OpenVINO op built into the image ran engine=openvino (UP in ${up}s, export included): $(echo "$libs" | grep openvino)"
@@ -389,14 +393,15 @@ check_image() {
 # -- the CVAT function -----------------------------------------------------------------------------------------------
 
 check_cvat() {
-  local context=$state/cvat-context result output env_args
+  local context=$state/cvat-context result=() output env_args
   say ""
   say "== the CVAT function"
   rm -rf "$context"
   mkdir -p "$context"
   cp deploy/cvat/main.py "$context/"
   "$python" deploy/test/image_checks.py cvat-containerfile deploy/cvat/function.yaml "$image" >"$context/Containerfile"
-  read -r -a result <<<"$(build "$state/build-cvat.log" -f "$context/Containerfile" -t "$function_image" "$context")"
+  build "$state/build-cvat.log" -f "$context/Containerfile" -t "$function_image" "$context"
+  result=("${built[@]}")
   ok "function image (deploy/cvat/function.yaml's build on the backend image) built in ${result[0]}s"
   read -r -a env_args <<<"$("$python" deploy/test/image_checks.py cvat-env deploy/cvat/function.yaml)"
   output=$(podman run --rm --no-healthcheck ${env_args[@]+"${env_args[@]}"} -w /opt/nuclio \
@@ -416,7 +421,7 @@ compose() {
 }
 
 check_compose() {
-  local ls_image=localhost/label-studio:1.23.2-local key ls_port backend_port start result out up_ls up_backend
+  local ls_image=localhost/label-studio:1.23.2-local key ls_port backend_port start result=() out up_ls up_backend
   local backend_container
   say ""
   say "== the compose quick start"
@@ -427,8 +432,9 @@ check_compose() {
       || { tail -20 "$state/compose-pip.log" >&2; die "pip install podman-compose failed"; }
   fi
   compose_cmd=$state/compose-venv/bin/podman-compose
-  read -r -a result <<<"$(build "$state/build-label-studio.log" -f deploy/test/label-studio.Containerfile \
-    --build-arg "BASE_IMAGE=$base_image" -t "$ls_image" deploy/test)"
+  build "$state/build-label-studio.log" -f deploy/test/label-studio.Containerfile \
+    --build-arg "BASE_IMAGE=$base_image" -t "$ls_image" deploy/test
+  result=("${built[@]}")
   ok "Label Studio 1.23.2 image (pip on the local base, for this test only) built in ${result[0]}s (${result[1]} of ${result[2]} steps from the layer cache)"
 
   key=$("$python" -c 'import secrets; print(secrets.token_hex(20))')
