@@ -30,6 +30,8 @@
 #   IMAGE_TEST_COLD=1       build without the layer cache (a cold build's time on a warm machine)
 #   IMAGE_TEST_KEEP=1       leave the test containers and volumes for inspection
 #   IMAGE_TEST_REUSE=1      use the backend image as it is when there is one (iterating on the checks)
+#   IMAGE_TEST_MIN_FREE_GB  free space the builds need in podman's storage (default 25 with PyPI's CUDA torch,
+#                           10 with the CPU wheel); short of it the layer cache is pruned, then the tier stops
 #   TORCH_INDEX_CPU         torch's index for the build (default: the Dockerfile's, PyTorch's CPU index, when it
 #                           answers; otherwise PyPI, whose torch 2.14.1 is the CUDA build: a larger image)
 #   CI=true                 as root: apt-get installs the missing tools (podman, runc, debootstrap, jq, curl, ...)
@@ -47,7 +49,7 @@ prefix=adaptiveclick-image-test
 sample=106024.jpg          # 481x321, the image tests/ls_regions.click_request is made for
 sample_gt=106024.bmp
 cvat_click=(231 209)       # the same point as that click (48 %, 65 %), in pixels
-min_free_gb=20            # a cold build's peak: the build stage, then the runtime's copy of /opt/venv committed
+cuda_torch=''
 build_args=()
 secrets=()
 base_made=
@@ -95,18 +97,22 @@ ensure_tools() {
 
 free_gb() { echo $(( $(df -Pk "$(podman info --format '{{.Store.GraphRoot}}')" | awk 'NR==2 {print $4}') / 1048576 )); }
 
-# Room for a build: about min_free_gb when the image is not there yet (a few GB for a cached rebuild); short of
-# that, the layer cache goes first (podman system prune), then the tier stops rather than fill the disk.
+# Room for a build whose sources changed: the runtime stage's copy of /opt/venv is committed through a temporary
+# tar of the layer, so its peak is about three times the environment (measured: 25 GB with PyPI's CUDA torch, a
+# 6.3 GB environment). Short of that, the layer cache goes first (podman system prune), then the tier stops rather
+# than fill the disk. IMAGE_TEST_MIN_FREE_GB overrides the estimate.
 ensure_disk() {
-  local need=$min_free_gb free
-  podman image exists "$image" && need=5
+  local need free
+  need=${IMAGE_TEST_MIN_FREE_GB:-$([ -n "$cuda_torch" ] && echo 25 || echo 10)}
+  if [ "${IMAGE_TEST_REUSE:-}" = 1 ] && podman image exists "$image"; then need=3; fi
   free=$(free_gb)
   if [ "$free" -lt "$need" ]; then
     say "only ${free} GB free for container storage (${need} GB needed): podman system prune --all"
     podman system prune --all --force >/dev/null
     free=$(free_gb)
-    [ "$free" -ge "$min_free_gb" ] || die "${free} GB free for container storage; a cold build needs about ${min_free_gb} GB"
+    [ "$free" -ge "$need" ] || die "${free} GB free for container storage; the builds need about ${need} GB"
   fi
+  say "${free} GB free for container storage (${need} GB needed)"
 }
 
 # A plain `podman run` fails in some sandboxes ("setrlimit RLIMIT_NOFILE: Operation not permitted"): then podman
@@ -181,6 +187,7 @@ ensure_package_sources() {
     say "torch from the Dockerfile's default, PyTorch's CPU index"
   else
     build_args+=(--build-arg TORCH_INDEX_CPU=https://pypi.org/simple)
+    cuda_torch=1
     say "NOTE: download.pytorch.org does not answer here: torch 2.14.1 from PyPI, which is its CUDA build (with"
     say "      the nvidia-* libraries); a user's CPU image gets the +cpu wheel and is that much smaller"
   fi
@@ -481,10 +488,10 @@ EOF
 
 tier_start=$(date +%s)
 ensure_tools
+ensure_package_sources
 ensure_disk
 ensure_base_image
 ensure_runtime
-ensure_package_sources
 if [ "${IMAGE_TEST_REUSE:-}" = 1 ] && podman image exists "$image"; then
   say "IMAGE_TEST_REUSE=1: $image as it is, not rebuilt (no build times)"
 else
