@@ -220,8 +220,9 @@ def cmd_cvat_env(args) -> None:
 
 def cmd_compose_click(args) -> None:
     """The README's steps through Label Studio's API: a project with labelstudio/label_config.xml, a Local files
-    storage at /label-studio/files/<folder> synced, the backend connected at its compose address, then one keypoint through
-    Label Studio's interactive-annotating endpoint; the brush mask is scored against the ground truth."""
+    storage at /label-studio/files/<folder> synced, the backend connected at its compose address, then one
+    keypoint through Label Studio's interactive-annotating endpoint; the brush mask is scored against the ground
+    truth."""
     session = requests.Session()
     session.headers["Authorization"] = f"Token {args.token}"
 
