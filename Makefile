@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 0.0.0.0
 PORT ?= 9090
 # the packages mypy checks (the no-torch floors and the service; the rest is checked as far as they import it)
-TYPED := labelstudio storage backend annotate
+TYPED := -p adaptiveclick.labelstudio -p adaptiveclick.storage -p adaptiveclick.backend -p adaptiveclick.annotate
 
 # an AVX2-only CPU (Zen 3, most laptops) emulated on a newer one: our detection, oneDNN, OpenVINO and MKL capped
 AVX2_ONLY := ADAPTIVECLICK_MAX_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from labelstudio.settings import EnvReader, LabelStudioSettings, SettingsError
-from model.prediction import PROB_THRESHOLD
-from model.spec import parse_spec
+from adaptiveclick.labelstudio.settings import EnvReader, LabelStudioSettings, SettingsError
+from adaptiveclick.model.prediction import PROB_THRESHOLD
+from adaptiveclick.model.spec import parse_spec
 
 from .model_pool import PoolLimit
 

@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
-from annotate import job as annotate_job
-from annotate.job import AnnotateOptions, JobError, run_annotate
-from annotate.journal import Journal, JournalError
-from annotate.progress import Progress
-from labelstudio.selection import Shard
-from labelstudio.settings import LabelStudioSettings
-from model import BASELINE_VERSION
+from adaptiveclick.annotate import job as annotate_job
+from adaptiveclick.annotate.job import AnnotateOptions, JobError, run_annotate
+from adaptiveclick.annotate.journal import Journal, JournalError
+from adaptiveclick.annotate.progress import Progress
+from adaptiveclick.labelstudio.selection import Shard
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.model import BASELINE_VERSION
 
 from ls_fake import FakeLabelStudio
 

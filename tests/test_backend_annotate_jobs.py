@@ -11,13 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from backend.annotate_jobs import AnnotateLauncher, served_spec_now
-from backend.app import create_app
-from backend.settings import Settings
-from backend.training import wait_for
-from labelstudio.settings import LabelStudioSettings
-from model import GrabCutPredictor
-from storage.lines import VersionRef
+from adaptiveclick.backend.annotate_jobs import AnnotateLauncher, served_spec_now
+from adaptiveclick.backend.app import backend_of, create_app
+from adaptiveclick.backend.jobs import wait_for
+from adaptiveclick.backend.settings import Settings
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.model import GrabCutPredictor
+from adaptiveclick.storage.lines import VersionRef
 
 FAKE_ANNOTATE = textwrap.dedent("""
     import json, os, sys, time
@@ -43,7 +43,7 @@ def client(tmp_path):
         label_studio=LabelStudioSettings(url="http://ls.example", api_key="secret"),
     )
     app = create_app(settings, predictor=GrabCutPredictor())
-    launcher = app.extensions["adaptiveclick"]["annotate"]
+    launcher = backend_of(app).annotate
     launcher.command_prefix = [sys.executable, str(script)]
     return app.test_client(), launcher
 
@@ -122,4 +122,6 @@ def test_the_job_uses_the_served_model():
     assert "device=cuda" in pinned
     with pytest.raises(KeyError):  # a version that vanished is an error, not silently another model
         served_spec_now(VersionRef("base", "ft-1"), Registry(), configured)
-    assert isinstance(AnnotateLauncher(Settings(), lambda project: "baseline").jobs_root, Path)
+    settings = Settings(model_dir=Path("/srv/models"))
+    # annotate jobs live beside the fine-tunes, in their own folder (never mixed with a project's fine-tune jobs)
+    assert AnnotateLauncher(settings, lambda project: "baseline").jobs_root == Path("/srv/models/jobs/annotate")

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.app import create_app
-from backend.settings import Settings
-from evaluation import Clicker
-from evaluation.datasets import GrabCutDataset
-from labelstudio.label_config import recommended_config
-from labelstudio.regions import region_mask
-from labelstudio.rle import decode_rle
-from labelstudio.settings import LabelStudioSettings, PolygonSettings
-from model import GrabCutPredictor
+from adaptiveclick.backend.app import backend_of, create_app
+from adaptiveclick.backend.settings import Settings
+from adaptiveclick.evaluation import Clicker
+from adaptiveclick.evaluation.datasets import GrabCutDataset
+from adaptiveclick.labelstudio.label_config import recommended_config
+from adaptiveclick.labelstudio.regions import region_mask
+from adaptiveclick.labelstudio.rle import decode_rle
+from adaptiveclick.labelstudio.settings import LabelStudioSettings, PolygonSettings
+from adaptiveclick.model import GrabCutPredictor
 
 CONFIG = recommended_config()
 
@@ -341,7 +341,7 @@ def test_webhook_events_are_counted_and_handed_to_the_handler():
     metrics = client.get("/metrics").data.decode()
     assert 'adaptiveclick_project_annotations{kind="annotations",project="4"} 1.0' in metrics
     assert 'adaptiveclick_project_annotations{kind="created",project="4"} 2.0' in metrics
-    assert app.extensions["adaptiveclick"]["webhooks"].counts(4).training_requests == 1
+    assert backend_of(app).webhooks.counts(4).training_requests == 1
 
 
 def test_metrics(images, samples):
@@ -362,7 +362,7 @@ def test_metrics(images, samples):
 def test_hot_swap_keeps_requests_consistent(images, samples):
     (url, _), _ = images
     app, client = make_client(CountingPredictor("v1"))
-    holder = app.extensions["adaptiveclick"]["holder"]
+    holder = backend_of(app).holder
     regions, _ = run_clicks(client, url, samples[0], 2)
     new = CountingPredictor("v2")
     old = holder.swap(new)
@@ -412,7 +412,7 @@ def test_the_readme_example_predict_body_gets_a_mask(data_root):
     import json
     import re
 
-    from model import GrabCutPredictor
+    from adaptiveclick.model import GrabCutPredictor
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     body = json.loads(re.search(r"<<'BODY'\n(.*?)\nBODY\n", readme, re.S).group(1))
@@ -431,7 +431,7 @@ def test_the_openvino_engine_spec_serves_clicks(images, samples):
     """ADAPTIVECLICK_PREDICTOR with engine=openvino: the backend loads it like any spec and answers each click with
     the bare engine predictor's mask (the same spec loaded again, from the IR cache)."""
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
-    from model.loading import load_predictor
+    from adaptiveclick.model.loading import load_predictor
 
     (url, _), _ = images
     sample = samples[0]

@@ -9,15 +9,15 @@ import logging
 import numpy as np
 import pytest
 
-from backend.app import create_app
-from backend.settings import Settings
-from evaluation.datasets import GrabCutDataset
-from labelstudio.label_config import recommended_config
-from labelstudio.regions import region_mask
-from labelstudio.rle import decode_rle
-from labelstudio.settings import LabelStudioSettings
-from model import GrabCutPredictor
-from model.zoom_in import mask_bbox
+from adaptiveclick.backend.app import create_app
+from adaptiveclick.backend.settings import Settings
+from adaptiveclick.evaluation.datasets import GrabCutDataset
+from adaptiveclick.labelstudio.label_config import recommended_config
+from adaptiveclick.labelstudio.regions import region_mask
+from adaptiveclick.labelstudio.rle import decode_rle
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.model import GrabCutPredictor
+from adaptiveclick.model.zoom_in import mask_bbox
 
 CONFIG = recommended_config()  # brush + polygon outputs, a smart RectangleLabels "box"
 LOOPBACK_IMAGES = LabelStudioSettings(allowed_hosts=("127.0.0.1",))
@@ -85,7 +85,7 @@ def test_one_entry_per_task_in_order(urls, samples, caplog):
         task(14, second, rectangle(box1, shape1, label="Horse")),  # a label no output tag lists
         task(15, second, rectangle(box1, shape1)),
     )
-    with caplog.at_level(logging.INFO, logger="backend.batch"):
+    with caplog.at_level(logging.INFO, logger="adaptiveclick.backend.batch"):
         response = client.post("/predict", json=body)
     assert response.status_code == 200, response.json
     results = response.json["results"]

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.app import create_app
-from backend.settings import Settings
-from labelstudio.label_config import recommended_config
-from labelstudio.settings import LabelStudioSettings
-from model import GrabCutPredictor
-from model.prediction import Prediction
-from model.predictor import Predictor
+from adaptiveclick.backend.app import create_app
+from adaptiveclick.backend.settings import Settings
+from adaptiveclick.labelstudio.label_config import recommended_config
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.model import GrabCutPredictor
+from adaptiveclick.model.prediction import Prediction
+from adaptiveclick.model.predictor import Predictor
 
 DEADLINE_S = 2.0
 
@@ -158,7 +158,7 @@ def test_health_and_setup_answer_while_every_prediction_slot_waits_for_the_model
     import requests
     from waitress import create_server
 
-    from backend.serving import server_options
+    from adaptiveclick.backend.wsgi_server import server_options
 
     predictor = BlockedPredictor()
     settings = Settings(

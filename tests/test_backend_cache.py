@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from backend.cache import ENTRY_OVERHEAD, SessionCache, StepState
+from adaptiveclick.backend.cache import ENTRY_OVERHEAD, SessionCache, StepState
 
 
 def state(value: float, shape=(10, 10)) -> StepState:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation import Clicker
-from evaluation.datasets import GrabCutDataset
-from model import load_predictor
+from adaptiveclick.evaluation import Clicker
+from adaptiveclick.evaluation.datasets import GrabCutDataset
+from adaptiveclick.model import load_predictor
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCTION_DIR = REPO / "deploy" / "cvat"
@@ -28,7 +28,7 @@ GRABCUT_IDS = ("ceramic", "doll", "flower")
 def cvat_modules():
     """``(main, backend.cvat)``: the function's entry point loaded from its file, as nuclio does, and the adapter
     it hands the events to."""
-    from backend import cvat
+    from adaptiveclick.backend import cvat
 
     spec = importlib.util.spec_from_file_location("cvat_function_main", FUNCTION_DIR / "main.py")
     main = importlib.util.module_from_spec(spec)
@@ -160,7 +160,7 @@ def test_polygons_carry_every_part(cvat_modules, grabcut, monkeypatch, tolerance
     ADAPTIVECLICK_POLYGON_TOLERANCE=0)."""
     from scipy import ndimage
 
-    from labelstudio.polygons import polygons_mask
+    from adaptiveclick.labelstudio.polygons import polygons_mask
 
     main, interactor = cvat_modules
     env = {} if tolerance is None else {"ADAPTIVECLICK_POLYGON_TOLERANCE": tolerance}
@@ -255,7 +255,7 @@ def test_exif_orientation_is_applied(cvat_modules, monkeypatch):
 def test_the_adaptiveclick_predictor_from_the_environment(cvat_modules, grabcut, monkeypatch, tmp_path, engine):
     """The function loads ADAPTIVECLICK_PREDICTOR with the backend's loader (a small network saved the way
     fine-tuning saves weights), with either engine, and answers with that network's mask."""
-    from finetune.network import build_initial_network, save_weights
+    from adaptiveclick.finetune.network import build_initial_network, save_weights
 
     if engine == "openvino":
         pytest.importorskip("openvino", reason="the openvino extra is not installed")
@@ -334,7 +334,7 @@ def test_image_limits_answer_413(cvat_modules, monkeypatch):
 
 def test_a_bad_setting_stops_the_function_at_start(cvat_modules, monkeypatch):
     main, _ = cvat_modules
-    from backend.settings import SettingsError
+    from adaptiveclick.backend.settings import SettingsError
 
     with pytest.raises(SettingsError, match="ADAPTIVECLICK_THRESHOLD"):
         started_function(main, monkeypatch, ADAPTIVECLICK_THRESHOLD="2")

@@ -11,13 +11,13 @@ import pytest
 import requests
 from ls_server import LEGACY_TOKEN, start_backend, stop
 
-from backend.app import create_app
-from backend.settings import Settings
-from evaluation import Clicker
-from labelstudio.label_config import recommended_config
-from labelstudio.rle import decode_rle
-from labelstudio.settings import LabelStudioSettings
-from model import GrabCutPredictor
+from adaptiveclick.backend.app import create_app
+from adaptiveclick.backend.settings import Settings
+from adaptiveclick.evaluation import Clicker
+from adaptiveclick.labelstudio.label_config import recommended_config
+from adaptiveclick.labelstudio.rle import decode_rle
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.model import GrabCutPredictor
 
 # the first test also installs Label Studio when its cached virtualenv is missing (a few minutes)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

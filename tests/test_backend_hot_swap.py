@@ -14,18 +14,19 @@ import pytest
 import torch
 from werkzeug.serving import make_server
 
-from backend.app import create_app
-from backend.registry_watcher import RegistryWatcher
-from backend.settings import Settings, SettingsError
-from backend.training import FinetuneLauncher, NoStartingWeights, wait_for
-from backend.webhook import ProjectCounts, WebhookDispatcher, parse_webhook
-from finetune.network import save_weights
-from labelstudio.settings import LabelStudioSettings
-from model import GrabCutPredictor, build_adaptiveclick
-from model.build import TINY_CONFIG
-from model.clicks import Click
-from model.spec import parse_spec, pinned_spec
-from storage.registry import open_registry
+from adaptiveclick.backend.app import backend_of, create_app
+from adaptiveclick.backend.finetune_jobs import FinetuneLauncher, NoStartingWeights
+from adaptiveclick.backend.jobs import wait_for
+from adaptiveclick.backend.registry_watcher import RegistryWatcher
+from adaptiveclick.backend.settings import Settings, SettingsError
+from adaptiveclick.backend.webhook import ProjectCounts, WebhookDispatcher, parse_webhook
+from adaptiveclick.finetune.network import save_weights
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.model import GrabCutPredictor, build_adaptiveclick
+from adaptiveclick.model.build import TINY_CONFIG
+from adaptiveclick.model.clicks import Click
+from adaptiveclick.model.spec import parse_spec, pinned_spec
+from adaptiveclick.storage.registry import open_registry
 
 from ls_regions import click_request
 
@@ -83,7 +84,7 @@ def test_watcher_rejects_weights_that_do_not_match_their_manifest(registry, tmp_
 
 def test_requests_during_a_swap_all_succeed_and_name_their_version(registry, tmp_path, data_root):
     """A real threaded HTTP server: clients click continuously while the watcher swaps twice."""
-    from evaluation.datasets import GrabCutDataset
+    from adaptiveclick.evaluation.datasets import GrabCutDataset
 
     sample = GrabCutDataset(data_root / "GrabCut")[0]
     image_path = tmp_path / "image.png"
@@ -131,7 +132,7 @@ def test_requests_during_a_swap_all_succeed_and_name_their_version(registry, tmp
         for c in clients:
             c.join()
         server.shutdown()
-        app.extensions["adaptiveclick"]["watcher"].stop()
+        backend_of(app).watcher.stop()
     assert not failures, failures[:3]
     assert versions[0] == GrabCutPredictor.model_version and versions[-1] == "ft-b"
     assert "ft-a" in versions and len(versions) > 6
@@ -330,13 +331,13 @@ def test_registry_faults_are_rejected_and_the_old_model_keeps_serving(registry, 
 
 def test_the_first_answer_after_a_start_comes_from_the_registry_version(registry, tmp_path):
     settings = Settings(model_dir=tmp_path / "models", model_registry=str(registry.uri), registry_poll_seconds=0)
-    assert create_app(settings).extensions["adaptiveclick"]["holder"].version == "baseline-grabcut-v1"
+    assert backend_of(create_app(settings)).holder.version == "baseline-grabcut-v1"
     registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
     app = create_app(settings)  # no watcher thread at all: the version is loaded before the app exists
-    assert app.extensions["adaptiveclick"]["holder"].version == "ft-a"
+    assert backend_of(app).holder.version == "ft-a"
     assert app.test_client().get("/health").get_json()["model_version"] == "ft-a"
     (tmp_path / "broken.pth").write_bytes(b"garbage")
     registry.publish(tmp_path / "broken.pth", version="ft-broken")
     app = create_app(settings)  # a current version that does not load: the configured predictor, and why
-    parts = app.extensions["adaptiveclick"]
-    assert parts["holder"].version == "baseline-grabcut-v1" and "base/ft-broken" in parts["watcher"].rejected
+    parts = backend_of(app)
+    assert parts.holder.version == "baseline-grabcut-v1" and "base/ft-broken" in parts.watcher.rejected

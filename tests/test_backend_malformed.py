@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.app import create_app
-from backend.settings import Settings
-from backend.webhook import parse_webhook
-from labelstudio.errors import RequestError
-from labelstudio.label_config import recommended_config
-from labelstudio.protocol import parse_predict_request, parse_setup_request
-from labelstudio.settings import LabelStudioSettings
-from model import GrabCutPredictor
+from adaptiveclick.backend.app import create_app
+from adaptiveclick.backend.settings import Settings
+from adaptiveclick.backend.webhook import parse_webhook
+from adaptiveclick.labelstudio.errors import RequestError
+from adaptiveclick.labelstudio.label_config import recommended_config
+from adaptiveclick.labelstudio.protocol import parse_predict_request, parse_setup_request
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.model import GrabCutPredictor
 
 CONFIG = recommended_config()
 FUZZ_EXAMPLES = 300  # per strategy; each example is one request (the closing note counts them)

@@ -12,12 +12,13 @@ import pytest
 from test_backend_app import LOOPBACK_IMAGES, keypoint, predict_body
 from test_backend_hot_swap import tiny_weights
 
-from backend.model_holder import ServedModel
-from backend.model_pool import ModelPool, PoolLimit
-from backend.settings import Settings
-from model import GrabCutPredictor
-from storage.lines import read_state
-from storage.registry import BASE_LINE, open_registry, project_line
+from adaptiveclick.backend.app import backend_of
+from adaptiveclick.backend.model_pool import ModelPool, PoolLimit
+from adaptiveclick.backend.served_model import ServedModel
+from adaptiveclick.backend.settings import Settings
+from adaptiveclick.model import GrabCutPredictor
+from adaptiveclick.storage.lines import read_state
+from adaptiveclick.storage.registry import BASE_LINE, open_registry, project_line
 
 AUTH = ("admin", "s3cret")
 SHAPE = (120, 160)
@@ -111,7 +112,7 @@ def image_url(http_dir):
 
 
 def projects_client(registry, tmp_path, **settings):
-    from backend.app import create_app
+    from adaptiveclick.backend.app import create_app
 
     settings.setdefault("label_studio", LOOPBACK_IMAGES)
     settings = Settings(
@@ -164,7 +165,7 @@ def test_each_project_gets_its_line_or_the_base_line(registry, tmp_path, image_u
 def test_a_pool_of_one_model_still_serves_every_project_right(registry, tmp_path, image_url):
     url = image_url
     app, client = projects_client(registry, tmp_path, model_cache="1")
-    pool = app.extensions["adaptiveclick"]["holder"].pool
+    pool = backend_of(app).holder.pool
     for _ in range(3):
         for project, version in ((1, "p1"), (2, "b1")):
             reply = client.post("/predict", json=click_body(url, project))
@@ -176,11 +177,11 @@ def test_a_pool_of_one_model_still_serves_every_project_right(registry, tmp_path
 def test_new_project_versions_are_picked_up_by_the_watcher(registry, tmp_path, image_url):
     url = image_url
     app, client = projects_client(registry, tmp_path)
-    parts = app.extensions["adaptiveclick"]
+    parts = backend_of(app)
     assert client.post("/predict", json=click_body(url, 2)).json["model_version"] == "b1"
     registry.line(project_line(2)).publish(tiny_weights(tmp_path / "p2.pth", 3), version="p2")
-    assert parts["watcher"].poll_once() == "swapped"
-    assert "project-2/p2" in parts["holder"].pool.keys()  # loaded before it is served
+    assert parts.watcher.poll_once() == "swapped"
+    assert "project-2/p2" in parts.holder.pool.keys()  # loaded before it is served
     assert client.post("/predict", json=click_body(url, 2)).json["model_version"] == "p2"
     assert client.post("/predict", json=click_body(url, 1)).json["model_version"] == "p1"
 
@@ -208,7 +209,7 @@ def setup_body(project, extra_params):
 def test_extra_params_pin_and_unpin_a_project(registry, tmp_path, image_url):
     url = image_url
     app, client = projects_client(registry, tmp_path)
-    watcher = app.extensions["adaptiveclick"]["watcher"]
+    watcher = backend_of(app).watcher
     # the Connect Model dialog sends its JSON field as a string; /setup answers at once with the pinned version,
     # which loads in the background (the watcher's poll, awaited here)
     reply = client.post("/setup", json=setup_body(1, '{"model_version": "base/b1"}'))
@@ -285,7 +286,7 @@ def test_a_setup_pin_that_does_not_load_is_rejected_and_the_project_keeps_its_mo
     assert client.post("/predict", json=click_body(image_url, 1)).json["model_version"] == "p1"
     # /setup cannot wait for a load (Label Studio gives it 3 s): the pin is written, the load fails in the background
     assert client.post("/setup", json=setup_body(1, {"model_version": "broken"})).json == {"model_version": "broken"}
-    app.extensions["adaptiveclick"]["watcher"].poll_once()
+    backend_of(app).watcher.poll_once()
     assert "project-1/broken" in client.get("/jobs").json["rejected_versions"]
     assert client.post("/predict", json=click_body(image_url, 1)).json["model_version"] == "p1"
     assert client.get("/projects/1/health").json["model_version"] == "p1"

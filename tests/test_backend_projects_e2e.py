@@ -15,11 +15,11 @@ import pytest
 import requests
 from ls_server import LEGACY_TOKEN, start_backend, stop
 
-from evaluation.datasets import open_dataset
-from finetune.network import save_weights
-from labelstudio.rle import encode_rle
-from model import build_adaptiveclick
-from model.build import TINY_CONFIG
+from adaptiveclick.evaluation.datasets import open_dataset
+from adaptiveclick.finetune.network import save_weights
+from adaptiveclick.labelstudio.rle import encode_rle
+from adaptiveclick.model import build_adaptiveclick
+from adaptiveclick.model.build import TINY_CONFIG
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -135,7 +135,7 @@ def fine_tune(label_studio, backend: str, ml_id: int, project: int) -> str:
 
 
 def created_at(registry_uri: str, project: int, version: str) -> float:
-    from storage.registry import open_registry
+    from adaptiveclick.storage.registry import open_registry
 
     info = open_registry(registry_uri).line(f"project-{project}").read_version(version)
     return datetime.fromisoformat(info.created_at.replace("Z", "+00:00")).timestamp()

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import requests
 
-from benchmarks.http_backend import predict_body
-from benchmarks.load import run_load, sessions
-from benchmarks.servers import BackendProcess, ImageServer
+from adaptiveclick.benchmarks.http_backend import predict_body
+from adaptiveclick.benchmarks.load import run_load, sessions
+from adaptiveclick.benchmarks.servers import BackendProcess, ImageServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -9,11 +9,12 @@ import logging
 
 import pytest
 
-from backend.server import DEFAULT_HOST, DEFAULT_PORT, add_arguments, gunicorn_application, run
-from backend.serving import StartingApp
-from backend.settings import Settings
-from cli import build_parser
-from storage.logs import JsonFormatter
+from adaptiveclick.backend.app import backend_of
+from adaptiveclick.backend.cli import DEFAULT_HOST, DEFAULT_PORT, add_arguments, gunicorn_application, run
+from adaptiveclick.backend.settings import Settings
+from adaptiveclick.backend.wsgi_server import StartingApp
+from adaptiveclick.cli import build_parser
+from adaptiveclick.storage.logs import JsonFormatter
 
 
 def parse(*argv):
@@ -33,13 +34,16 @@ def test_gunicorn_config_loads_the_model_in_the_worker(tmp_path):
     app = gunicorn_application(settings, "127.0.0.1:9999", timeout=77)
     cfg = app.cfg
     assert cfg.bind == ["127.0.0.1:9999"] and cfg.workers == 1
-    assert cfg.worker_class_str == "backend.serving.WaitressWorker" and cfg.preload_app is False
-    assert cfg.timeout == 77 and cfg.logconfig_dict["formatters"]["json"]["()"] == "storage.logs.JsonFormatter"
+    assert cfg.worker_class_str == "adaptiveclick.backend.wsgi_server.WaitressWorker" and cfg.preload_app is False
+    assert (
+        cfg.timeout == 77
+        and cfg.logconfig_dict["formatters"]["json"]["()"] == "adaptiveclick.storage.logs.JsonFormatter"
+    )
     assert app.waitress_options["threads"] == 6 and app.waitress_options["channel_timeout"] == 7
     starting = app.load()  # what the worker does after the fork: answers "starting" while the app is built
     assert isinstance(starting, StartingApp)
     assert starting.ready.wait(60) and starting.failed is None
-    assert starting.app.extensions["adaptiveclick"]["holder"].version == "baseline-grabcut-v1"
+    assert backend_of(starting.app).holder.version == "baseline-grabcut-v1"
 
 
 def test_bad_arguments_and_settings_exit_with_a_message(capsys, monkeypatch):
@@ -53,11 +57,11 @@ def test_bad_arguments_and_settings_exit_with_a_message(capsys, monkeypatch):
 
 
 def test_json_log_lines():
-    record = logging.LogRecord("backend.app", logging.WARNING, __file__, 1, "request %s", ("x",), None)
+    record = logging.LogRecord("adaptiveclick.backend.app", logging.WARNING, __file__, 1, "request %s", ("x",), None)
     record.status = 400
     record.path = "/predict"
     line = json.loads(JsonFormatter().format(record))
-    assert line["level"] == "warning" and line["msg"] == "request x" and line["logger"] == "backend.app"
+    assert line["level"] == "warning" and line["msg"] == "request x" and line["logger"] == "adaptiveclick.backend.app"
     assert line["status"] == 400 and line["path"] == "/predict" and line["ts"].endswith("Z")
     try:
         raise ValueError("boom")
@@ -70,7 +74,7 @@ def test_json_log_lines():
 
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])
 def test_log_level_is_applied(level):
-    from storage.logs import configure_logging
+    from adaptiveclick.storage.logs import configure_logging
 
     root = logging.getLogger()
     saved = root.handlers[:], root.level

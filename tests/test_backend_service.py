@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.service import mask_score, prompts_to_clicks
-from labelstudio.protocol import BoxPrompt, PointPrompt
-from model.clicks import Click
-from model.prompts import cut_to_box
+from adaptiveclick.backend.segmentation import mask_score, prompts_to_clicks
+from adaptiveclick.labelstudio.protocol import BoxPrompt, PointPrompt
+from adaptiveclick.model.clicks import Click
+from adaptiveclick.model.prompts import cut_to_box
 
 
 def yxp(clicks: list[Click]) -> list[tuple]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.settings import Settings, SettingsError
-from labelstudio.polygons import DEFAULT_TOLERANCE
+from adaptiveclick.backend.settings import Settings, SettingsError
+from adaptiveclick.labelstudio.polygons import DEFAULT_TOLERANCE
 
 
 def test_defaults():

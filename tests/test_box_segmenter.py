@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.datasets import GrabCutDataset
-from model import AdaptiveClickPredictor, GrabCutPredictor, build_adaptiveclick
-from model.box_segmenter import BATCH_PROB_TOLERANCE, BATCH_SCORE_TOLERANCE, BoxesStopped, segment_boxes
-from model.prediction import StepInput
-from model.prompts import box_to_clicks, cut_to_box
-from model.zoom_in import mask_bbox
+from adaptiveclick.evaluation.datasets import GrabCutDataset
+from adaptiveclick.model import AdaptiveClickPredictor, GrabCutPredictor, build_adaptiveclick
+from adaptiveclick.model.box_segmenter import BATCH_PROB_TOLERANCE, BATCH_SCORE_TOLERANCE, BoxesStopped, segment_boxes
+from adaptiveclick.model.prediction import StepInput
+from adaptiveclick.model.prompts import box_to_clicks, cut_to_box
+from adaptiveclick.model.zoom_in import mask_bbox
 
 
 def iou(a, b, valid):
@@ -43,7 +43,7 @@ BOXES = [(40, 159, 50, 199), (170, 279, 260, 399), (0, 120, 0, 90), (100, 299, 3
 
 
 def one_at_a_time(predictor, box, threshold=0.49):
-    """The interactive path's loop for one box prompt (backend.model_holder.ServedModel.run_steps)."""
+    """The interactive path's loop for one box prompt (backend.served_model.ServedModel.run_steps)."""
     h, w = predictor.image_shape
     clicks = box_to_clicks(box, h, w)
     probs = roi = None

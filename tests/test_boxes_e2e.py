@@ -25,14 +25,14 @@ import pytest
 import requests
 from ls_server import LEGACY_TOKEN
 
-from benchmarks.servers import BackendProcess
-from evaluation.datasets import BerkeleyDataset, GrabCutDataset
-from labelstudio.protocol import BoxPrompt
-from labelstudio.regions import region_mask
-from labelstudio.rle import decode_rle
-from model import BASELINE_VERSION, GrabCutPredictor
-from model.box_segmenter import segment_boxes
-from model.zoom_in import mask_bbox
+from adaptiveclick.benchmarks.servers import BackendProcess
+from adaptiveclick.evaluation.datasets import BerkeleyDataset, GrabCutDataset
+from adaptiveclick.labelstudio.protocol import BoxPrompt
+from adaptiveclick.labelstudio.regions import region_mask
+from adaptiveclick.labelstudio.rle import decode_rle
+from adaptiveclick.model import BASELINE_VERSION, GrabCutPredictor
+from adaptiveclick.model.box_segmenter import segment_boxes
+from adaptiveclick.model.zoom_in import mask_bbox
 
 from conftest import REPO
 
@@ -163,7 +163,8 @@ def test_retrieve_predictions_masks_every_box(label_studio, backend, samples, tm
 
 
 def annotate(label_studio, project, output, *extra) -> subprocess.Popen:
-    command = [sys.executable, "-m", "cli", "annotate", "--ls-project", str(project), "--ls-url", label_studio.url]
+    command = [sys.executable, "-m", "adaptiveclick", "annotate", "--ls-project", str(project)]
+    command += ["--ls-url", label_studio.url]
     command += ["--ls-api-key", LEGACY_TOKEN, "--output", str(output), "--no-progress", "--log-level", "WARNING"]
     env = {**os.environ, "ADAPTIVECLICK_ALLOWED_HOSTS": "127.0.0.1"}
     return subprocess.Popen(

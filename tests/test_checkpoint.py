@@ -10,8 +10,14 @@ import types
 import pytest
 import torch
 
-from model import CheckpointError, build_adaptiveclick, load_adaptiveclick, load_mae_backbone, load_predictor
-from model.checkpoint import read_checkpoint, split_checkpoint
+from adaptiveclick.model import (
+    CheckpointError,
+    build_adaptiveclick,
+    load_adaptiveclick,
+    load_mae_backbone,
+    load_predictor,
+)
+from adaptiveclick.model.checkpoint import read_checkpoint, split_checkpoint
 
 
 class EasyDict(dict):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.click_maps import clicks_to_points, disk_maps
-from model.clicks import Click, as_click, as_clicks
+from adaptiveclick.model.click_maps import clicks_to_points, disk_maps
+from adaptiveclick.model.clicks import Click, as_click, as_clicks
 
 
 def test_as_click_accepts_tuples_objects_and_ritm_style():

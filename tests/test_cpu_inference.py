@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from model import AdaptiveClickPredictor, build_adaptiveclick, load_predictor, parse_spec
-from model.build import TINY_CONFIG
-from model.fast import check_precision, default_precision, optimize_for_inference, precision_support
-from model.fast.bf16_layers import Bf16Conv, Bf16Linear, convert_to_bf16
-from model.fast.int8_linear import DynamicInt8Linear, int8_support, quantize_linears
-from model.spec import PRECISIONS
-from ops.cpu_features import cap_flags, cpu_flags, cpu_name, isa_cap
+from adaptiveclick.model import AdaptiveClickPredictor, build_adaptiveclick, load_predictor, parse_spec
+from adaptiveclick.model.build import TINY_CONFIG
+from adaptiveclick.model.fast import check_precision, default_precision, optimize_for_inference, precision_support
+from adaptiveclick.model.fast.bf16_layers import Bf16Conv, Bf16Linear, convert_to_bf16
+from adaptiveclick.model.fast.int8_linear import DynamicInt8Linear, int8_support, quantize_linears
+from adaptiveclick.model.spec import PRECISIONS
+from adaptiveclick.ops.cpu_features import cap_flags, cpu_flags, cpu_name, isa_cap
 
 needs_int8 = pytest.mark.skipif(precision_support("int8") is not None, reason=f"{precision_support('int8')}")
 needs_bf16 = pytest.mark.skipif(precision_support("bf16") is not None, reason=f"{precision_support('bf16')}")
@@ -182,7 +182,7 @@ def test_spec_options_are_validated():
 
 
 def test_load_predictor_applies_precision_and_threads(tmp_path, tiny_net):
-    from finetune.network import save_weights
+    from adaptiveclick.finetune.network import save_weights
 
     path = save_weights(tiny_net, tmp_path / "tiny.pth")
     threads = torch.get_num_threads()

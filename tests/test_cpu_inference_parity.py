@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import cpu_parity
-from finetune.network import save_weights
-from model import build_adaptiveclick
-from model.build import TINY_CONFIG
-from model.fast import precision_support
+from adaptiveclick.benchmarks import cpu_parity
+from adaptiveclick.finetune.network import save_weights
+from adaptiveclick.model import build_adaptiveclick
+from adaptiveclick.model.build import TINY_CONFIG
+from adaptiveclick.model.fast import precision_support
 
 
 def test_comparison_measures():
@@ -82,7 +82,7 @@ def test_fp32_against_itself_and_the_noc_comparison(tmp_path, data_root):
 def test_openvino_fp32_against_torch_fp32(tmp_path, data_root, monkeypatch):
     """engine=openvino,precision=fp32 through the paired comparison: the same masks (float rounding apart)."""
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
-    from model.engine.ir_cache import CACHE_ENV
+    from adaptiveclick.model.engine.ir_cache import CACHE_ENV
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "openvino"))
     torch.manual_seed(0)

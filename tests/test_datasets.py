@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation.datasets import (
+from adaptiveclick.evaluation.datasets import (
     DATASETS,
     BerkeleyDataset,
     DatasetError,

@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -32,11 +33,11 @@ FUNCTION_FILES = ("function.yaml", "function-gpu.yaml")
 def settings_variables() -> set[str]:
     """Every environment variable in the tables of backend/settings.py and labelstudio/settings.py (the product's
     lists of settings)."""
-    import backend.settings
-    import labelstudio.settings
+    from adaptiveclick.backend import settings as backend_settings
+    from adaptiveclick.labelstudio import settings as labelstudio_settings
 
     names = set()
-    for module in (backend.settings, labelstudio.settings):
+    for module in (backend_settings, labelstudio_settings):
         for line in (module.__doc__ or "").splitlines():
             if line.startswith("| ``"):
                 names.update(re.findall(r"``([A-Z][A-Z0-9_]+)``", line.split("|")[1]))
@@ -174,26 +175,26 @@ def test_dockerfile_variants_and_versions_follow_the_project(dockerfile):
         assert name in dockerfile
     # the kernels are built in the build stage, for the listed GPU architectures, into the installed root
     build_runs = " ".join(rest for k, rest in dockerfile["build"] if k == "RUN")
-    assert "python -m ops.build" in build_runs and '--cuda "$cuda"' in build_runs
+    assert "python -m adaptiveclick.ops.build" in build_runs and '--cuda "$cuda"' in build_runs
     assert 'ARG TORCH_CUDA_ARCH_LIST="' in text
     archs = re.search(r'ARG TORCH_CUDA_ARCH_LIST="([^"]+)"', text).group(1)
-    from ops import build
+    from adaptiveclick.ops import build
 
     assert build.parse_archs(archs) and build.arch_flags(build.parse_archs(archs))
-    prefix_root = re.search(r"ADAPTIVECLICK_CACHE=(\S+) python -m ops.build", build_runs).group(1)
+    prefix_root = re.search(r"ADAPTIVECLICK_CACHE=(\S+) python -m adaptiveclick.ops.build", build_runs).group(1)
     assert Path(prefix_root) / "torch_extensions" == Path("/opt/venv") / "share" / "adaptiveclick" / "torch_extensions"
 
 
 def test_kernels_in_the_installed_root_are_found(monkeypatch, tmp_path):
     """Where the image builds its kernels: ops.build finds them even with a volume over ADAPTIVECLICK_CACHE."""
-    from ops import build
+    from adaptiveclick.ops import build, build_cache
 
     monkeypatch.setenv("ADAPTIVECLICK_CACHE", str(tmp_path / "volume"))
-    monkeypatch.setattr(build.sys, "prefix", str(tmp_path / "venv"))
-    monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
-    assert build.installed_root() == tmp_path / "venv" / "share" / "adaptiveclick" / "torch_extensions"
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert build_cache.installed_root() == tmp_path / "venv" / "share" / "adaptiveclick" / "torch_extensions"
     name = build.build_name("cuda")
-    folder = build.installed_root() / name / "75-80-90ptx"
+    folder = build_cache.installed_root() / name / "75-80-90ptx"
     folder.mkdir(parents=True)
     (folder / "lib.so").write_bytes(b"")
     (folder / build.MARKER).write_text("lib.so\n7.5;8.0;9.0+PTX\n")
@@ -361,7 +362,7 @@ def test_cvat_function_definition(name):
     kinds = {directive["kind"] for directive in spec["build"]["directives"]["preCopy"]}
     assert {"USER", "HEALTHCHECK"} <= kinds
     body_limit = spec["triggers"]["myHttpTrigger"]["attributes"]["maxRequestBodySize"]
-    from backend.settings import Settings
+    from adaptiveclick.backend.settings import Settings
 
     assert body_limit >= Settings().label_studio.limits.max_bytes
     if variant == "cuda":
@@ -374,7 +375,7 @@ def test_cvat_function_imports_only_what_the_image_has():
     image), so its imports must resolve to the project's packages or the standard library."""
     folder_modules = {p.stem for p in (DEPLOY / "cvat").glob("*.py")}
     assert folder_modules == {"main"}
-    allowed = {"backend"} | set(sys.stdlib_module_names)
+    allowed = {"adaptiveclick"} | set(sys.stdlib_module_names)
     for path in (DEPLOY / "cvat").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

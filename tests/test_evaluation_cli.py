@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import cli
-from evaluation import cli as evaluation_cli
-from model import AdaptiveClickPredictor, parse_spec
+from adaptiveclick import cli
+from adaptiveclick.evaluation import cli as evaluation_cli
+from adaptiveclick.model import AdaptiveClickPredictor, parse_spec
 
 from dataset_fixtures import WRITERS
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from evaluation.clicker import Clicker
+from adaptiveclick.evaluation.clicker import Clicker
 
 
 def box_gt(shape, y0, y1, x0, x1) -> np.ndarray:

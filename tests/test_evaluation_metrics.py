@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.metrics import DatasetResult, iou, noc_per_instance
+from adaptiveclick.evaluation.metrics import DatasetResult, iou, noc_per_instance
 
 
 def test_iou_ignores_unknown_pixels():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation import DatasetResult, Sample, evaluate_predictor, evaluate_sample
-from model.predictor import Prediction, Predictor
+from adaptiveclick.evaluation import DatasetResult, Sample, evaluate_predictor, evaluate_sample
+from adaptiveclick.model.predictor import Prediction, Predictor
 
 
 def make_sample(name="s", shape=(30, 40), box=(5, 20, 8, 30), ignore_rows=()) -> Sample:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finetune.augment import (
+from adaptiveclick.finetune.augment import (
     AugmentConfig,
     augment,
     brightness_contrast,

@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from cli import build_parser, main
-from finetune.cli import options_from_args
-from labelstudio.settings import LabelStudioSettings
+from adaptiveclick.cli import build_parser, main
+from adaptiveclick.finetune.cli import options_from_args
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.click_sampling import ClickSampler, ClickSamplerConfig, geometric_probs, next_clicks
+from adaptiveclick.finetune.click_sampling import ClickSampler, ClickSamplerConfig, geometric_probs, next_clicks
 
 
 def square(shape=(64, 64), top=16, left=16, size=24) -> np.ndarray:

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pytest
 
-from finetune.config import TrainConfig
+from adaptiveclick.finetune.config import TrainConfig
 
 
 def test_defaults_are_the_reference_recipe():

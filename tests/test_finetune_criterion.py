@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finetune.criterion import AdaptiveClickCriterion, LossWeights, build_targets, resize_target
-from finetune.losses import class_cross_entropy, dice_loss, sigmoid_adaptive_focal_loss
+from adaptiveclick.finetune.criterion import AdaptiveClickCriterion, LossWeights, build_targets, resize_target
+from adaptiveclick.finetune.losses import class_cross_entropy, dice_loss, sigmoid_adaptive_focal_loss
 
 
 def golden_inputs():
@@ -75,7 +75,7 @@ def test_total_is_the_weighted_mix_of_the_terms_of_a_single_output():
     criterion = AdaptiveClickCriterion(torch.tensor([1.0, 0.1]), target_mode="binary")
     losses = criterion(single, instances)
     targets = build_targets(resize_target(instances, (16, 16)), "binary")
-    from finetune.matcher import match_queries
+    from adaptiveclick.finetune.matcher import match_queries
 
     indices = match_queries(single["pred_logits"], single["pred_masks"], targets)
     classes = torch.zeros(2, 10, dtype=torch.int64)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.augment import AugmentConfig
-from finetune.click_sampling import ClickSampler, ClickSamplerConfig
-from finetune.data import (
+from adaptiveclick.finetune.augment import AugmentConfig
+from adaptiveclick.finetune.click_sampling import ClickSampler, ClickSamplerConfig
+from adaptiveclick.finetune.data import (
     CachedImageRecord,
     ClickTrainingSet,
     DatasetImageRecord,
@@ -119,7 +119,7 @@ def test_position_sampler_shards_micro_batches():
 
 
 def test_dataset_record_reports_unknown_dataset(data_root):
-    from evaluation.datasets import DatasetError
+    from adaptiveclick.evaluation.datasets import DatasetError
 
     with pytest.raises(DatasetError):
         dataset_records("NoSuchSet", data_root)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_finetune_job import finetune_command
 
-from finetune.distributed import (
+from adaptiveclick.finetune.distributed import (
     DistributedContext,
     gather_objects,
     init_distributed,
@@ -55,7 +55,7 @@ def test_two_cpu_processes_under_torchrun_stay_in_sync(data_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     run_options = ["--steps", "3", "--checkpoint-every", "1", "--val-max-images", "2"]
     single = finetune_command(*run_options, output=out, data_root=data_root)
-    # torchrun takes the same `-m cli finetune ...` that python would run
+    # torchrun takes the same `-m adaptiveclick finetune ...` that python would run
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *single[1:]]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.gate import gate, is_better, publish_candidate
-from storage.registry import open_registry
+from adaptiveclick.finetune.gate import gate, is_better, publish_candidate
+from adaptiveclick.storage.registry import open_registry
 
 
 def stub(results: dict):

@@ -15,12 +15,12 @@ import pytest
 import torch
 from label_studio_sdk.converter.brush import encode_rle
 
-from finetune.config import TrainConfig
-from finetune.gate import is_better
-from finetune.job import JobError, JobOptions, run_job
-from finetune.network import load_network
-from model.spec import pinned_spec
-from storage.registry import open_registry
+from adaptiveclick.finetune.config import TrainConfig
+from adaptiveclick.finetune.gate import is_better
+from adaptiveclick.finetune.job import JobError, JobOptions, run_job
+from adaptiveclick.finetune.network import load_network
+from adaptiveclick.model.spec import pinned_spec
+from adaptiveclick.storage.registry import open_registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
     """A Label Studio JSON export whose brush annotations are GrabCut's object masks."""
-    from evaluation.datasets import open_dataset
+    from adaptiveclick.evaluation.datasets import open_dataset
 
     dataset = open_dataset("GrabCut", data_root)
     tasks = []
@@ -123,12 +123,12 @@ def test_a_run_is_never_overwritten_and_needs_data_and_a_start(data_root, tmp_pa
 
 
 def finetune_command(*args: str, output: Path, data_root: Path) -> list[str]:
-    """``python -m cli finetune`` on GrabCut with a tiny network, small and on the CPU; ``args`` come last (and
-    win over the defaults here: argparse keeps an option's last value)."""
+    """``python -m adaptiveclick finetune`` on GrabCut with a tiny network, small and on the CPU; ``args`` come last
+    (and win over the defaults here: argparse keeps an option's last value)."""
     return [
         sys.executable,
         "-m",
-        "cli",
+        "adaptiveclick",
         "finetune",
         "--dataset",
         "GrabCut",

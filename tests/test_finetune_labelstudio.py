@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from finetune.labelstudio import image_fetcher, import_tasks, read_manifest
-from labelstudio.api import LabelStudioError, fetch_tasks
-from labelstudio.settings import LabelStudioSettings
+from adaptiveclick.finetune.labelstudio import image_fetcher, import_tasks, read_manifest
+from adaptiveclick.labelstudio.api import LabelStudioError, fetch_tasks
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
 
 from ls_regions import H, W, brush_region, keypoint_region, polygon_region, task
 

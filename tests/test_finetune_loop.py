@@ -14,8 +14,8 @@ import time
 import requests
 from test_finetune_job import grabcut_export
 
-from model import BASELINE_VERSION
-from storage.registry import open_registry
+from adaptiveclick.model import BASELINE_VERSION
+from adaptiveclick.storage.registry import open_registry
 
 from conftest import REPO, free_port, wait_for_health
 from ls_regions import click_request
@@ -36,7 +36,7 @@ def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_buck
         "LOG_LEVEL": "WARNING",
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--threads", "4"],
+        [sys.executable, "-m", "adaptiveclick", "serve", "--host", "127.0.0.1", "--port", str(port), "--threads", "4"],
         cwd=REPO,
         env=server_env,
         stdout=subprocess.DEVNULL,
@@ -71,7 +71,7 @@ def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_buck
                 [
                     sys.executable,
                     "-m",
-                    "cli",
+                    "adaptiveclick",
                     "finetune",
                     "--ls-export",
                     str(export),

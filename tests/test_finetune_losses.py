@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from finetune.losses import (
+from adaptiveclick.finetune.losses import (
     class_cross_entropy,
     dice_loss,
     sigmoid_adaptive_focal_loss,

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.matcher import MatchCosts, batch_adaptive_focal_cost, batch_dice_cost, batch_focal_cost, match_queries
+from adaptiveclick.finetune.matcher import (
+    MatchCosts,
+    batch_adaptive_focal_cost,
+    batch_dice_cost,
+    batch_focal_cost,
+    match_queries,
+)
 
 
 def pairs(seed: int, queries: int = 6, targets: int = 3, pixels: int = 200):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from finetune.metrics_log import MetricsLog, read_status, write_status
+from adaptiveclick.finetune.metrics_log import MetricsLog, read_status, write_status
 
 
 def test_append_read_truncate_and_plot(tmp_path):

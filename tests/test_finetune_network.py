@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from finetune.network import (
+from adaptiveclick.finetune.network import (
     UNUSED_PARAMETERS,
     atomic_torch_save,
     build_initial_network,
@@ -15,8 +15,8 @@ from finetune.network import (
     load_network,
     save_weights,
 )
-from model import CheckpointError, build_adaptiveclick
-from model.build import TINY_CONFIG
+from adaptiveclick.model import CheckpointError, build_adaptiveclick
+from adaptiveclick.model.build import TINY_CONFIG
 
 
 def same_weights(a, b) -> bool:
@@ -37,7 +37,7 @@ def test_random_starts_are_seeded():
 
 
 def test_weights_file_round_trip_and_hash_pinning(tmp_path):
-    from storage.files import sha256_of
+    from adaptiveclick.storage.files import sha256_of
 
     net, _ = build_initial_network("random:tiny", seed=1)
     path = save_weights(net, tmp_path / "model.pth", {"finetune": {"steps": 3}})
@@ -107,7 +107,7 @@ def test_the_backend_loader_serves_fine_tuned_weights(tmp_path):
     a tiny network in CI. (Uses the small model/checkpoint.py change that reads ``adaptiveclick_config``.)"""
     import numpy as np
 
-    from model import load_predictor
+    from adaptiveclick.model import load_predictor
 
     net, _ = build_initial_network("random:tiny", seed=2)
     path = save_weights(net, tmp_path / "model.pth")

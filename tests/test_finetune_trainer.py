@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.config import TrainConfig
-from finetune.data import dataset_records
-from finetune.distributed import init_distributed
-from finetune.network import build_initial_network
-from finetune.trainer import CHECKPOINT, WEIGHTS_FILE, Trainer, autocast_dtype
+from adaptiveclick.finetune.config import TrainConfig
+from adaptiveclick.finetune.data import dataset_records
+from adaptiveclick.finetune.distributed import init_distributed
+from adaptiveclick.finetune.network import build_initial_network
+from adaptiveclick.finetune.trainer import CHECKPOINT, WEIGHTS_FILE, Trainer, autocast_dtype
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -70,7 +70,7 @@ def test_accumulation_matches_a_bigger_batch(grabcut, tmp_path):
 
 
 def test_click_rounds_add_corrective_clicks_without_gradient(grabcut, tmp_path, monkeypatch):
-    import finetune.trainer as trainer_module
+    import adaptiveclick.finetune.trainer as trainer_module
 
     trainer = make_trainer(grabcut, tmp_path, max_extra_clicks=3)
     calls = []

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation import Sample
-from finetune.network import build_initial_network
-from finetune.validation import network_predictor, noc_metrics, shard
-from model import Prediction, Predictor
+from adaptiveclick.evaluation import Sample
+from adaptiveclick.finetune.network import build_initial_network
+from adaptiveclick.finetune.validation import network_predictor, noc_metrics, shard
+from adaptiveclick.model import Prediction, Predictor
 
 
 class Oracle(Predictor):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from labelstudio.api import LabelStudioError, load_export
+from adaptiveclick.labelstudio.api import LabelStudioError, load_export
 
 from ls_fake import FakeLabelStudio
 from ls_regions import task
@@ -34,8 +34,8 @@ def fake_ls():
 
 
 def test_api_lists_pages_and_ids_and_creates_predictions(fake_ls):
-    from labelstudio.api import LabelStudioAPI
-    from labelstudio.ratelimit import RateLimit
+    from adaptiveclick.labelstudio.api import LabelStudioAPI
+    from adaptiveclick.labelstudio.ratelimit import RateLimit
 
     api = LabelStudioAPI(fake_ls.url, "legacy-key", rate=RateLimit(1000), backoff_s=0.01)
     assert [t["id"] for t in api.tasks(3)] == list(range(1, 251))

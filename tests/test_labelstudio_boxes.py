@@ -6,21 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelstudio.boxes import LabelledBox, task_boxes
-from labelstudio.errors import LabelConfigError
-from labelstudio.label_config import parse_label_config
-from labelstudio.protocol import (
+from adaptiveclick.labelstudio.boxes import LabelledBox, task_boxes
+from adaptiveclick.labelstudio.errors import LabelConfigError
+from adaptiveclick.labelstudio.label_config import parse_label_config
+from adaptiveclick.labelstudio.predictions import LabelledMask, masks_prediction
+from adaptiveclick.labelstudio.protocol import (
     BoxPrompt,
-    LabelledMask,
     PreannotationRequest,
-    masks_prediction,
     parse_predict_request,
     parse_setup_request,
 )
-from labelstudio.ratelimit import RateLimit
-from labelstudio.regions import region_mask
-from labelstudio.rle import decode_rle
-from labelstudio.selection import Shard, parse_shard, parse_task_ids
+from adaptiveclick.labelstudio.ratelimit import RateLimit
+from adaptiveclick.labelstudio.regions import region_mask
+from adaptiveclick.labelstudio.rle import decode_rle
+from adaptiveclick.labelstudio.selection import Shard, parse_shard, parse_task_ids
 
 BOX_CONFIG = """<View>
   <Image name="image" value="$image"/>

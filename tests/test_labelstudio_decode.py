@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelstudio.decode import decode_image
-from labelstudio.errors import ImageError
-from labelstudio.settings import ImageLimits
+from adaptiveclick.labelstudio.decode import decode_image
+from adaptiveclick.labelstudio.errors import ImageError
+from adaptiveclick.labelstudio.settings import ImageLimits
 
 
 def encoded(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:

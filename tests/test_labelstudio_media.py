@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelstudio.auth import LabelStudioAuth, jwt_claims, same_origin
-from labelstudio.decode import decode_image
-from labelstudio.errors import ImageError
-from labelstudio.media import ImageFetcher, load_image
-from labelstudio.netpolicy import AddressPolicy
-from labelstudio.settings import ImageLimits, LabelStudioSettings
+from adaptiveclick.labelstudio.auth import LabelStudioAuth, jwt_claims, same_origin
+from adaptiveclick.labelstudio.decode import decode_image
+from adaptiveclick.labelstudio.errors import ImageError
+from adaptiveclick.labelstudio.media import ImageFetcher, load_image
+from adaptiveclick.labelstudio.netpolicy import AddressPolicy
+from adaptiveclick.labelstudio.settings import ImageLimits, LabelStudioSettings
 
 LEGACY = "legacy-token-123"
 

@@ -13,10 +13,10 @@ from urllib.parse import unquote
 import pytest
 from PIL import Image
 
-from labelstudio.errors import ImageError
-from labelstudio.media import ImageFetcher
-from labelstudio.netpolicy import AddressPolicy, BlockedAddress, internal_reason
-from labelstudio.settings import LabelStudioSettings, SettingsError
+from adaptiveclick.labelstudio.errors import ImageError
+from adaptiveclick.labelstudio.media import ImageFetcher
+from adaptiveclick.labelstudio.netpolicy import AddressPolicy, BlockedAddress, internal_reason
+from adaptiveclick.labelstudio.settings import LabelStudioSettings, SettingsError
 
 from conftest import free_port
 

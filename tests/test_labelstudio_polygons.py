@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from evaluation.datasets import BerkeleyDataset, GrabCutDataset
-from labelstudio.polygons import (
+from adaptiveclick.evaluation.datasets import BerkeleyDataset, GrabCutDataset
+from adaptiveclick.labelstudio.polygons import (
     DEFAULT_TOLERANCE,
     mask_polygons,
     polygons_mask,
     simplify_ring,
     trace_parts,
 )
-from labelstudio.regions import polygon_mask
+from adaptiveclick.labelstudio.regions import polygon_mask
 
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as OpenCV sees parts
 

@@ -10,23 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labelstudio.errors import BadRequest, LabelConfigError
-from labelstudio.label_config import parse_label_config, recommended_config
-from labelstudio.protocol import (
+from adaptiveclick.labelstudio.errors import BadRequest, LabelConfigError
+from adaptiveclick.labelstudio.label_config import parse_label_config, recommended_config
+from adaptiveclick.labelstudio.predictions import mask_prediction
+from adaptiveclick.labelstudio.protocol import (
     BoxPrompt,
     ClickRequest,
     PointPrompt,
     PreannotationRequest,
-    mask_prediction,
     parse_predict_request,
     parse_setup_request,
     percent_to_pixel,
     project_id,
     task_image_url,
 )
-from labelstudio.regions import region_mask
-from labelstudio.rle import decode_rle
-from labelstudio.settings import PolygonSettings
+from adaptiveclick.labelstudio.regions import region_mask
+from adaptiveclick.labelstudio.rle import decode_rle
+from adaptiveclick.labelstudio.settings import PolygonSettings
 
 CONFIG = recommended_config()
 TWO_LABELS = """<View><Image name="img" value="$photo"/>

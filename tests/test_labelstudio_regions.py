@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelstudio.regions import region_mask
+from adaptiveclick.labelstudio.regions import region_mask
 
 from ls_regions import H, W, brush_region, polygon_region
 

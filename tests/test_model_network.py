@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import build_adaptiveclick
-from model.camd import click_aware_block_mask
+from adaptiveclick.model import build_adaptiveclick
+from adaptiveclick.model.camd import click_aware_block_mask
 
 from seeded_weights import golden_inputs, seeded_state_dict
 

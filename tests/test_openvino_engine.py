@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from model import AdaptiveClickPredictor, build_adaptiveclick, load_predictor, parse_spec
-from model.build import TINY_CONFIG
-from model.engine import EngineUnavailableError, export, ir_cache, load, openvino_support, recipes
-from model.engine.calibration import record_network_inputs
-from model.fast import default_variant, variant_support
-from model.predictor import StepInput
+from adaptiveclick.model import AdaptiveClickPredictor, build_adaptiveclick, load_predictor, parse_spec
+from adaptiveclick.model.build import TINY_CONFIG
+from adaptiveclick.model.engine import EngineUnavailableError, export, ir_cache, load, openvino_support, recipes
+from adaptiveclick.model.engine.calibration import record_network_inputs
+from adaptiveclick.model.fast import default_variant, variant_support
+from adaptiveclick.model.predictor import StepInput
 
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install '.[openvino]')")
 
@@ -194,10 +194,10 @@ def test_missing_openvino_is_a_clear_error_and_the_default_falls_back(monkeypatc
         load_predictor("random:tiny#engine=openvino")
     with pytest.raises(EngineUnavailableError, match="openvino"):
         recipes.import_openvino()
-    from model.fast import optimize
+    from adaptiveclick.model.fast import optimize
 
     monkeypatch.setattr(optimize, "_fallback_logged", set())
-    with caplog.at_level(logging.WARNING, logger="model.fast.optimize"):
+    with caplog.at_level(logging.WARNING, logger="adaptiveclick.model.fast.optimize"):
         assert default_variant("cpu", "base") == ("torch", "fp32")
         assert default_variant("cpu", "base") == ("torch", "fp32")
     assert len([r for r in caplog.records if "cannot run here" in r.message]) == 1  # logged once

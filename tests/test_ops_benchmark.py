@@ -9,9 +9,9 @@ import os
 import pytest
 import torch
 
-from benchmarks import msda
-from ops import build
-from ops.dispatch import IMPL_ENV
+from adaptiveclick.benchmarks import msda
+from adaptiveclick.ops import build
+from adaptiveclick.ops.dispatch import IMPL_ENV
 
 
 def test_prints_every_implementation_with_ratios(capsys, monkeypatch):

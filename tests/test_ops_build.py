@@ -7,13 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from ops import build
-from storage.paths import CACHE_ENV
+from adaptiveclick.ops import build
+from adaptiveclick.storage.paths import CACHE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ def test_unusable_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("")  # the cache folder cannot be created below a file (whoever runs the tests)
     monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))
-    monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     assert build.writable_cache_root() == build.cache_roots()[1]
     assert build.cache_roots()[1].parent == tmp_path / "tmp" and build.cache_roots()[1].is_dir()
 
@@ -101,7 +102,7 @@ def test_cuda_home_skips_wrapper_scripts(monkeypatch, tmp_path):
 
 def test_prune_keeps_only_current_builds(monkeypatch, tmp_path):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     root = build.writable_cache_root()
     keep = [root / build.build_name("cpu"), root / build.build_name("cuda") / "80", root / "unrelated"]
     stale = [root / "adaptiveclick_msda_cpu-0123456789abcdef", root / "adaptiveclick_msda_cuda-0123456789abcdef"]
@@ -175,20 +176,23 @@ def test_no_finished_build_without_jit(tmp_path):
     env = {**os.environ, CACHE_ENV: str(tmp_path / "empty"), "TMPDIR": str(tmp_path)}
     proc = run_python(["-c", "from ops import build; build.load('cpu', jit=False)"], env)
     assert proc.returncode != 0
-    assert "no finished build adaptiveclick_msda_cpu-" in proc.stderr and "python -m ops.build" in proc.stderr
+    assert (
+        "no finished build adaptiveclick_msda_cpu-" in proc.stderr
+        and "python -m adaptiveclick.ops.build" in proc.stderr
+    )
 
 
 @pytest.mark.skipif(torch.version.cuda is None, reason="torch is not a CUDA build")
 def test_ahead_of_time_command_builds_the_cuda_kernel(tmp_path):
-    """`python -m ops.build` compiles msda_cuda.cu with nvcc and links it; no GPU needed (one architecture here
-    to keep CI short; the Docker build uses the default list). ninja is kept off PATH, as in a venv that was
-    never activated: the build must find pip's ninja by itself."""
+    """`python -m adaptiveclick.ops.build` compiles msda_cuda.cu with nvcc and links it; no GPU needed (one
+    architecture here to keep CI short; the Docker build uses the default list). ninja is kept off PATH, as in a
+    venv that was never activated: the build must find pip's ninja by itself."""
     if build.cuda_home() is None:
         pytest.skip("no CUDA toolkit (nvcc) on this machine")
     path = path_without("ninja", tmp_path / "bin")
     assert shutil.which("ninja", path=path) is None
     env = {**os.environ, CACHE_ENV: str(tmp_path / "cache"), "PATH": path}
-    proc = run_python(["-m", "ops.build", "--cpu", "no", "--cuda", "yes", "--cuda-arch", "8.0"], env)
+    proc = run_python(["-m", "adaptiveclick.ops.build", "--cpu", "no", "--cuda", "yes", "--cuda-arch", "8.0"], env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     library = Path(proc.stdout.split("cuda: ", 1)[1].split()[0])
     assert library.is_file() and library.parent.name == "80"
@@ -197,6 +201,6 @@ def test_ahead_of_time_command_builds_the_cuda_kernel(tmp_path):
 
 def test_ahead_of_time_command_reports_failures(tmp_path):
     env = {**os.environ, CACHE_ENV: str(tmp_path / "cache"), "CXX": "/bin/false", "TMPDIR": str(tmp_path)}
-    proc = run_python(["-m", "ops.build", "--cuda", "no"], env, timeout=120)
+    proc = run_python(["-m", "adaptiveclick.ops.build", "--cuda", "no"], env, timeout=120)
     assert proc.returncode == 1
     assert "cpu: FAILED: building adaptiveclick_msda_cpu" in proc.stderr

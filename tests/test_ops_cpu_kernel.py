@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ops import build, ms_deform_attn_pytorch
-from ops.dispatch import IMPL_ENV, ms_deform_attn
-from ops.synthetic import random_inputs
+from adaptiveclick.ops import build, ms_deform_attn_pytorch
+from adaptiveclick.ops.dispatch import IMPL_ENV, ms_deform_attn
+from adaptiveclick.ops.synthetic import random_inputs
 
 # (batch, levels, heads, channels, points, queries): the model's geometry first, then odd shapes that reach the
 # 64/32/16-wide vector paths and the any-width path.

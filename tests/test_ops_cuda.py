@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ops import build, implementation_for, ms_deform_attn, ms_deform_attn_pytorch
-from ops.dispatch import IMPL_ENV
-from ops.synthetic import random_inputs
+from adaptiveclick.ops import build, implementation_for, ms_deform_attn, ms_deform_attn_pytorch
+from adaptiveclick.ops.dispatch import IMPL_ENV
+from adaptiveclick.ops.synthetic import random_inputs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -14,13 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-import ops
-from ops import build, ms_deform_attn_pytorch
-from ops.dispatch import IMPL_ENV, MSDAUnavailableError, implementation_for, ms_deform_attn, requested_impl
-from ops.synthetic import random_inputs
+from adaptiveclick import ops
+from adaptiveclick.ops import build, ms_deform_attn_pytorch
+from adaptiveclick.ops.dispatch import (
+    IMPL_ENV,
+    MSDAUnavailableError,
+    implementation_for,
+    ms_deform_attn,
+    requested_impl,
+)
+from adaptiveclick.ops.synthetic import random_inputs
 
 REPO = Path(__file__).resolve().parents[1]
-dispatch = importlib.import_module("ops.dispatch")
+dispatch = importlib.import_module("adaptiveclick.ops.dispatch")
 
 
 @pytest.fixture()
@@ -87,7 +93,7 @@ def test_forcing_a_kernel_for_the_wrong_device(monkeypatch):
 def test_auto_falls_back_with_one_warning(failing_build, monkeypatch, caplog):
     monkeypatch.delenv(IMPL_ENV, raising=False)
     inputs = random_inputs(1, ((5, 5), (2, 3)), 2, 8, 2, 4)
-    with caplog.at_level(logging.WARNING, logger="ops"):
+    with caplog.at_level(logging.WARNING, logger="adaptiveclick.ops"):
         results = [ms_deform_attn(*inputs.args()) for _ in range(3)]
         assert implementation_for("cpu") == "pytorch"
     for out in results:
@@ -137,8 +143,8 @@ def test_package_exports():
 FALLBACK_SCRIPT = textwrap.dedent("""
     import logging, sys, torch
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    import ops
-    from ops.synthetic import random_inputs
+    from adaptiveclick import ops
+    from adaptiveclick.ops.synthetic import random_inputs
     inputs = random_inputs(1, ((5, 5), (2, 3)), 2, 8, 2, 4)
     outs = [ops.ms_deform_attn(*inputs.args()) for _ in range(3)]
     assert all(torch.equal(o, ops.ms_deform_attn_pytorch(*inputs.args())) for o in outs)
@@ -165,5 +171,5 @@ def test_a_real_failing_build_falls_back_in_a_fresh_process(tmp_path):
         assert "implementation: pytorch" in proc.stdout
         warnings = [line for line in proc.stderr.splitlines() if line.startswith("WARNING")]
         assert len(warnings) == 1, proc.stderr
-        assert "CPU kernel is unavailable" in warnings[0] and "python -m ops.build" in warnings[0]
+        assert "CPU kernel is unavailable" in warnings[0] and "python -m adaptiveclick.ops.build" in warnings[0]
         assert ("an earlier build failed" in warnings[0]) == (attempt == "remembers the failure"), warnings[0]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ops import MSDeformAttn, build, implementation_for
-from ops.dispatch import IMPL_ENV
-from ops.synthetic import level_layout, reference_points
+from adaptiveclick.ops import MSDeformAttn, build, implementation_for
+from adaptiveclick.ops.dispatch import IMPL_ENV
+from adaptiveclick.ops.synthetic import level_layout, reference_points
 
 LEVELS = ((14, 14), (28, 28), (56, 56))
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ops import build, ms_deform_attn_pytorch, openvino_build
-from ops.exportable import OP_NAME, export_form, exportable_msda
-from storage.paths import CACHE_ENV
+from adaptiveclick.ops import build, ms_deform_attn_pytorch, openvino_build
+from adaptiveclick.ops.exportable import OP_NAME, export_form, exportable_msda
+from adaptiveclick.storage.paths import CACHE_ENV
 
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install '.[openvino]')")
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import Clicker
-from evaluation.datasets import GrabCutDataset
-from model import (
+from adaptiveclick.evaluation import Clicker
+from adaptiveclick.evaluation.datasets import GrabCutDataset
+from adaptiveclick.model import (
     BASELINE_VERSION,
     AdaptiveClickPredictor,
     GrabCutPredictor,
@@ -16,7 +16,7 @@ from model import (
     load_predictor,
     parse_spec,
 )
-from model.zoom_in import next_roi
+from adaptiveclick.model.zoom_in import next_roi
 
 
 def iou(sample, pred):
@@ -69,7 +69,7 @@ def test_zoom_in_roi_follows_the_object():
     probs = np.zeros((600, 800), np.float32)
     probs[100:150, 200:260] = 0.9
     clicks = parse_clicks = [type("C", (), {"y": 120, "x": 230, "is_positive": True})()]
-    from model.clicks import as_clicks
+    from adaptiveclick.model.clicks import as_clicks
 
     clicks = as_clicks(parse_clicks)
     assert next_roi(None, clicks, None, (600, 800)) == (0, 599, 0, 799)

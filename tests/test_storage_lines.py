@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from storage.lines import LineState, Pin, RegistryState, VersionRef, find_version, pin, read_state
-from storage.registry import BASE_LINE, RegistryError, open_registry, project_line
+from adaptiveclick.storage.lines import LineState, Pin, RegistryState, VersionRef, find_version, pin, read_state
+from adaptiveclick.storage.registry import BASE_LINE, RegistryError, open_registry, project_line
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -9,9 +9,16 @@ import threading
 
 import pytest
 
-from model.spec import parse_spec, pinned_spec
-from storage.files import sha256_of
-from storage.registry import IntegrityError, LocalRegistry, RegistryError, S3Registry, VersionExistsError, open_registry
+from adaptiveclick.model.spec import parse_spec, pinned_spec
+from adaptiveclick.storage.files import sha256_of
+from adaptiveclick.storage.registry import (
+    IntegrityError,
+    LocalRegistry,
+    RegistryError,
+    S3Registry,
+    VersionExistsError,
+    open_registry,
+)
 
 
 @pytest.fixture()
@@ -152,7 +159,7 @@ def test_open_registry_parses_locations(tmp_path):
 
 def test_s3_weights_load_through_the_model_fetcher(s3_bucket, weights, tmp_path, monkeypatch):
     """The version's predictor spec points model.fetch_weights at the S3 object, hash-checked."""
-    from model.checkpoint import fetch_weights
+    from adaptiveclick.model.checkpoint import fetch_weights
 
     monkeypatch.setenv("ADAPTIVECLICK_CACHE", str(tmp_path / "cache"))
     info = open_registry(f"s3://{s3_bucket}/reg").publish(weights("a.pth", b"served weights"), "v7")

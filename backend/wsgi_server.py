@@ -100,7 +100,7 @@ class StartingApp:
 
 def server_options(threads: int, read_timeout: float, max_body_bytes: int) -> dict[str, Any]:
     """Waitress adjustments for :class:`WaitressWorker`, which reads them from the gunicorn application's
-    ``waitress_options`` (see :func:`backend.server.gunicorn_application`)."""
+    ``waitress_options`` (see :func:`backend.cli.gunicorn_application`)."""
     return {
         "threads": threads,
         "channel_timeout": read_timeout,

@@ -12,11 +12,11 @@ import sys
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
-    "serve": ("backend.server", "run the Label Studio ML backend (gunicorn, default 0.0.0.0:9090)"),
-    "evaluate": ("evaluation.cli", "NoC evaluation of a predictor on GrabCut, Berkeley, DAVIS, ... (tables, plots)"),
-    "finetune": ("finetune.cli", "fine-tune on Label Studio annotations or datasets, validate by NoC, publish"),
-    "annotate": ("annotate.cli", "masks for a whole Label Studio project from its rectangles, as predictions"),
-    "benchmark": ("benchmarks.cli", "print latency/speed figures (predictor, MSDA kernels, HTTP backend, CPU)"),
+    "serve": ("adaptiveclick.backend.cli", "run the Label Studio ML backend (gunicorn, default 0.0.0.0:9090)"),
+    "evaluate": ("adaptiveclick.evaluation.cli", "NoC evaluation of a predictor on GrabCut, Berkeley, DAVIS, ... (tables, plots)"),
+    "finetune": ("adaptiveclick.finetune.cli", "fine-tune on Label Studio annotations or datasets, validate by NoC, publish"),
+    "annotate": ("adaptiveclick.annotate.cli", "masks for a whole Label Studio project from its rectangles, as predictions"),
+    "benchmark": ("adaptiveclick.benchmarks.cli", "print latency/speed figures (predictor, MSDA kernels, HTTP backend, CPU)"),
 }
 
 

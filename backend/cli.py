@@ -1,7 +1,7 @@
 """Run the Label Studio ML backend: ``adaptiveclick serve [--host --port --predictor SPEC]``.
 
 gunicorn's master supervises one worker process (restarted if it dies), which serves with waitress
-(:mod:`backend.serving`: whole requests reach the request threads, so slow clients hold no thread) and holds the
+(:mod:`backend.wsgi_server`: whole requests reach the request threads, so slow clients hold no thread) and holds the
 model; its threads serve I/O (image downloads, JSON) while predictions take the model's lock. The app, and so the
 model, is built in the worker after the fork, never in the master: CUDA does not survive a fork. Settings come from
 the environment (see :mod:`backend.settings`); the options here override them.
@@ -13,7 +13,7 @@ import argparse
 import logging
 import threading
 
-from storage.logs import configure_logging
+from adaptiveclick.storage.logs import configure_logging
 
 from .settings import MAX_BODY_BYTES, Settings, SettingsError
 
@@ -50,7 +50,7 @@ def json_logconfig(level: str) -> dict:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "storage.logs.JsonFormatter"}},
+        "formatters": {"json": {"()": "adaptiveclick.storage.logs.JsonFormatter"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "loggers": {"gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False}},
         "root": {"level": level, "handlers": ["stderr"]},
@@ -59,10 +59,10 @@ def json_logconfig(level: str) -> dict:
 
 def gunicorn_application(settings: Settings, bind: str, timeout: int = 120):
     """A gunicorn application serving :func:`backend.app.create_app` with waitress in its one worker (see
-    :mod:`backend.serving`); the app is built in the worker, after the fork, while the server answers "starting"."""
+    :mod:`backend.wsgi_server`); the app is built in the worker, after the fork, while the server answers "starting"."""
     from gunicorn.app.base import BaseApplication
 
-    from .serving import StartingApp, server_options
+    from .wsgi_server import StartingApp, server_options
 
     class BackendApplication(BaseApplication):
         waitress_options = server_options(settings.threads, settings.read_timeout, MAX_BODY_BYTES)
@@ -71,7 +71,7 @@ def gunicorn_application(settings: Settings, bind: str, timeout: int = 120):
             options = {
                 "bind": bind,
                 "workers": 1,
-                "worker_class": "backend.serving.WaitressWorker",
+                "worker_class": "adaptiveclick.backend.wsgi_server.WaitressWorker",
                 "timeout": timeout,  # the worker's loop reports every half second: this only catches a hung loop
                 "graceful_timeout": GRACEFUL_TIMEOUT_S,
                 "preload_app": False,
@@ -91,13 +91,13 @@ def gunicorn_application(settings: Settings, bind: str, timeout: int = 120):
             return starting
 
     def build_app():
-        from .app import create_app
+        from .app import backend_of, create_app
 
         app = create_app(settings, watch_registry=True)
         logger.info(
             "backend ready",
             extra={
-                "model_version": app.extensions["adaptiveclick"]["holder"].version,
+                "model_version": backend_of(app).holder.version,
                 "bind": bind,
                 "threads": settings.threads,
             },

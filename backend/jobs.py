@@ -1,16 +1,12 @@
-"""Fine-tune jobs started by the backend: Label Studio's "Start training" or an annotation-count threshold.
+"""Background jobs the backend starts: a command of ``adaptiveclick`` run as a separate process (never in a request
+thread, and the backend never imports the job's code), at most one per project and kind at a time, in its own folder
+``<jobs root>/project-<id>/<UTC time>/`` with its log (``job.log``), the job's own ``status.json`` and, when it
+ends, ``exit.json``. "One at a time" holds across worker processes and backend restarts: the job keeps an
+exclusive ``flock`` on ``<jobs root>/project-<id>/job.lock`` (inherited from the launcher) for as long as it runs.
 
-A job is the ``adaptiveclick finetune`` command run as a separate process (never in a request thread, and the
-backend never imports training code), at most one per project at a time, in its own folder
-``MODEL_DIR/jobs/project-<id>/<UTC time>/`` with its log (``job.log``), the fine-tune's own ``status.json`` and,
-when it ends, ``exit.json``. "One at a time" holds across worker processes and backend restarts: the job keeps an
-exclusive ``flock`` on ``MODEL_DIR/jobs/project-<id>/job.lock`` (inherited from the launcher) for as long as it runs.
-
-The job publishes to the backend's registry; the registry watcher then swaps the new version in if the gate let
-it through.
-
-:class:`JobLauncher` is what any such job shares (folders, the lock, reaping, status from the folders); the
-annotate jobs (:mod:`backend.annotate_jobs`) are one more kind, in ``MODEL_DIR/jobs/annotate/``.
+:class:`JobLauncher` is what every kind shares (folders, the lock, reaping, status from the folders); the kinds are
+fine-tunes (:mod:`backend.finetune_jobs`, in ``MODEL_DIR/jobs/``) and annotate jobs (:mod:`backend.annotate_jobs`,
+in ``MODEL_DIR/jobs/annotate/``).
 """
 
 from __future__ import annotations
@@ -19,9 +15,7 @@ import fcntl
 import json
 import logging
 import os
-import shlex
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,11 +23,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model.spec import parse_spec, pinned_spec
-from storage.files import atomic_write
+from adaptiveclick.storage.files import atomic_write
 
 from .settings import Settings
-from .webhook import ProjectCounts, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +34,6 @@ LOG_TAIL_LINES = 40
 
 class JobRunning(RuntimeError):
     """A job of this kind is already running for this project."""
-
-
-class NoStartingWeights(RuntimeError):
-    """Nothing to fine-tune from: no registry version, no checkpoint served, no --init in FINETUNE_ARGS."""
 
 
 @dataclass(frozen=True)
@@ -222,83 +210,6 @@ class JobLauncher:
         return sorted(
             int(p.name.split("-", 1)[1]) for p in self.jobs_root.glob("project-*") if p.name.split("-", 1)[1].isdigit()
         )
-
-
-class FinetuneLauncher(JobLauncher):
-    """Starts and reports fine-tune jobs. ``command_prefix`` exists for tests."""
-
-    def __init__(
-        self, settings: Settings, has_registry_version=lambda project: False, command_prefix: list[str] | None = None
-    ) -> None:
-        super().__init__(settings, Path(settings.model_dir) / "jobs", "finetune", "fine-tune")
-        self.has_registry_version = has_registry_version
-        self.command_prefix = command_prefix or [sys.executable, "-m", "cli", "finetune"]
-        self._lock = threading.Lock()
-        self._baseline_annotations: dict[int, int] = {}  # project -> net annotations when its last job started
-
-    # -- commands -------------------------------------------------------------------------------------------------
-
-    def init_argument(self, project: int) -> list[str]:
-        """``--init`` for a new job of ``project``: the registry's version for it (its own line's current version,
-        else the base line's), else the served checkpoint."""
-        extra = shlex.split(self.settings.finetune_args)
-        if "--init" in extra or any(a.startswith("--init=") for a in extra):
-            return []
-        if self.has_registry_version(project):
-            return ["--init", "registry"]
-        spec = parse_spec(self.settings.predictor)
-        if not spec.is_checkpoint:
-            raise NoStartingWeights(
-                "no starting weights: the registry has no version yet and the served predictor "
-                f"({spec.source}) is not an AdaptiveClick checkpoint; set FINETUNE_ARGS='--init CHECKPOINT' "
-                "(or mae:PATH) or serve a checkpoint"
-            )
-        sha = spec.option("sha256")
-        return ["--init", str(pinned_spec(spec.source, sha)) if sha else spec.source]
-
-    def command(self, project: int, folder: Path) -> list[str]:
-        return [
-            *self.command_prefix,
-            "--ls-project",
-            str(project),
-            "--output",
-            str(folder / "run"),
-            "--registry",
-            self.settings.registry_uri,
-            "--no-progress",
-            *self.init_argument(project),
-            *shlex.split(self.settings.finetune_args),
-        ]
-
-    def start(self, project: int, reason: str) -> JobStatus:
-        """Launch a job for ``project`` (JobRunning if one runs, NoStartingWeights if there is nothing to tune)."""
-        return self.launch(project, reason, lambda folder: self.command(project, folder))
-
-    # -- the webhook handler ---------------------------------------------------------------------------------------
-
-    def handle_event(self, event: WebhookEvent, counts: ProjectCounts) -> dict:
-        """START_TRAINING starts a job; annotation events start one when FINETUNE_MIN_ANNOTATIONS new annotations
-        have accumulated since the project's last job."""
-        if event.action == "START_TRAINING":
-            return self._try_start(event.project_id, "START_TRAINING", counts)
-        threshold = self.settings.finetune_min_annotations
-        with self._lock:
-            new = counts.annotations - self._baseline_annotations.get(event.project_id, 0)
-        if threshold and new >= threshold:
-            return self._try_start(event.project_id, f"{new} new annotations (threshold {threshold})", counts)
-        return {"status": "counted", "new_annotations": new, "threshold": threshold}
-
-    def _try_start(self, project: int, reason: str, counts: ProjectCounts) -> dict:
-        try:
-            status = self.start(project, reason)
-        except JobRunning as exc:
-            return {"status": "already running", "message": str(exc)}
-        except NoStartingWeights as exc:
-            logger.warning("fine-tune not started", extra={"project": project, "error": str(exc)})
-            return {"status": "not started", "message": str(exc)}
-        with self._lock:
-            self._baseline_annotations[project] = counts.annotations
-        return {"status": "started", "job": status.folder}
 
 
 def wait_for(launcher: JobLauncher, project: int, timeout: float) -> JobStatus:

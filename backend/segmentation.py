@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labelstudio.media import ImageFetcher
-from labelstudio.protocol import BoxPrompt, ClickRequest, Prompt
-from model.clicks import Click
-from model.prediction import PROB_THRESHOLD, mask_score
-from model.prompts import Box, box_to_clicks, cut_to_box
+from adaptiveclick.labelstudio.media import ImageFetcher
+from adaptiveclick.labelstudio.protocol import BoxPrompt, ClickRequest, Prompt
+from adaptiveclick.model.clicks import Click
+from adaptiveclick.model.prediction import PROB_THRESHOLD, mask_score
+from adaptiveclick.model.prompts import Box, box_to_clicks, cut_to_box
 
 from .cache import SessionCache, StepState
-from .model_holder import ModelHolder, ServedModel
+from .model_holder import ModelHolder
+from .served_model import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +126,9 @@ class SegmentationService:
         self.threshold = threshold
         self.deadline_s = deadline_s
 
-    def segment(self, request: ClickRequest, project: int | None = None) -> Segmentation:
-        """Answer ``request`` with the model of ``project`` (default: the request's own)."""
-        project = request.project if project is None else project
-        served = self.holder.current(project)  # this request uses this model to the end, even if a swap happens
+    def segment(self, request: ClickRequest) -> Segmentation:
+        """Answer ``request`` with the model of its project (resolved at the edge: :mod:`backend.projects`)."""
+        served = self.holder.current(request.project)  # this request uses this model to the end, even if a swap happens
         image_key = (request.project, request.task_id, request.image_url)
         image, image_cached = self._image(image_key, request.image_url, request.task_id)
         height, width = image.shape[:2]

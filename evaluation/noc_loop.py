@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from model.prediction import PROB_THRESHOLD
+from adaptiveclick.model.prediction import PROB_THRESHOLD
 
 from .datasets.base import Sample
 from .metrics import REPORTED_THRESHOLDS, DatasetResult, noc_per_instance
 from .simulation import simulate
 
 if TYPE_CHECKING:  # the loop needs no torch itself; the predictor brings its own
-    from model.predictor import Predictor
+    from adaptiveclick.model.predictor import Predictor
 
 DEFAULT_N_CLICKS = 20
 
