@@ -11,10 +11,12 @@ TYPED := -p adaptiveclick.labelstudio -p adaptiveclick.storage -p adaptiveclick.
 # an AVX2-only CPU (Zen 3, most laptops) emulated on a newer one: our detection, oneDNN, OpenVINO and MKL capped
 AVX2_ONLY := ADAPTIVECLICK_MAX_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 # the tests whose paths depend on the instruction set (kernels, precisions, variants, batching)
-ISA_TESTS := tests/test_cpu_inference.py tests/test_cpu_inference_parity.py tests/test_openvino_engine.py \
-	tests/test_box_segmenter.py tests/test_ops_cpu_kernel.py tests/test_ops_build.py tests/test_ops_openvino.py
+ISA_TESTS := tests/unit/test_cpu_inference.py tests/unit/test_box_segmenter.py \
+	tests/integration/test_cpu_inference_parity.py tests/integration/test_cpu_inference_benchmark.py \
+	tests/integration/test_openvino_engine.py tests/integration/test_ops_cpu_kernel.py \
+	tests/integration/test_ops_build.py tests/integration/test_ops_openvino.py
 
-.PHONY: serve test test-fast test-slow test-avx2 lint format typecheck install clean
+.PHONY: serve test test-unit test-integration test-e2e test-avx2 lint format typecheck install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,19 +29,23 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/adaptiveclick serve --host $(HOST) --port $(PORT)
 
-# the whole suite: the fast tier first (a few minutes), then the slow end-to-end tests
-test: test-fast test-avx2 test-slow
+# the whole suite, tier by tier (a tier's folder is its marker): unit (pure, seconds), integration (processes,
+# compilers, servers on loopback), the instruction-set-dependent tests as on an AVX2-only CPU, then end-to-end (the
+# real Label Studio). (pytest's exit code 5 means PYTEST_ARGS selected no test of that tier: not a failure)
+test: test-unit test-integration test-avx2 test-e2e
 
-# (pytest's exit code 5 means PYTEST_ARGS selected no test of that tier: not a failure)
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-# the instruction-set-dependent tests again as on an AVX2-only CPU (`make test-fast` with $(AVX2_ONLY) runs them all)
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# the instruction-set-dependent tests again as on an AVX2-only CPU (`make test` with $(AVX2_ONLY) runs them all)
 test-avx2: $(STAMP)
-	env $(AVX2_ONLY) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) $(ISA_TESTS)
+	env $(AVX2_ONLY) $(BIN)/python -m pytest $(PYTEST_ARGS) $(ISA_TESTS) || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

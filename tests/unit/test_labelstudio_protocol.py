@@ -74,7 +74,7 @@ def test_recommended_config():
 
 def test_the_readme_configs():
     """The README shows the shipped config (brush and polygons), then brush only, then polygons only."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("## Connect to Label Studio") :]
     configs = [textwrap.dedent(block) for block in re.findall(r"```xml\n(.*?)```", section, re.S)[:3]]
     outputs = [[t.tag for t in parse_label_config(xml).outputs] for xml in configs]

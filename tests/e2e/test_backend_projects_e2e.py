@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from ls_server import LEGACY_TOKEN, start_backend, stop
 
 from adaptiveclick.evaluation.datasets import open_dataset
 from adaptiveclick.finetune.network import save_weights
@@ -21,7 +20,9 @@ from adaptiveclick.labelstudio.rle import encode_rle
 from adaptiveclick.model import build_adaptiveclick
 from adaptiveclick.model.build import TINY_CONFIG
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+from ls_server import LEGACY_TOKEN, start_backend, stop
+
+pytestmark = pytest.mark.timeout(1800)
 
 AUTH = ("label-studio", "backend-secret")
 IMAGES_PER_PROJECT = 6

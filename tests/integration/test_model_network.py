@@ -13,7 +13,7 @@ from adaptiveclick.model.camd import click_aware_block_mask
 
 from seeded_weights import golden_inputs, seeded_state_dict
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 EXPECTED = {"base": (457, 121_886_314), "huge": (697, 708_057_706)}
 

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.gpu.yml")
 FUNCTION_FILES = ("function.yaml", "function-gpu.yaml")

@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from ls_server import LEGACY_TOKEN, start_backend, stop
 
 from adaptiveclick.backend.app import create_app
 from adaptiveclick.backend.settings import Settings
@@ -19,8 +18,10 @@ from adaptiveclick.labelstudio.rle import decode_rle
 from adaptiveclick.labelstudio.settings import LabelStudioSettings
 from adaptiveclick.model import GrabCutPredictor
 
+from ls_server import LEGACY_TOKEN, start_backend, stop
+
 # the first test also installs Label Studio when its cached virtualenv is missing (a few minutes)
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 
 BASIC_AUTH = ("label-studio", "backend-secret")
 IMAGE = "106024"

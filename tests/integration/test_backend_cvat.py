@@ -19,7 +19,7 @@ from adaptiveclick.evaluation import Clicker
 from adaptiveclick.evaluation.datasets import GrabCutDataset
 from adaptiveclick.model import load_predictor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FUNCTION_DIR = REPO / "deploy" / "cvat"
 GRABCUT_IDS = ("ceramic", "doll", "flower")
 

@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from ls_server import LEGACY_TOKEN
 
 from adaptiveclick.benchmarks.servers import BackendProcess
 from adaptiveclick.evaluation.datasets import BerkeleyDataset, GrabCutDataset
@@ -35,8 +34,9 @@ from adaptiveclick.model.box_segmenter import segment_boxes
 from adaptiveclick.model.zoom_in import mask_bbox
 
 from conftest import REPO
+from ls_server import LEGACY_TOKEN
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 
 CONFIG = """<View>
   <Image name="image" value="$image"/>

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ROOT_PACKAGE = "adaptiveclick"
 
 # lowest first; a part may import its own floor and those below it. backend, finetune and annotate share a

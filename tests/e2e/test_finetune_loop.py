@@ -12,12 +12,12 @@ import threading
 import time
 
 import requests
-from test_finetune_job import grabcut_export
 
 from adaptiveclick.model import BASELINE_VERSION
 from adaptiveclick.storage.registry import open_registry
 
 from conftest import REPO, free_port, wait_for_health
+from finetune_runs import grabcut_export
 from ls_regions import click_request
 
 

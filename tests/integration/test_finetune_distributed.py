@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_finetune_job import finetune_command
 
 from adaptiveclick.finetune.distributed import (
     DistributedContext,
@@ -21,7 +20,9 @@ from adaptiveclick.finetune.distributed import (
     resolve_device,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+from finetune_runs import finetune_command
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_without_torchrun_everything_is_local(monkeypatch):

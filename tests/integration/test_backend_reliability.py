@@ -21,7 +21,7 @@ from adaptiveclick.benchmarks.http_backend import predict_body
 from adaptiveclick.benchmarks.load import run_load, sessions
 from adaptiveclick.benchmarks.servers import BackendProcess, ImageServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 READ_TIMEOUT_S = 2
 API_KEY = "secret-api-key-0123456789"

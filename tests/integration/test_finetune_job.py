@@ -6,14 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from label_studio_sdk.converter.brush import encode_rle
 
 from adaptiveclick.finetune.config import TrainConfig
 from adaptiveclick.finetune.gate import is_better
@@ -22,39 +19,11 @@ from adaptiveclick.finetune.network import load_network
 from adaptiveclick.model.spec import pinned_spec
 from adaptiveclick.storage.registry import open_registry
 
-REPO = Path(__file__).resolve().parents[1]
+from finetune_runs import finetune_command, grabcut_export
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
-    """A Label Studio JSON export whose brush annotations are GrabCut's object masks."""
-    from adaptiveclick.evaluation.datasets import open_dataset
-
-    dataset = open_dataset("GrabCut", data_root)
-    tasks = []
-    for task_id, image_id in enumerate(dataset.image_ids[:count], start=1):
-        mask = dataset.read_annotation(image_id).labels > 0
-        rgba = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 4, axis=2)
-        region = {
-            "id": f"r{task_id}",
-            "type": "brushlabels",
-            "from_name": "mask",
-            "to_name": "image",
-            "original_width": mask.shape[1],
-            "original_height": mask.shape[0],
-            "image_rotation": 0,
-            "value": {"format": "rle", "rle": encode_rle(rgba.flatten()), "brushlabels": ["Object"]},
-        }
-        tasks.append(
-            {
-                "id": task_id,
-                "data": {"image": str(dataset.image_path(image_id))},
-                "annotations": [{"id": task_id, "result": [region], "was_cancelled": False}],
-            }
-        )
-    path.write_text(json.dumps(tasks))
-    return path
 
 
 def small_options(output: Path, seed: int = 0, **overrides) -> JobOptions:
@@ -120,41 +89,6 @@ def test_a_run_is_never_overwritten_and_needs_data_and_a_start(data_root, tmp_pa
     with pytest.raises(JobError, match="--resume"):
         run_job(small_options(tmp_path / "c", datasets=["GrabCut"], data_root=data_root))
     assert json.loads((tmp_path / "c" / "status.json").read_text())["state"] == "finished"
-
-
-def finetune_command(*args: str, output: Path, data_root: Path) -> list[str]:
-    """``python -m adaptiveclick finetune`` on GrabCut with a tiny network, small and on the CPU; ``args`` come last
-    (and win over the defaults here: argparse keeps an option's last value)."""
-    return [
-        sys.executable,
-        "-m",
-        "adaptiveclick",
-        "finetune",
-        "--dataset",
-        "GrabCut",
-        "--data-root",
-        str(data_root),
-        "--init",
-        "random:tiny",
-        "--output",
-        str(output),
-        "--batch-size",
-        "1",
-        "--input-size",
-        "96",
-        "--workers",
-        "0",
-        "--val-fraction",
-        "0.1",
-        "--val-max-images",
-        "1",
-        "--val-clicks",
-        "2",
-        "--no-progress",
-        "--device",
-        "cpu",
-        *args,
-    ]
 
 
 def test_kill_9_mid_run_then_resume_finishes_like_an_uninterrupted_run(data_root, tmp_path):

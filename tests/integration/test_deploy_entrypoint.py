@@ -18,7 +18,7 @@ import requests
 
 from conftest import free_port, wait_for_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent  # the project's venv, where `adaptiveclick` is installed
 

@@ -16,7 +16,7 @@ import torch
 from adaptiveclick.ops import build
 from adaptiveclick.storage.paths import CACHE_ENV
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_cache_roots_follow_the_environment(monkeypatch, tmp_path):

@@ -414,7 +414,7 @@ def test_the_readme_example_predict_body_gets_a_mask(data_root):
 
     from adaptiveclick.model import GrabCutPredictor
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     body = json.loads(re.search(r"<<'BODY'\n(.*?)\nBODY\n", readme, re.S).group(1))
     app = create_app(
         Settings(label_studio=LabelStudioSettings(local_files_document_root=data_root)), predictor=GrabCutPredictor()

@@ -25,7 +25,7 @@ from adaptiveclick.ops.dispatch import (
 )
 from adaptiveclick.ops.synthetic import random_inputs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 dispatch = importlib.import_module("adaptiveclick.ops.dispatch")
 
 
