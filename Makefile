@@ -16,12 +16,12 @@ ISA_TESTS := tests/unit/test_cpu_inference.py tests/unit/test_box_segmenter.py \
 	tests/integration/test_openvino_engine.py tests/integration/test_ops_cpu_kernel.py \
 	tests/integration/test_ops_build.py tests/integration/test_ops_openvino.py
 
-.PHONY: serve test test-unit test-integration test-e2e test-avx2 lint format typecheck install clean
+.PHONY: serve test test-unit test-integration test-e2e test-avx2 docs lint format typecheck install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -46,6 +46,10 @@ test-e2e: $(STAMP)
 # the instruction-set-dependent tests again as on an AVX2-only CPU (`make test` with $(AVX2_ONLY) runs them all)
 test-avx2: $(STAMP)
 	env $(AVX2_ONLY) $(BIN)/python -m pytest $(PYTEST_ARGS) $(ISA_TESTS) || [ $$? -eq 5 ]
+
+# the documentation site, into site/: a broken link, a missing anchor or page, or a missing snippet fails it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -43,7 +43,7 @@ class Backend:
     watcher: RegistryWatcher
     cache: SessionCache
     admission: Admission
-    service: SegmentationService
+    segmentation: SegmentationService
     boxes: BoxPredictor
     webhooks: WebhookDispatcher
     finetunes: FinetuneLauncher
@@ -96,7 +96,7 @@ def build_backend(
         watcher=watcher,
         cache=cache,
         admission=admission,
-        service=SegmentationService(holder, cache, fetcher, settings.threshold, settings.request_deadline),
+        segmentation=SegmentationService(holder, cache, fetcher, settings.threshold, settings.request_deadline),
         boxes=BoxPredictor(
             holder,
             fetcher,

@@ -58,7 +58,7 @@ def _preannotate(parsed: PreannotationRequest):
 def _click(parsed: ClickRequest):
     backend = current_backend()
     g.log.update(task=parsed.task_id)
-    segmentation = backend.service.segment(parsed)
+    segmentation = backend.segmentation.segment(parsed)
     metrics = backend.metrics
     metrics.model_latency.observe(segmentation.seconds_model)
     metrics.network_runs.inc(segmentation.network_runs)

@@ -407,15 +407,16 @@ def test_concurrent_sessions_on_two_images_match_sequential_answers(images, samp
     assert not failures
 
 
-def test_the_readme_example_predict_body_gets_a_mask(data_root):
-    """The /predict body printed in the README, served with LOCAL_FILES_DOCUMENT_ROOT at the datasets, as it says."""
+def test_the_documented_predict_body_gets_a_mask(data_root):
+    """The /predict body printed in docs/connect.md, served with LOCAL_FILES_DOCUMENT_ROOT at the datasets, as it
+    says."""
     import json
     import re
 
     from adaptiveclick.model import GrabCutPredictor
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    body = json.loads(re.search(r"<<'BODY'\n(.*?)\nBODY\n", readme, re.S).group(1))
+    page = (Path(__file__).resolve().parents[2] / "docs" / "connect.md").read_text()
+    body = json.loads(re.search(r"<<'BODY'\n(.*?)\nBODY\n", page, re.S).group(1))
     app = create_app(
         Settings(label_studio=LabelStudioSettings(local_files_document_root=data_root)), predictor=GrabCutPredictor()
     )

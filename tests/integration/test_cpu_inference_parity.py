@@ -1,7 +1,7 @@
 """benchmarks.cpu_parity: the optimised CPU variants against fp32 eager on NoC click sequences.
 
 The figures asserted are regression guards around what the variants measure with untrained AdaptiveClick-B weights
-(see the README's CPU section): a conversion that broke a layer would give logit errors of order 1 and unrelated
+(see docs/performance.md): a conversion that broke a layer would give logit errors of order 1 and unrelated
 masks. They are not the issue's 0.99 mask-IoU target, which untrained weights do not reach (soft-edged masks).
 """
 

@@ -388,14 +388,18 @@ def test_cvat_function_imports_only_what_the_image_has():
                 assert module.split(".")[0] in allowed, f"{path.name} imports {module}"
 
 
-# -- README --------------------------------------------------------------------------------------------------------
+# -- docs ----------------------------------------------------------------------------------------------------------
 
 
-def test_readme_deploy_section_lists_every_setting():
-    readme = (REPO / "README.md").read_text()
-    assert "## Deploy" in readme
-    section = readme.split("## Deploy", 1)[1].split("\n## ", 1)[0]
-    missing = {name for name in settings_variables() if f"`{name}`" not in section}
+def test_the_configuration_reference_lists_every_setting():
+    page = (REPO / "docs" / "configuration.md").read_text()
+    missing = {name for name in settings_variables() if f"`{name}`" not in page}
     assert not missing, missing
+
+
+def test_the_deploy_docs_give_every_way_to_run_it():
+    page = (REPO / "docs" / "install.md").read_text()
+    assert "## Deploy" in page
+    section = page.split("## Deploy", 1)[1].split("\n## ", 1)[0]
     for command in ("docker compose", "nuctl deploy", "adaptiveclick serve", "docker-compose.gpu.yml"):
         assert command in section

@@ -72,10 +72,10 @@ def test_recommended_config():
     assert [t.name for t in config.keypoints] == ["click"] and [t.name for t in config.rectangles] == ["box"]
 
 
-def test_the_readme_configs():
-    """The README shows the shipped config (brush and polygons), then brush only, then polygons only."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("## Connect to Label Studio") :]
+def test_the_documented_configs():
+    """docs/connect.md shows the shipped config (brush and polygons), then brush only, then polygons only."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "connect.md").read_text()
+    section = page[page.index("## Connect to Label Studio") :]
     configs = [textwrap.dedent(block) for block in re.findall(r"```xml\n(.*?)```", section, re.S)[:3]]
     outputs = [[t.tag for t in parse_label_config(xml).outputs] for xml in configs]
     assert outputs == [["BrushLabels", "PolygonLabels"], ["BrushLabels"], ["PolygonLabels"]]
