@@ -23,6 +23,8 @@ from ..projects import url_project
 
 logger = logging.getLogger("adaptiveclick.backend.requests")
 QUIET_ENDPOINTS = ("/metrics", "/health")  # logged only when they fail: probes call them every few seconds
+#: names the replica that answered, on every response: behind a load balancer, which one served a project
+REPLICA_HEADER = "X-AdaptiveClick-Replica"
 
 
 def install(app: Flask) -> None:
@@ -49,10 +51,12 @@ def start_request() -> Response | tuple | None:
 
 
 def finish_request(response: Response) -> Response:
-    """Count and time the request, and write its log line."""
+    """Count and time the request, write its log line, and name the replica that answered."""
     seconds = time.perf_counter() - g.get("start", time.perf_counter())
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-    metrics = current_backend().metrics
+    backend = current_backend()
+    response.headers[REPLICA_HEADER] = backend.settings.replica_name
+    metrics = backend.metrics
     metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
     metrics.latency.labels(endpoint).observe(seconds)
     level = logging.WARNING if response.status_code >= 400 else logging.INFO

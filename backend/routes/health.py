@@ -16,10 +16,18 @@ routes = Blueprint("health", __name__)
 @routes.get("/")
 @routes.get("/health")
 def health():
-    """``{"status": "UP", "model_class", "model_version"}``: the version the connection URL's project is served."""
+    """``{"status": "UP", "model_class", "model_version", "replica"}``: the version the connection URL's project is
+    served, and which replica answers (behind a load balancer)."""
     project = url_project()
-    version = current_backend().holder.version_for(project)
-    return jsonify(naming(project, {"status": "UP", "model_class": "AdaptiveClick", "model_version": version}))
+    backend = current_backend()
+    version = backend.holder.version_for(project)
+    reply = {
+        "status": "UP",
+        "model_class": "AdaptiveClick",
+        "model_version": version,
+        "replica": backend.settings.replica_name,
+    }
+    return jsonify(naming(project, reply))
 
 
 @routes.get("/metrics")

@@ -107,9 +107,16 @@ def run_clicks(client, url, sample, n):
 
 
 def test_health_and_setup():
-    _, client = make_client()
+    _, client = make_client(replica_name="replica-a")
     for path in ("/", "/health"):
-        assert client.get(path).json == {"status": "UP", "model_class": "AdaptiveClick", "model_version": "counting-v1"}
+        reply = client.get(path)
+        assert reply.json == {
+            "status": "UP",
+            "model_class": "AdaptiveClick",
+            "model_version": "counting-v1",
+            "replica": "replica-a",
+        }
+        assert reply.headers["X-AdaptiveClick-Replica"] == "replica-a"
     body = {
         "project": "3.1700000000",
         "schema": CONFIG,
@@ -117,7 +124,8 @@ def test_health_and_setup():
         "access_token": "x",
         "extra_params": None,
     }
-    assert client.post("/setup", json=body).json == {"model_version": "counting-v1"}
+    reply = client.post("/setup", json=body)
+    assert reply.json == {"model_version": "counting-v1"} and reply.headers["X-AdaptiveClick-Replica"] == "replica-a"
     response = client.post("/setup", json={**body, "schema": "<View><Image name='i' value='$i'/></View>"})
     assert response.status_code == 400 and "BrushLabels" in response.json["error"]
 

@@ -144,6 +144,7 @@ def test_each_project_gets_its_line_or_the_base_line(registry, tmp_path, image_u
         "status": "UP",
         "model_class": "AdaptiveClick",
         "model_version": "p1",
+        "replica": backend_of(app).settings.replica_name,
         "project": 1,
     }
     # the connection URL names the project: its /predict goes there, and a body for another project is refused

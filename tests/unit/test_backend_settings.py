@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ def test_defaults():
     assert s.basic_auth is None and s.log_level == "INFO" and s.cache_bytes == 2048 << 20
     assert s.threads == 16 and s.model_dir == Path("models")
     assert (s.label_studio.polygons.tolerance, s.label_studio.polygons.holes) == (DEFAULT_TOLERANCE, "seam")
+    assert s.replica_name == socket.gethostname() and s.training_runner == "local"
+    assert s.training_job_template == Path("/etc/adaptiveclick/finetune-job.yaml")
 
 
 def test_reads_the_conventional_names(tmp_path):
@@ -38,6 +41,9 @@ def test_reads_the_conventional_names(tmp_path):
             "ADAPTIVECLICK_THRESHOLD": "0.6",
             "ADAPTIVECLICK_POLYGON_TOLERANCE": "0",
             "ADAPTIVECLICK_POLYGON_HOLES": " Fill ",
+            "ADAPTIVECLICK_REPLICA_NAME": "adaptiveclick-7d9f-x2",
+            "ADAPTIVECLICK_TRAINING_RUNNER": "kubernetes",
+            "ADAPTIVECLICK_TRAINING_JOB_TEMPLATE": str(tmp_path / "job.yaml"),
         }
     )
     assert s.predictor == "random:base#device=cpu" and s.device == "cpu"
@@ -48,6 +54,8 @@ def test_reads_the_conventional_names(tmp_path):
     assert (s.cache_bytes, ls.limits.max_bytes, ls.limits.max_pixels) == (16 << 20, 2 << 20, 1000)
     assert (ls.fetch_timeout, s.threads, s.threshold) == (2.5, 8, 0.6)
     assert (ls.polygons.tolerance, ls.polygons.holes) == (0.0, "fill")
+    assert (s.replica_name, s.training_runner) == ("adaptiveclick-7d9f-x2", "kubernetes")
+    assert s.training_job_template == tmp_path / "job.yaml"
 
 
 def test_overrides_win():
@@ -74,6 +82,8 @@ def test_overrides_win():
         ({"ADAPTIVECLICK_POLYGON_TOLERANCE": "nan"}, "ADAPTIVECLICK_POLYGON_TOLERANCE must be a number of pixels"),
         ({"ADAPTIVECLICK_POLYGON_TOLERANCE": "fine"}, "ADAPTIVECLICK_POLYGON_TOLERANCE must be a float"),
         ({"ADAPTIVECLICK_POLYGON_HOLES": "separate"}, "ADAPTIVECLICK_POLYGON_HOLES must be seam .* or fill"),
+        ({"ADAPTIVECLICK_TRAINING_RUNNER": "slurm"}, "ADAPTIVECLICK_TRAINING_RUNNER must be one of local, kubernetes"),
+        ({"ADAPTIVECLICK_REPLICA_NAME": "a\tb"}, "ADAPTIVECLICK_REPLICA_NAME must be 1 to 253 printable"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
