@@ -67,11 +67,12 @@ COPY annotate annotate
 COPY labelstudio labelstudio
 COPY storage storage
 COPY benchmarks benchmarks
-# the project itself (its dependencies are pinned in pyproject.toml), with or without the openvino extra
+# the project itself (its dependencies are pinned in pyproject.toml), with the kubernetes extra (fine-tunes as
+# Jobs on a cluster) and with or without the openvino extra
 # hadolint ignore=DL3013
-RUN extra=""; \
-    if [ "$OPENVINO" = yes ] || { [ "$OPENVINO" = auto ] && [ "$VARIANT" = cpu ]; }; then extra="[openvino]"; fi \
-    && python -m pip install ".$extra"
+RUN extras="kubernetes"; \
+    if [ "$OPENVINO" = yes ] || { [ "$OPENVINO" = auto ] && [ "$VARIANT" = cpu ]; }; then extras="openvino,kubernetes"; fi \
+    && python -m pip install ".[$extras]"
 
 # From here on the installed package, not the sources in /src, is what `python -m` imports.
 WORKDIR /opt

@@ -16,7 +16,12 @@ ISA_TESTS := tests/unit/test_cpu_inference.py tests/unit/test_box_segmenter.py \
 	tests/integration/test_openvino_engine.py tests/integration/test_ops_cpu_kernel.py \
 	tests/integration/test_ops_build.py tests/integration/test_ops_openvino.py
 
-.PHONY: serve test test-unit test-integration test-e2e test-avx2 docs lint format typecheck install clean
+# checkov (the Kubernetes manifests' security scan) lives in its own environment: its pins (boto3, packaging,
+# networkx) conflict with the project's
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION := 3.3.30
+
+.PHONY: serve test test-unit test-integration test-e2e test-avx2 docs lint format typecheck install clean tools nginx
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +30,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# what the integration tests need besides the project: nginx from Debian (the multi-replica test; installed with
+# apt-get when missing, which needs root, as in CI) and checkov in $(CHECKOV_VENV)
+tools: nginx $(CHECKOV_VENV)/.installed
+
+nginx:
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light; }
+
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
 
 serve: $(STAMP)
 	$(BIN)/adaptiveclick serve --host $(HOST) --port $(PORT)
@@ -64,4 +82,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy $(TYPED)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info

@@ -16,19 +16,26 @@ every task is done exactly once. Bounded in count and time; all traffic stays on
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import requests
 import torch
+import yaml
 
 from adaptiveclick.benchmarks.http_backend import predict_body
 from adaptiveclick.benchmarks.load import sessions
@@ -38,6 +45,8 @@ from adaptiveclick.model import build_adaptiveclick
 from adaptiveclick.model.build import TINY_CONFIG
 from adaptiveclick.storage.registry import open_registry, project_line
 
+from conftest import REPO
+from ls_fake import FakeLabelStudio
 from nginx_proxy import NginxProxy
 
 pytestmark = pytest.mark.timeout(900)
@@ -374,3 +383,109 @@ def test_three_replicas_behind_nginx(images, s3_bucket, tmp_path):
             proxy.close()
         for replica in replicas:
             replica.close()
+
+
+# -- the whole-project job in three shards ----------------------------------------------------------------------
+
+ANNOTATE_JOB = REPO / "deploy" / "kubernetes" / "overlays" / "gpu" / "annotate-job.yaml"
+BOXES_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="bbox" toName="image"><Label value="Object"/></RectangleLabels>
+  <BrushLabels name="mask" toName="image"><Label value="Object"/></BrushLabels>
+</View>"""
+TASKS = 30
+
+
+def boxed_task(task_id: int) -> dict:
+    """A task whose image (a data: URI) holds a bright ellipse, with an annotation holding the ellipse's box."""
+    rng = np.random.default_rng(task_id)
+    image = rng.integers(0, 50, (60, 80, 3), dtype=np.uint8)
+    cy, cx = 30 + task_id % 5, 40 - task_id % 7
+    cv2.ellipse(image, (cx, cy), (18, 12), 0, 0, 360, (220, 200, 40), -1)
+    png = cv2.imencode(".png", image)[1].tobytes()
+    value = {"x": (cx - 19) * 1.25, "y": (cy - 13) * 100 / 60, "width": 47.5, "height": 2600 / 60, "rotation": 0}
+    region = {"type": "rectanglelabels", "from_name": "bbox", "to_name": "image",
+              "value": {**value, "rectanglelabels": ["Object"]}}  # fmt: skip
+    return {
+        "id": task_id,
+        "data": {"image": "data:image/png;base64," + base64.b64encode(png).decode()},
+        "annotations": [{"id": 1000 + task_id, "result": [region]}],
+        "predictions": [],
+    }
+
+
+class Shard:
+    """One pod of the Indexed Job: the manifest's own shell command, with JOB_COMPLETION_INDEX as Kubernetes sets it
+    and the manifest's environment, in a folder standing for the pod's working directory (an emptyDir)."""
+
+    def __init__(self, job: dict, index: int, workdir: Path, label_studio: FakeLabelStudio, extra: str = "") -> None:
+        (spec,) = job["spec"]["template"]["spec"]["containers"]
+        env = {item["name"]: item.get("value", "") for item in spec["env"]}
+        env.update(
+            JOB_COMPLETION_INDEX=str(index),
+            ADAPTIVECLICK_ANNOTATE_PROJECT="3",  # what `kubectl set env --local` sets
+            ADAPTIVECLICK_ANNOTATE_ARGS=extra,
+            LABEL_STUDIO_URL=label_studio.url,
+            LABEL_STUDIO_API_KEY="legacy-key",
+            HOME=str(workdir),
+            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # `adaptiveclick` as in the image
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.output = workdir / f"shard-{index}"
+        self.proc = subprocess.Popen(
+            spec["command"], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def journaled(self) -> list[int]:
+        path = self.output / "journal.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line)["task"] for line in path.read_text().splitlines() if line.endswith("}")]
+
+    def wait(self) -> dict:
+        stdout, stderr = self.proc.communicate(timeout=300)
+        assert self.proc.returncode == 0, stderr[-3000:]
+        return json.loads(stdout)
+
+
+def test_annotate_job_in_three_shards_with_one_killed(tmp_path):
+    job = yaml.safe_load(ANNOTATE_JOB.read_text())
+    shards = job["spec"]["completions"]
+    assert shards == 3
+    label_studio = FakeLabelStudio([boxed_task(t) for t in range(1, TASKS + 1)], BOXES_CONFIG)
+    try:
+        started = time.monotonic()
+        # shards 1 and 2 slowed down (--rate) so that they can be killed mid-run; shard 0 runs as shipped
+        pods = [Shard(job, k, tmp_path / f"pod-{k}", label_studio, "" if k == 0 else "--rate 4") for k in range(shards)]
+        for victim in pods[1:]:
+            deadline = time.monotonic() + 120
+            while len(victim.journaled()) < 2:
+                assert victim.proc.poll() is None, victim.proc.communicate()
+                assert time.monotonic() < deadline, "the shard journaled nothing"
+                time.sleep(0.02)
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait()
+        killed = [len(p.journaled()) for p in pods[1:]]
+        assert all(0 < n < TASKS // shards for n in killed), killed
+        # shard 1: its container restarts in the same pod (the journal is kept); shard 2: a new pod (no journal)
+        pods[1] = Shard(job, 1, tmp_path / "pod-1", label_studio)
+        pods[2] = Shard(job, 2, tmp_path / "pod-2-again", label_studio)
+        summaries = [pod.wait() for pod in pods]
+        seconds = time.monotonic() - started
+    finally:
+        label_studio.close()
+    ids = set(range(1, TASKS + 1))
+    posted = Counter(p["task"] for p in label_studio.predictions)
+    assert posted == {task: 1 for task in ids}, posted  # every task once: none twice, none lost
+    for index, summary in enumerate(summaries):
+        assert summary["total"] == summary["done"] == len([t for t in ids if t % shards == index]), summary
+        assert not summary["failed"]
+    resumed = summaries[1]
+    assert resumed["done"] - resumed["predicted"] - resumed["found"] == killed[0]  # skipped through its journal
+    assert summaries[2]["found"] >= killed[1]  # a fresh pod: what the killed one posted is found in Label Studio
+    print(
+        f"\nannotate job, {shards} shards of {TASKS} tasks: shards 2 and 3 killed after {killed} tasks, restarted "
+        f"(same folder / fresh pod): every task predicted once, {len(label_studio.predictions)} predictions, "
+        f"{seconds:.1f} s"
+    )
