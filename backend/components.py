@@ -21,6 +21,7 @@ from .admission import Admission
 from .annotate_jobs import AnnotateLauncher, served_spec_now
 from .batch import BoxPredictor
 from .cache import SessionCache
+from .cluster_jobs import KubernetesJobs
 from .finetune_jobs import FinetuneLauncher
 from .metrics import Metrics
 from .model_holder import ModelHolder
@@ -89,7 +90,12 @@ def build_backend(
         f"ADAPTIVECLICK_THREADS={settings.threads}, {RESERVED_THREADS} of them kept for /health and /setup",
     )
     fetcher = fetcher or ImageFetcher.from_settings(settings.label_studio)
-    finetunes = FinetuneLauncher(settings, has_registry_version=lambda project: _has_version(holder, project))
+    cluster = None
+    if settings.training_runner == "kubernetes":
+        cluster = KubernetesJobs.in_cluster(settings.training_job_template)
+    finetunes = FinetuneLauncher(
+        settings, has_registry_version=lambda project: _has_version(holder, project), cluster=cluster
+    )
     backend = Backend(
         settings=settings,
         holder=holder,

@@ -1,8 +1,9 @@
 """Fine-tune jobs started by the backend: Label Studio's "Start training" or an annotation-count threshold.
 
 A job is the ``adaptiveclick finetune`` command, launched by :class:`~backend.jobs.JobLauncher` in
-``MODEL_DIR/jobs/project-<id>/<UTC time>/``. It publishes to the backend's registry; the registry watcher then swaps
-the new version in if the gate let it through.
+``MODEL_DIR/jobs/project-<id>/<UTC time>/`` (``ADAPTIVECLICK_TRAINING_RUNNER=local``), or a Kubernetes Job made by
+:class:`~backend.cluster_jobs.KubernetesJobs` (``kubernetes``) with the same arguments. It publishes to the
+backend's registry; the registry watcher then swaps the new version in if the gate let it through.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from adaptiveclick.model.spec import parse_spec, pinned_spec
 
+from .cluster_jobs import ClusterJobError, KubernetesJobs
 from .jobs import JobLauncher, JobRunning, JobStatus
 from .settings import Settings
 from .webhook import ProjectCounts, WebhookEvent
@@ -27,13 +29,19 @@ class NoStartingWeights(RuntimeError):
 
 
 class FinetuneLauncher(JobLauncher):
-    """Starts and reports fine-tune jobs. ``command_prefix`` exists for tests."""
+    """Starts and reports fine-tune jobs: local processes, or the Jobs of ``cluster`` when it is given.
+    ``command_prefix`` exists for tests."""
 
     def __init__(
-        self, settings: Settings, has_registry_version=lambda project: False, command_prefix: list[str] | None = None
+        self,
+        settings: Settings,
+        has_registry_version=lambda project: False,
+        command_prefix: list[str] | None = None,
+        cluster: KubernetesJobs | None = None,
     ) -> None:
         super().__init__(settings, Path(settings.model_dir) / "jobs", "finetune", "fine-tune")
         self.has_registry_version = has_registry_version
+        self.cluster = cluster
         self.command_prefix = command_prefix or [sys.executable, "-m", "adaptiveclick", "finetune"]
         self._lock = threading.Lock()
         self._baseline_annotations: dict[int, int] = {}  # project -> net annotations when its last job started
@@ -58,23 +66,27 @@ class FinetuneLauncher(JobLauncher):
         sha = spec.option("sha256")
         return ["--init", str(pinned_spec(spec.source, sha)) if sha else spec.source]
 
+    def arguments(self, project: int) -> list[str]:
+        """What a fine-tune of ``project`` is told wherever it runs: the project, where to start from, FINETUNE_ARGS
+        (the output folder and the registry are the runner's)."""
+        return ["--ls-project", str(project), *self.init_argument(project), *shlex.split(self.settings.finetune_args)]
+
     def command(self, project: int, folder: Path) -> list[str]:
-        return [
-            *self.command_prefix,
-            "--ls-project",
-            str(project),
-            "--output",
-            str(folder / "run"),
-            "--registry",
-            self.settings.registry_uri,
-            "--no-progress",
-            *self.init_argument(project),
-            *shlex.split(self.settings.finetune_args),
-        ]
+        output = ["--output", str(folder / "run"), "--registry", self.settings.registry_uri, "--no-progress"]
+        return [*self.command_prefix, *output, *self.arguments(project)]
 
     def start(self, project: int, reason: str) -> JobStatus:
-        """Launch a job for ``project`` (JobRunning if one runs, NoStartingWeights if there is nothing to tune)."""
+        """Launch a job for ``project`` (JobRunning if one runs, NoStartingWeights if there is nothing to tune,
+        ClusterJobError if the Kubernetes API refuses)."""
+        if self.cluster is not None:
+            return self.cluster.start(project, self.arguments(project), reason)
         return self.launch(project, reason, lambda folder: self.command(project, folder))
+
+    def status(self, project: int) -> JobStatus:
+        return self.cluster.status(project) if self.cluster is not None else super().status(project)
+
+    def projects(self) -> list[int]:
+        return self.cluster.projects() if self.cluster is not None else super().projects()
 
     # -- the webhook handler ---------------------------------------------------------------------------------------
 
@@ -95,9 +107,9 @@ class FinetuneLauncher(JobLauncher):
             status = self.start(project, reason)
         except JobRunning as exc:
             return {"status": "already running", "message": str(exc)}
-        except NoStartingWeights as exc:
+        except (NoStartingWeights, ClusterJobError) as exc:
             logger.warning("fine-tune not started", extra={"project": project, "error": str(exc)})
             return {"status": "not started", "message": str(exc)}
         with self._lock:
             self._baseline_annotations[project] = counts.annotations
-        return {"status": "started", "job": status.folder}
+        return {"status": "started", "job": status.cluster_job or status.folder}

@@ -48,6 +48,7 @@ class JobStatus:
     published: dict | None = None  # {"line", "version"} a fine-tune published, from its gate.json
     log_tail: list[str] | None = None
     kind: str = "finetune"
+    cluster_job: str | None = None  # ``namespace/name`` of a fine-tune run as a Kubernetes Job (backend.cluster_jobs)
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -26,8 +26,8 @@ The Label Studio connection and image limits (``LABEL_STUDIO_URL``, ``LABEL_STUD
 | ``ADAPTIVECLICK_REQUEST_DEADLINE`` | ``30`` | seconds of model time, waiting included, per request (503 beyond) |
 | ``ADAPTIVECLICK_BATCH_DEADLINE`` | ``90`` | seconds for a whole Retrieve Predictions request (tasks left get none) |
 | ``ADAPTIVECLICK_THRESHOLD`` | ``0.49`` | probability above which a pixel belongs to the mask |
-| ``ADAPTIVECLICK_REPLICA_NAME`` | the host name | this process's name in ``/health`` and the ``X-AdaptiveClick-Replica`` header |
-| ``ADAPTIVECLICK_TRAINING_RUNNER`` | ``local`` | where fine-tunes run: ``local`` (a process here) or ``kubernetes`` (a Job) |
+| ``ADAPTIVECLICK_REPLICA_NAME`` | host name | names this process (``/health``, ``X-AdaptiveClick-Replica`` header) |
+| ``ADAPTIVECLICK_TRAINING_RUNNER`` | ``local`` | where fine-tunes run: ``local`` (a process), ``kubernetes`` (a Job) |
 | ``ADAPTIVECLICK_TRAINING_JOB_TEMPLATE`` | ``/etc/adaptiveclick/finetune-job.yaml`` | the Job ``kubernetes`` creates |
 """
 

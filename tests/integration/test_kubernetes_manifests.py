@@ -154,7 +154,7 @@ def test_the_deployment_follows_the_image_and_the_settings():
         pdb = by_kind(resources, "PodDisruptionBudget")
         assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     gpu = container(by_kind(built("overlays/gpu"), "Deployment", "adaptiveclick"))
-    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1 and gpu["image"].endswith(":cuda")
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1" and gpu["image"].endswith(":cuda")
     assert env_of(gpu)["ADAPTIVECLICK_TRAINING_RUNNER"]["value"] == "kubernetes"
     template = env_of(gpu)["ADAPTIVECLICK_TRAINING_JOB_TEMPLATE"]["value"]
     assert template == str(DEFAULT_JOB_TEMPLATE)
