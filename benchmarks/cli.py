@@ -10,6 +10,7 @@ polygons   masks as Label Studio polygons: round-trip IoU, vertices and ms per m
 boxes      what a box gives: box-to-mask IoU vs ground truth, ms per box, batching, the annotate job's tasks/min
 projects   many projects on one backend: memory per loaded model, swap and rollback times, a pool of 1 vs 2
 openvino-prepare  OpenVINO engines made ahead of time (export, int8-static calibration, compile) into the cache
+gpu        the GPU check: CUDA kernel build, gpu tests, MSDA, per-click and HTTP latency, sessions, memory, fine-tune
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ BENCHMARKS = {
     "projects": (
         "adaptiveclick.benchmarks.projects",
         "many projects: memory per loaded model, swap and rollback times, pool 1 vs 2",
+    ),
+    "gpu": (
+        "adaptiveclick.benchmarks.gpu",
+        "the GPU check: kernel build, gpu tests, MSDA, per-click/HTTP latency (fp32/bf16/fp16), sessions, fine-tune",
     ),
     "openvino-prepare": (
         "adaptiveclick.benchmarks.openvino_prepare",
