@@ -55,8 +55,8 @@ RUN uv python install 3.11 && uv venv --seed --python 3.11 /opt/venv
 # hadolint ignore=DL3006
 FROM toolchain-${VARIANT} AS build
 ARG VARIANT
-# GPU architectures of the CUDA kernel (read by `python -m ops.build`): the data-centre and workstation GPUs CUDA 13
-# supports, plus PTX for later ones. Fewer architectures build faster.
+# GPU architectures of the CUDA kernel (read by `python -m adaptiveclick.ops.build`): the data-centre and
+# workstation GPUs CUDA 13 supports, plus PTX for later ones. Fewer architectures build faster.
 ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 ARG TORCH_VERSION=2.14.1
 ARG TORCH_INDEX_CPU=https://download.pytorch.org/whl/cpu
@@ -74,7 +74,9 @@ RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=
     && python -m pip install --index-url "$index" "torch==${TORCH_VERSION}"
 
 WORKDIR /src
-COPY pyproject.toml README.md cli.py ./
+COPY pyproject.toml README.md LICENSE ./
+# adaptiveclick/ links the top-level folders into the one import package
+COPY adaptiveclick adaptiveclick
 COPY model model
 COPY ops ops
 COPY evaluation evaluation
@@ -84,22 +86,23 @@ COPY annotate annotate
 COPY labelstudio labelstudio
 COPY storage storage
 COPY benchmarks benchmarks
-# the project itself (its dependencies are pinned in pyproject.toml), with or without the openvino extra
+# the project itself (its dependencies are pinned in pyproject.toml), with the kubernetes extra (fine-tunes as
+# Jobs on a cluster) and with or without the openvino extra
 # hadolint ignore=DL3013
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=pip-cert \
-    extra=""; \
-    if [ "$OPENVINO" = yes ] || { [ "$OPENVINO" = auto ] && [ "$VARIANT" = cpu ]; }; then extra="[openvino]"; fi \
-    && python -m pip install ".$extra"
+    extras="kubernetes"; \
+    if [ "$OPENVINO" = yes ] || { [ "$OPENVINO" = auto ] && [ "$VARIANT" = cpu ]; }; then extras="openvino,kubernetes"; fi \
+    && python -m pip install ".[$extras]"
 
 # From here on the installed package, not the sources in /src, is what `python -m` imports.
 # (The project's module names appear on the next two RUN lines only.)
 WORKDIR /opt
-RUN python -c "import cli, backend.app, finetune.cli, annotate.cli"
+RUN python -c "import adaptiveclick.cli, adaptiveclick.backend.app, adaptiveclick.finetune.cli, adaptiveclick.annotate.cli"
 # The MSDA kernels, built once here into the environment (ops.build looks there at run time, see
-# ops.build.installed_root); CUDA: for TORCH_CUDA_ARCH_LIST, without a GPU; the OpenVINO custom op where the
+# ops.build_cache.installed_root); CUDA: for TORCH_CUDA_ARCH_LIST, without a GPU; the OpenVINO custom op where the
 # openvino extra is installed (--openvino auto).
 RUN cuda=no; if [ "$VARIANT" = cuda ]; then cuda=yes; fi \
-    && ADAPTIVECLICK_CACHE=/opt/venv/share/adaptiveclick python -m ops.build --cpu yes --cuda "$cuda" --openvino auto \
+    && ADAPTIVECLICK_CACHE=/opt/venv/share/adaptiveclick python -m adaptiveclick.ops.build --cpu yes --cuda "$cuda" --openvino auto \
     && rm -rf /opt/venv/share/adaptiveclick/torch_extensions/*/*.o \
               /opt/venv/share/adaptiveclick/torch_extensions/*/*/*.o
 

@@ -27,8 +27,8 @@ import os
 import sys
 from pathlib import Path
 
-from labelstudio.boxes import SOURCES
-from labelstudio.selection import parse_shard, parse_task_ids
+from adaptiveclick.labelstudio.boxes import SOURCES
+from adaptiveclick.labelstudio.selection import parse_shard, parse_task_ids
 
 DEFAULT_RATE = 10.0
 
@@ -95,9 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace):
     """The job's options; ValueError (or SettingsError) for a bad value."""
-    from labelstudio.selection import Shard
-    from labelstudio.settings import EnvReader, LabelStudioSettings
-    from model.prediction import PROB_THRESHOLD
+    from adaptiveclick.labelstudio.selection import Shard
+    from adaptiveclick.labelstudio.settings import EnvReader, LabelStudioSettings
+    from adaptiveclick.model.prediction import PROB_THRESHOLD
 
     from .job import AnnotateOptions
 
@@ -136,10 +136,10 @@ def options_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from labelstudio.api import LabelStudioError
-    from labelstudio.settings import SettingsError
-    from model.spec import parse_spec
-    from storage.logs import configure_logging
+    from adaptiveclick.labelstudio.api import LabelStudioError
+    from adaptiveclick.labelstudio.settings import SettingsError
+    from adaptiveclick.model.spec import parse_spec
+    from adaptiveclick.storage.logs import configure_logging
 
     from .job import JobError, run_annotate
     from .journal import JournalError

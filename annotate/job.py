@@ -28,21 +28,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from labelstudio.api import LabelStudioAPI, LabelStudioError
-from labelstudio.boxes import TaskBoxes, task_boxes
-from labelstudio.errors import ImageError, LabelConfigError
-from labelstudio.label_config import InteractiveConfig, parse_label_config
-from labelstudio.media import ImageFetcher
-from labelstudio.protocol import LabelledMask, masks_prediction
-from labelstudio.ratelimit import RateLimit
-from labelstudio.selection import Shard
-from labelstudio.settings import LabelStudioSettings
-from model.prediction import PROB_THRESHOLD
+from adaptiveclick.labelstudio.api import LabelStudioAPI, LabelStudioError
+from adaptiveclick.labelstudio.boxes import TaskBoxes, task_boxes
+from adaptiveclick.labelstudio.errors import ImageError, LabelConfigError
+from adaptiveclick.labelstudio.label_config import InteractiveConfig, parse_label_config
+from adaptiveclick.labelstudio.media import ImageFetcher
+from adaptiveclick.labelstudio.predictions import LabelledMask, masks_prediction
+from adaptiveclick.labelstudio.ratelimit import RateLimit
+from adaptiveclick.labelstudio.selection import Shard
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.model.prediction import PROB_THRESHOLD
 
 from .journal import JOURNAL_FILE, Journal
 from .progress import STATUS_FILE, Progress
 
-log = logging.getLogger("annotate")
+log = logging.getLogger("adaptiveclick.annotate")
 
 JOB_FILE = "job.json"
 LOCK_FILE = "job.lock"
@@ -82,7 +82,7 @@ def run_annotate(opts: AnnotateOptions) -> dict:
     progress = Progress(opts.output / STATUS_FILE, identity)
     try:
         progress.write("loading")
-        from model.loading import load_predictor
+        from adaptiveclick.model.loading import load_predictor
 
         predictor = load_predictor(opts.predictor, opts.device)
         identity["model_version"] = predictor.model_version
@@ -186,7 +186,7 @@ class _Worker:
         self.fetcher = ImageFetcher.from_settings(opts.settings)
 
     def run(self, item: TaskBoxes) -> None:
-        from model.box_segmenter import segment_boxes
+        from adaptiveclick.model.box_segmenter import segment_boxes
 
         tid = item.task_id
         assert tid is not None and item.image_url is not None  # the plan holds only tasks with boxes

@@ -18,7 +18,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.files import atomic_write
+from adaptiveclick.storage.files import atomic_write
 
 STATUS_FILE = "status.json"
 WRITE_EVERY_S = 1.0  # between progress writes (state changes are written at once)

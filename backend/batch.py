@@ -24,12 +24,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from labelstudio.boxes import task_boxes
-from labelstudio.errors import ImageError, RequestError
-from labelstudio.media import ImageFetcher
-from labelstudio.protocol import LabelledMask, PreannotationRequest, masks_prediction
-from labelstudio.settings import PolygonSettings
-from model.prediction import PROB_THRESHOLD
+from adaptiveclick.labelstudio.boxes import task_boxes
+from adaptiveclick.labelstudio.errors import ImageError, RequestError
+from adaptiveclick.labelstudio.media import ImageFetcher
+from adaptiveclick.labelstudio.predictions import LabelledMask, masks_prediction
+from adaptiveclick.labelstudio.protocol import PreannotationRequest
+from adaptiveclick.labelstudio.settings import PolygonSettings
+from adaptiveclick.model.prediction import PROB_THRESHOLD
 
 from .model_holder import ModelHolder
 
@@ -85,9 +86,9 @@ class BoxPredictor:
         self.batch_deadline_s = batch_deadline_s
         self.polygons = polygons
 
-    def answer(self, request: PreannotationRequest, project: int | None = None) -> BatchAnswer:
-        """One entry per task of ``request``, by the model of ``project`` (one version for every task)."""
-        served = self.holder.current(project)
+    def answer(self, request: PreannotationRequest) -> BatchAnswer:
+        """One entry per task of ``request``, by the model of its project (one version for every task)."""
+        served = self.holder.current(request.project)
         answer = BatchAnswer(model_version=served.version)
         began = time.monotonic()
         batch_end = None if self.batch_deadline_s is None else began + self.batch_deadline_s

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.clicks import Click
-from model.prediction import Roi
+from adaptiveclick.model.clicks import Click
+from adaptiveclick.model.prediction import Roi
 
 ENTRY_OVERHEAD = 512  # bytes charged per entry beyond its arrays (keys, dict slots)
 

@@ -35,19 +35,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from labelstudio.decode import decode_image
-from labelstudio.errors import BadRequest, ImageError, RequestError
-from labelstudio.polygons import mask_polygons
-from labelstudio.settings import ImageLimits, PolygonSettings
-from model.clicks import Click
-from model.loading import load_predictor
-from model.prediction import PROB_THRESHOLD
-from model.predictor import Predictor
-from model.prompts import Box, box_to_clicks, cut_to_box
+from adaptiveclick.labelstudio.decode import decode_image
+from adaptiveclick.labelstudio.errors import BadRequest, ImageError, RequestError
+from adaptiveclick.labelstudio.polygons import mask_polygons
+from adaptiveclick.labelstudio.settings import ImageLimits, PolygonSettings
+from adaptiveclick.model.clicks import Click
+from adaptiveclick.model.loading import load_predictor
+from adaptiveclick.model.prediction import PROB_THRESHOLD
+from adaptiveclick.model.predictor import Predictor
+from adaptiveclick.model.prompts import Box, box_to_clicks, cut_to_box
 
 from .cache import SessionCache
-from .model_holder import ServedModel
-from .service import run_clicks
+from .segmentation import run_clicks
+from .served_model import ServedModel
 from .settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -8,12 +8,24 @@ must then agree with it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
 
 from flask import request
 
-from labelstudio.errors import BadRequest
+from adaptiveclick.labelstudio.errors import BadRequest
+
+
+class ForProject(Protocol):
+    """A parsed request that names its project (``None``: the base line)."""
+
+    @property
+    def project(self) -> int | None: ...
+
+
+Parsed = TypeVar("Parsed", bound=ForProject)
 
 PREFIX = re.compile(r"^/projects/(\d{1,18})(/.*)?$")
 ENVIRON_KEY = "adaptiveclick.project"
@@ -48,3 +60,9 @@ def request_project(body_project: int | None) -> int | None:
             f"{body_project}: connect each project with its own /projects/<id> URL"
         )
     return body_project if body_project is not None else from_url
+
+
+def with_request_project(parsed: Parsed) -> Parsed:
+    """``parsed`` (a frozen dataclass) with its project resolved once, at the edge: the URL's and the body's,
+    checked to agree (:func:`request_project`). Everything after the route reads ``parsed.project`` only."""
+    return dataclasses.replace(parsed, project=request_project(parsed.project))  # type: ignore[type-var]

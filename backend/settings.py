@@ -26,25 +26,33 @@ The Label Studio connection and image limits (``LABEL_STUDIO_URL``, ``LABEL_STUD
 | ``ADAPTIVECLICK_REQUEST_DEADLINE`` | ``30`` | seconds of model time, waiting included, per request (503 beyond) |
 | ``ADAPTIVECLICK_BATCH_DEADLINE`` | ``90`` | seconds for a whole Retrieve Predictions request (tasks left get none) |
 | ``ADAPTIVECLICK_THRESHOLD`` | ``0.49`` | probability above which a pixel belongs to the mask |
+| ``ADAPTIVECLICK_REPLICA_NAME`` | host name | names this process (``/health``, ``X-AdaptiveClick-Replica`` header) |
+| ``ADAPTIVECLICK_TRAINING_RUNNER`` | ``local`` | where fine-tunes run: ``local`` (a process), ``kubernetes`` (a Job) |
+| ``ADAPTIVECLICK_TRAINING_JOB_TEMPLATE`` | ``/etc/adaptiveclick/finetune-job.yaml`` | the Job ``kubernetes`` creates |
 """
 
 from __future__ import annotations
 
 import shlex
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from labelstudio.settings import EnvReader, LabelStudioSettings, SettingsError
-from model.prediction import PROB_THRESHOLD
-from model.spec import parse_spec
+from adaptiveclick.labelstudio.settings import EnvReader, LabelStudioSettings, SettingsError
+from adaptiveclick.model.prediction import PROB_THRESHOLD
+from adaptiveclick.model.spec import parse_spec
 
 from .model_pool import PoolLimit
 
 __all__ = ["LOG_LEVELS", "Settings", "SettingsError"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: where fine-tunes run (:mod:`backend.finetune_jobs`: a local process; :mod:`backend.cluster_jobs`: a Kubernetes Job)
+TRAINING_RUNNERS = ("local", "kubernetes")
+#: where the Kubernetes overlay mounts the fine-tune Job (deploy/kubernetes/overlays/gpu/finetune-job.yaml)
+DEFAULT_JOB_TEMPLATE = Path("/etc/adaptiveclick/finetune-job.yaml")
 #: the largest request body: interactive requests carry the task with its annotations and drafts (brush RLEs)
 MAX_BODY_BYTES = 64 << 20
 #: request threads /predict never takes: Label Studio gives /health 1 s and /setup 3 s, and a request waiting for the
@@ -73,6 +81,9 @@ class Settings:
     registry_poll_seconds: float = 10.0
     finetune_min_annotations: int = 0
     finetune_args: str = ""
+    replica_name: str = field(default_factory=socket.gethostname)
+    training_runner: str = "local"
+    training_job_template: Path = DEFAULT_JOB_TEMPLATE
 
     def __post_init__(self) -> None:
         try:
@@ -113,6 +124,15 @@ class Settings:
             shlex.split(self.finetune_args)
         except ValueError as exc:
             raise SettingsError(f"FINETUNE_ARGS cannot be parsed as shell words: {exc}") from None
+        if not self.replica_name.isprintable() or not 0 < len(self.replica_name) <= 253:
+            raise SettingsError(
+                f"ADAPTIVECLICK_REPLICA_NAME must be 1 to 253 printable characters, got {self.replica_name!r}"
+            )
+        if self.training_runner not in TRAINING_RUNNERS:
+            raise SettingsError(
+                f"ADAPTIVECLICK_TRAINING_RUNNER must be one of {', '.join(TRAINING_RUNNERS)}, "
+                f"got {self.training_runner!r}"
+            )
         if self.model_registry and "://" in self.model_registry and not self.model_registry.startswith("s3://"):
             raise SettingsError(f"MODEL_REGISTRY must be a folder or s3://bucket/prefix, got {self.model_registry!r}")
 
@@ -165,6 +185,9 @@ class Settings:
             "registry_poll_seconds": env.number("MODEL_REGISTRY_POLL_SECONDS", float),
             "finetune_min_annotations": env.number("FINETUNE_MIN_ANNOTATIONS", int),
             "finetune_args": env.text("FINETUNE_ARGS"),
+            "replica_name": env.text("ADAPTIVECLICK_REPLICA_NAME"),
+            "training_runner": env.text("ADAPTIVECLICK_TRAINING_RUNNER"),
+            "training_job_template": env.path("ADAPTIVECLICK_TRAINING_JOB_TEMPLATE"),
         }
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

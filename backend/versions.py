@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from labelstudio.errors import BadRequest, RequestError
-from storage.lines import find_version, pin, read_pin, read_state
-from storage.registry import BASE_LINE, Registry, RegistryError, VersionInfo, project_line
+from adaptiveclick.labelstudio.errors import BadRequest, RequestError
+from adaptiveclick.storage.lines import find_version, pin, read_pin, read_state
+from adaptiveclick.storage.registry import BASE_LINE, Registry, RegistryError, VersionInfo, project_line
 
 from .model_holder import ModelHolder
 from .registry_watcher import RegistryWatcher

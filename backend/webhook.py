@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelstudio.errors import BadRequest
-from labelstudio.protocol import is_id_text, shown
+from adaptiveclick.labelstudio.errors import BadRequest
+from adaptiveclick.labelstudio.protocol import is_id_text, shown
 
 logger = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.datasets import BerkeleyDataset, GrabCutDataset
-from labelstudio.protocol import BoxPrompt
-from model.box_segmenter import segment_boxes
-from model.loading import load_predictor
-from model.zoom_in import mask_bbox
+from adaptiveclick.evaluation.datasets import BerkeleyDataset, GrabCutDataset
+from adaptiveclick.labelstudio.protocol import BoxPrompt
+from adaptiveclick.model.box_segmenter import segment_boxes
+from adaptiveclick.model.loading import load_predictor
+from adaptiveclick.model.zoom_in import mask_bbox
 
 DATASETS = {"GrabCut": GrabCutDataset, "Berkeley": BerkeleyDataset}
 
@@ -135,10 +135,10 @@ def _sync(predictor) -> None:
 
 def _annotate_rows(args) -> tuple[list[str], list[list]]:
     """Run the annotate job once on the project with a throwaway model version; its predictions are deleted."""
-    from annotate.job import AnnotateOptions, run_annotate
-    from labelstudio.auth import LabelStudioAuth
-    from labelstudio.settings import LabelStudioSettings
-    from model.spec import parse_spec
+    from adaptiveclick.annotate.job import AnnotateOptions, run_annotate
+    from adaptiveclick.labelstudio.auth import LabelStudioAuth
+    from adaptiveclick.labelstudio.settings import LabelStudioSettings
+    from adaptiveclick.model.spec import parse_spec
 
     settings = LabelStudioSettings.from_env()
     if not settings.connected:

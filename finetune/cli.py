@@ -9,7 +9,7 @@ Examples:
   adaptiveclick finetune --ls-project 3 --init weights/adaptiveclick_base448_sbd.pth \\
       --output runs/p3 --registry s3://models/registry --steps 2000   # publishes to the line project-3
   adaptiveclick finetune --output runs/p3 --resume            # after a crash: continue from the last checkpoint
-  torchrun --nproc-per-node 4 -m cli finetune ...             # 4 GPUs (or --nnodes/--rdzv-endpoint: several nodes)
+  torchrun --nproc-per-node 4 -m adaptiveclick finetune ...  # 4 GPUs (or --nnodes/--rdzv-endpoint: several nodes)
 
 The candidate is published to the project's model line (a new immutable registry version, made current) only when
 its NoC@90 (then NoC@85) on the validation split beats what the project is served today (its pin, its line's
@@ -198,14 +198,14 @@ def _project_of(ls_project: str | None) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labelstudio.api import LabelStudioError
-    from storage.logs import configure_logging
-    from storage.registry import RegistryError
+    from adaptiveclick.labelstudio.api import LabelStudioError
+    from adaptiveclick.storage.logs import configure_logging
+    from adaptiveclick.storage.registry import RegistryError
 
     from .job import JobError, run_job
 
     configure_logging(args.log_level)
-    log = logging.getLogger("finetune")
+    log = logging.getLogger("adaptiveclick.finetune")
     try:
         summary = run_job(options_from_args(args))
     except (JobError, LabelStudioError, RegistryError, ValueError, FileNotFoundError) as exc:

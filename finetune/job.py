@@ -69,8 +69,8 @@ class JobError(RuntimeError):
 def gather_records(opts: JobOptions, context) -> list:
     """Image records of every requested source. Label Studio is read and imported by the main process; the
     others read the import's manifest."""
-    from labelstudio.api import fetch_tasks, load_export
-    from labelstudio.settings import LabelStudioSettings
+    from adaptiveclick.labelstudio.api import fetch_tasks, load_export
+    from adaptiveclick.labelstudio.settings import LabelStudioSettings
 
     from .labelstudio import image_fetcher, import_tasks, read_manifest
 
@@ -163,8 +163,8 @@ def prepare(opts: JobOptions, context) -> tuple[TrainConfig, dict, list, list]:
 def starting_network(opts: JobOptions, saved: dict):
     """``(network, description, resolved --init)``; ``--init registry`` resolves to the current version's
     weights (hash-pinned), so that the run records exactly what it started from."""
-    from model.spec import pinned_spec
-    from storage.registry import open_registry
+    from adaptiveclick.model.spec import pinned_spec
+    from adaptiveclick.storage.registry import open_registry
 
     from .network import build_adaptiveclick_from, build_initial_network
 
@@ -218,8 +218,8 @@ def run_job(opts: JobOptions) -> dict:
 def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summary: dict, context) -> dict | None:
     """Compare with the served weights (or the starting weights when nothing is served yet) and publish to the
     registry. Main process only, after training."""
-    from model.spec import pinned_spec
-    from storage.registry import BASE_LINE, open_registry, project_line
+    from adaptiveclick.model.spec import pinned_spec
+    from adaptiveclick.storage.registry import BASE_LINE, open_registry, project_line
 
     from .gate import GateDecision, gate, publish_candidate
     from .network import build_initial_network, load_network
@@ -280,7 +280,7 @@ def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summar
 def served_version(registry, project: int | None):
     """The registry version ``project`` is served today: its pin, its own line's current version, else the base
     line's (None when the registry has none). ``--init registry`` starts from it; the gate compares with it."""
-    from storage.lines import read_state
+    from adaptiveclick.storage.lines import read_state
 
     served, _ = read_state(registry).served_for(project)
     return registry.line(served.line).read_version(served.version) if served else None

@@ -37,11 +37,11 @@ from urllib.request import url2pathname
 import cv2
 import numpy as np
 
-from labelstudio.decode import decode_image
-from labelstudio.media import ImageFetcher
-from labelstudio.regions import MASK_TYPES, choose_annotation, is_positive, keypoint_disk, region_mask
-from labelstudio.settings import LabelStudioSettings
-from storage.files import atomic_write
+from adaptiveclick.labelstudio.decode import decode_image
+from adaptiveclick.labelstudio.media import ImageFetcher
+from adaptiveclick.labelstudio.regions import MASK_TYPES, choose_annotation, is_positive, keypoint_disk, region_mask
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.storage.files import atomic_write
 
 from .data import MIN_OBJECT_AREA, CachedImageRecord
 

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, quote, unquote, urljoin, urlparse
 import numpy as np
 import requests
 
-from storage.logs import redact
+from adaptiveclick.storage.logs import redact
 
 from .auth import LabelStudioAuth
 from .decode import decode_image

@@ -1,10 +1,10 @@
 """OpenCV's GrabCut in a helper process that can be stopped: how the baseline keeps a time limit per step.
 
-One GrabCut iteration can take many seconds on a flat image (max-flow over a degenerate graph: ~10 s for one
-iteration on a plain white 256x171 image, against ~0.1 s on a photo), and a running C call cannot be interrupted
-inside the calling process. The helper is a fresh interpreter (``python -m model.grabcut_worker``: it shares no
-threads or CUDA state with the server, and unlike a multiprocessing child it never re-imports the caller's main
-script) that imports only OpenCV and NumPy and talks over a socket pair; when a call runs past its limit the helper
+One GrabCut iteration can take many seconds on a flat image (max-flow over a degenerate graph: a plain white image
+takes about a hundred times as long as a photo of the same size), and a running C call cannot be interrupted
+inside the calling process. The helper is a fresh interpreter (``python -m adaptiveclick.model.grabcut_worker``: it
+shares no threads or CUDA state with the server, and unlike a multiprocessing child it never re-imports the caller's
+main script) that imports only OpenCV and NumPy and talks over a socket pair; when a call runs past its limit the helper
 is killed, the call raises :class:`~model.predictor.StepTimeout`, and the next call starts a new helper. The
 arithmetic is the same as in process (``cv2.setRNGSeed(0)`` before each call), so the results are identical.
 """
@@ -93,7 +93,7 @@ class GrabCutWorker:
                 "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")])),
             }
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "model.grabcut_worker", str(child.fileno())],
+                [sys.executable, "-m", "adaptiveclick.model.grabcut_worker", str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -127,5 +127,5 @@ def _forget_helper() -> None:
 os.register_at_fork(after_in_child=_forget_helper)
 
 
-if __name__ == "__main__":  # the helper: python -m model.grabcut_worker <socket fd>
+if __name__ == "__main__":  # the helper: python -m adaptiveclick.model.grabcut_worker <socket fd>
     _serve(Connection(int(sys.argv[1])))

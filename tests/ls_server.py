@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from labelstudio.label_config import recommended_config
-from storage.paths import cache_dir
+from adaptiveclick.labelstudio.label_config import recommended_config
+from adaptiveclick.storage.paths import cache_dir
 
 LABEL_STUDIO_VERSION = "1.23.2"
 INSTALL_TIMEOUT_S = 1200
@@ -48,7 +48,7 @@ def start_backend(log: Path, label_studio: LabelStudio, api_key: str, basic_auth
     environ.update(env)
     with log.open("a") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "adaptiveclick", "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=environ,
             cwd=REPO,
             stdout=out,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from backend.cvat import Interactor
-from backend.settings import Settings
+from adaptiveclick.backend.cvat import Interactor
+from adaptiveclick.backend.settings import Settings
 
 
 def init_context(context) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from storage.paths import cache_dir
+from adaptiveclick.storage.paths import cache_dir
 
 CACHE_ENV = "ADAPTIVECLICK_OPENVINO_CACHE"
 #: bump when the exported graph or a recipe changes in a way the other key parts do not show
