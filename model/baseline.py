@@ -43,7 +43,8 @@ class GrabCutPredictor(Predictor):
     Args:
         work_size: longer side of the image a click's GrabCut runs on (speed vs. detail).
         iterations: GrabCut iterations per click.
-        seed_radius: radius of the sure-label disk around a click, in work-image pixels.
+        seed_radius: radius of the sure-label disk around a click, in work-image pixels (a box's clicks get the same
+            disk in the image on the box work image).
         first_click_extent: side of the probable-foreground square around a first positive click, as a fraction of
             the shorter image side.
         box_work_size: longer side of the image a box's rectangle initialisation runs on: its colour models learn
@@ -95,17 +96,18 @@ class GrabCutPredictor(Predictor):
         return self._box_step(box, clicks)
 
     def _click_step(self, clicks: list[Click], prev_mask: np.ndarray | None, box: Box | None) -> Prediction:
-        """GrabCut from the clicks' seeds and the previous mask; with a box, everything outside it background and
-        every part kept."""
-        seeds = self._seed_labels(clicks, prev_mask)
+        """GrabCut from the clicks' seeds and the previous mask; with a box, on the box work image (the detail its
+        mask was found at), everything outside the box background and every part kept."""
+        image, scale = (self._work_image, self._scale) if box is None else (self._box_image, self._box_scale)
+        seeds = self._seed_labels(clicks, prev_mask, image, scale)
         if box is not None:
-            top, bottom, left, right = (int(v * self._scale) for v in box)
+            top, bottom, left, right = (int(v * scale) for v in box)
             inside = np.zeros(seeds.shape, bool)
             inside[top : bottom + 1, left : right + 1] = True
             seeds[~inside] = cv2.GC_BGD
-        mask = self._grabcut(self._work_image, seeds, self.iterations)
+        mask = self._grabcut(image, seeds, self.iterations)
         if box is None:
-            mask = _components_with_clicks(mask, [self._to_work(c) for c in clicks if c.is_positive])
+            mask = _components_with_clicks(mask, [_to_work(c, image, scale) for c in clicks if c.is_positive])
         return Prediction(self._full_size(mask), None)
 
     def _box_step(self, box: Box, clicks: list[Click]) -> Prediction:
@@ -125,12 +127,11 @@ class GrabCutPredictor(Predictor):
         h, w = self.image_shape
         return cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
-    def _to_work(self, click: Click) -> tuple[int, int]:
-        wh, ww = self._work_image.shape[:2]
-        return min(wh - 1, int(click.y * self._scale)), min(ww - 1, int(click.x * self._scale))
-
-    def _seed_labels(self, clicks: list[Click], prev_mask: np.ndarray | None) -> np.ndarray:
-        wh, ww = self._work_image.shape[:2]
+    def _seed_labels(
+        self, clicks: list[Click], prev_mask: np.ndarray | None, image: np.ndarray, scale: float
+    ) -> np.ndarray:
+        """GrabCut's initial labels on ``image`` (the image at ``scale``) from the clicks and the previous mask."""
+        wh, ww = image.shape[:2]
         if prev_mask is not None and (prev_mask > PROB_THRESHOLD).any():
             prev = cv2.resize(prev_mask.astype(np.float32), (ww, wh), interpolation=cv2.INTER_AREA) > PROB_THRESHOLD
             first = False
@@ -142,7 +143,7 @@ class GrabCutPredictor(Predictor):
         # re-learns its colour models from those regions instead of from the seed disk alone.
         extent = self.first_click_extent * min(wh, ww) / 2
         for click in clicks:
-            y, x = self._to_work(click)
+            y, x = _to_work(click, image, scale)
             if click.is_positive and (first or not prev[y, x]):
                 half, label = max(2, int(extent if first else extent / 2)), cv2.GC_PR_FGD
             elif not click.is_positive and prev[y, x]:
@@ -150,10 +151,11 @@ class GrabCutPredictor(Predictor):
             else:
                 continue
             seeds[max(0, y - half) : y + half + 1, max(0, x - half) : x + half + 1] = label
+        radius = max(1, round(self.seed_radius * scale / self._scale))  # the same disk in the image on either view
         for click in clicks:
-            y, x = self._to_work(click)
+            y, x = _to_work(click, image, scale)
             label = cv2.GC_FGD if click.is_positive else cv2.GC_BGD
-            cv2.circle(seeds, (x, y), self.seed_radius, int(label), thickness=-1)
+            cv2.circle(seeds, (x, y), radius, int(label), thickness=-1)
         return seeds
 
     def _grabcut(
@@ -173,6 +175,12 @@ class GrabCutPredictor(Predictor):
             except TimeoutError as exc:
                 raise StepTimeout(f"the baseline's {exc} on this image") from None
         return np.isin(labels, FOREGROUND)
+
+
+def _to_work(click: Click, image: np.ndarray, scale: float) -> tuple[int, int]:
+    """``(y, x)`` of ``click`` in ``image``, the image at ``scale``."""
+    wh, ww = image.shape[:2]
+    return min(wh - 1, int(click.y * scale)), min(ww - 1, int(click.x * scale))
 
 
 def _scaled(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
