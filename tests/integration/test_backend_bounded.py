@@ -123,8 +123,8 @@ def test_the_baselines_rectangle_grabcut_stops_at_the_deadline(images):
     seconds = time.monotonic() - start
     assert reply.status_code == 503 and "ADAPTIVECLICK_REQUEST_DEADLINE" in reply.get_json()["error"]
     assert seconds < DEADLINE_S + 4.0  # the margin is for a loaded CI box (image decoding)
-    reply = client.post("/predict", json=body("photo.png", 2, [rectangle(20, 10, 60, 80)]))
-    assert reply.status_code == 200  # the helper was replaced: the next box is answered
+    reply = client.post("/predict", json=body("photo.png", 2, [click(50, 50)]))
+    assert reply.status_code == 200  # the stopped helper was replaced: the next GrabCut is answered
 
 
 def test_many_slow_clicks_stop_before_the_deadline_and_keep_their_steps(images):
