@@ -31,6 +31,7 @@ from adaptiveclick.labelstudio.boxes import SOURCES
 from adaptiveclick.labelstudio.selection import parse_shard, parse_task_ids
 
 DEFAULT_RATE = 10.0
+DEFAULT_BOX_DEADLINE = 30.0  # seconds, as a click may take (ADAPTIVECLICK_REQUEST_DEADLINE's default)
 
 
 def _typed(parse):
@@ -83,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the spec's, else auto)")
     model.add_argument("--batch", type=int, help="boxes per forward pass (default: 8 on a GPU, 1 on a CPU)")
     model.add_argument("--threshold", type=float, help="mask threshold (default: $ADAPTIVECLICK_THRESHOLD or 0.49)")
+    model.add_argument(
+        "--box-deadline",
+        type=float,
+        metavar="SECONDS",
+        help="model time per box; a task past its boxes' sum is skipped and left for the next run, 0: no limit "
+        "(default: $ADAPTIVECLICK_REQUEST_DEADLINE or 30)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument(
         "--output",
@@ -118,6 +126,11 @@ def options_from_args(args: argparse.Namespace):
         raise ValueError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
     if args.batch is not None and args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    box_deadline = args.box_deadline
+    if box_deadline is None:
+        box_deadline = EnvReader().number("ADAPTIVECLICK_REQUEST_DEADLINE", float) or DEFAULT_BOX_DEADLINE
+    if not box_deadline >= 0:
+        raise ValueError(f"--box-deadline must be >= 0 seconds (0: no limit), got {box_deadline}")
     predictor = args.predictor or os.environ.get("ADAPTIVECLICK_PREDICTOR", "").strip() or "baseline"
     return AnnotateOptions(
         project=args.ls_project,
@@ -131,6 +144,7 @@ def options_from_args(args: argparse.Namespace):
         batch=args.batch,
         rate=args.rate,
         threshold=threshold,
+        box_deadline=box_deadline or None,
         progress=not args.no_progress,
     )
 

@@ -70,6 +70,7 @@ class AnnotateOptions:
     batch: int | None = None
     rate: float | None = 10.0
     threshold: float = PROB_THRESHOLD
+    box_deadline: float | None = None  # seconds of model time per box (a task gets its boxes' sum); None: no limit
     progress: bool = True
 
 
@@ -187,6 +188,7 @@ class _Worker:
 
     def run(self, item: TaskBoxes) -> None:
         from adaptiveclick.model.box_segmenter import segment_boxes
+        from adaptiveclick.model.predictor import StepTimeout
 
         tid = item.task_id
         assert tid is not None and item.image_url is not None  # the plan holds only tasks with boxes
@@ -198,13 +200,16 @@ class _Worker:
         except ImageError as exc:
             return self._skip(tid, f"image {exc.status_code}", exc.message)
         height, width = image.shape[:2]
+        boxes = [b.box.pixels(height, width) for b in item.boxes]
+        limit = self.opts.box_deadline
+        deadline = None if limit is None else time.monotonic() + limit * len(boxes)
         try:
             self.predictor.set_image(image)
-            masks = segment_boxes(
-                self.predictor, [b.box.pixels(height, width) for b in item.boxes], self.opts.threshold, self.opts.batch
-            )
+            masks = segment_boxes(self.predictor, boxes, self.opts.threshold, self.opts.batch, deadline)
         except ValueError as exc:  # the model refuses this image (its size, its kind): the task, not the job
             return self._skip(tid, "model refused the image", str(exc))
+        except StepTimeout as exc:  # e.g. GrabCut on a flat image: the task is tried again by the next run
+            return self._skip(tid, "deadline", f"{exc} (--box-deadline {limit:g} s per box)")
         kept = [LabelledMask(b.label, m.mask, m.score) for b, m in zip(item.boxes, masks) if m.mask.any()]
         if not kept:
             return self._skip(tid, "no mask in any box")

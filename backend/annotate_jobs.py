@@ -104,6 +104,8 @@ class AnnotateLauncher(JobLauncher):
             self.served_spec(project),
             "--threshold",
             f"{self.settings.threshold:g}",
+            "--box-deadline",
+            f"{self.settings.request_deadline:g}",
             "--no-progress",
             *options.arguments(),
         ]

@@ -145,6 +145,12 @@ class ModelHolder:
             known = self._configured_version
         return known if known is not None else self.current(None).version
 
+    def configured_model(self) -> ServedModel | None:
+        """The configured predictor's model if it is loaded (it is loaded at start; this never loads it)."""
+        with self._lock:
+            key = self._configured_key
+        return self.pool.peek(key)
+
     def reject(self, key: str, reason: str) -> None:
         with self._lock:
             self.rejected[key] = reason

@@ -1,8 +1,9 @@
 """Interactive segmentation of one :class:`~labelstudio.protocol.ClickRequest`, as plain functions and one class.
 
 The request's prompts (percent of the image) become :class:`~model.clicks.Click` objects in pixels once the image
-is known, in prompt order; a box prompt becomes clicks too (:func:`model.prompts.box_to_clicks`) and cuts the mask.
-The service returns the mask, its score and what the run did; the route formats the reply.
+is known, in prompt order; a box prompt becomes clicks too (:func:`model.prompts.box_to_clicks`), goes to the
+predictor beside them (the baseline answers them from the box: GrabCut's rectangle initialisation) and cuts the
+mask. The service returns the mask, its score and what the run did; the route formats the reply.
 """
 
 from __future__ import annotations
@@ -85,17 +86,20 @@ def run_clicks(
     image: np.ndarray,
     clicks: Sequence[Click],
     deadline: float | None = None,
+    box: Box | None = None,
 ) -> ClickRun:
-    """Run ``served`` on ``clicks`` one step at a time, starting from the longest cached prefix, and cache every
-    new step as it is made (keyed by the model's registry key), so the answer never depends on what was cached and a
-    request stopped at its ``deadline`` (``time.monotonic()``) leaves its steps for the next one."""
-    cached, state = cache.longest_prefix(served.key, image_key, clicks)
+    """Run ``served`` on ``clicks`` (with the ``box`` whose clicks are among them, if any) one step at a time,
+    starting from the longest cached prefix, and cache every new step as it is made (keyed by the model's registry
+    key, the image and the box), so the answer never depends on what was cached and a request stopped at its
+    ``deadline`` (``time.monotonic()``) leaves its steps for the next one."""
+    session = (image_key, box)
+    cached, state = cache.longest_prefix(served.key, session, clicks)
     start = time.perf_counter()
 
     def keep(done: int, new: StepState) -> None:
-        cache.put_step(served.key, image_key, clicks[:done], new)
+        cache.put_step(served.key, session, clicks[:done], new)
 
-    new_states = served.run_steps(image_key, image, clicks, cached, state, deadline, keep)
+    new_states = served.run_steps(image_key, image, clicks, cached, state, deadline, keep, box)
     seconds = time.perf_counter() - start
     final = new_states[-1] if new_states else state
     if final is None:
@@ -136,7 +140,7 @@ class SegmentationService:
         clicks, box = prompts_to_clicks(request.prompts, height, width)
 
         deadline = None if self.deadline_s is None else time.monotonic() + self.deadline_s  # from the model's start
-        run = run_clicks(served, self.cache, image_key, image, clicks, deadline)
+        run = run_clicks(served, self.cache, image_key, image, clicks, deadline, box)
         mask = run.state.probs > self.threshold
         if box is not None:
             mask = cut_to_box(mask, box)

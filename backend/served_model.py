@@ -64,6 +64,7 @@ class ServedModel:
         state: StepState | None,
         deadline: float | None = None,
         on_step: StepDone | None = None,
+        box: Box | None = None,
     ) -> list[StepState]:
         """Run the steps for ``clicks[start:]`` one click at a time, from ``state`` (the output after
         ``clicks[:start]``, None when ``start`` is 0). Returns one :class:`StepState` per step run.
@@ -73,6 +74,7 @@ class ServedModel:
                 model counts: :class:`ModelBusy` when it is not free in time; :class:`DeadlineExceeded` when the
                 next step would end past it.
             on_step: called with each new state as soon as it exists (the session cache keeps them).
+            box: the box prompt whose clicks are among ``clicks`` (:meth:`model.predictor.Predictor.step`).
         """
         began = time.monotonic()
         self._acquire(deadline, began)
@@ -86,7 +88,7 @@ class ServedModel:
                     raise self._stopped(len(states), len(clicks) - start, began)
                 step_began = time.monotonic()
                 try:
-                    step = self.predictor.step(clicks[: k + 1], probs, roi, time_limit=left)
+                    step = self.predictor.step(clicks[: k + 1], probs, roi, time_limit=left, box=box)
                 except StepTimeout as exc:
                     raise DeadlineExceeded(f"{exc}: no answer within the request's {DEADLINE_SETTING}") from None
                 self._remember_step_time(time.monotonic() - step_began)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -26,10 +27,20 @@ UINT16_MAX = 65535
 
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), source: str = "image") -> np.ndarray:
     """Decode image bytes to ``[H, W, 3]`` uint8 RGB (see the module docstring); :class:`ImageError` if not."""
+    return _decoded(lambda: Image.open(io.BytesIO(data)), limits, source)
+
+
+def image_rgb(image: Image.Image, limits: ImageLimits = ImageLimits(), source: str = "image") -> np.ndarray:
+    """:func:`decode_image` for an image PIL has opened already (e.g. a frame CVAT's agent loaded): the same
+    limits, EXIF orientation and bit depths."""
+    return _decoded(lambda: image, limits, source)
+
+
+def _decoded(open_image: Callable[[], Image.Image], limits: ImageLimits, source: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = open_image()
             width, height = image.size  # read from the header, before decoding the pixels
             if width * height > limits.max_pixels:
                 raise _too_many_pixels(source, f"{width}x{height}", limits)

@@ -18,7 +18,8 @@ routes = Blueprint("versions", __name__)
 @routes.get("/versions")
 def versions():
     backend = current_backend()
-    return jsonify(version_listing(backend.watcher.registry, backend.holder, url_project()))
+    watcher = backend.watcher
+    return jsonify(version_listing(watcher.registry, backend.holder, url_project(), watcher.served_spec))
 
 
 @routes.post("/versions/<project>")

@@ -86,6 +86,9 @@ def test_interactive_annotation_through_label_studio(label_studio, backends, gra
     ml = label_studio.connect(project, backend_url, auth)  # Label Studio calls /health and /setup here
     assert ml["readable_state"] == "Connected", ml
     assert ml["model_version"] == GrabCutPredictor.model_version
+    # a fresh backend (no registry version): Label Studio's model settings list the version that answers
+    listed = label_studio.api("GET", f"/api/ml/{ml['id']}/versions").json()
+    assert listed["versions"] == [GrabCutPredictor.model_version], listed
     assert (
         metric(backend_url, auth, 'adaptiveclick_http_requests_total{endpoint="/setup",method="POST",status="200"}')
         >= 1

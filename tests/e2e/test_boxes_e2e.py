@@ -153,9 +153,9 @@ def test_retrieve_predictions_masks_every_box(label_studio, backend, samples, tm
             filled |= region_mask(region, h, w)
         assert iou(filled, brush, np.ones((h, w), bool)) > 0.95
         ious.append(iou(brush, sample.mask, ~sample.ignore))
-    # the baseline (GrabCut from the box's clicks) on an unpicked spread of images; benchmarks/boxes.py has
+    # the baseline (GrabCut from the rectangle) on an unpicked spread of images; benchmarks/boxes.py has
     # the whole datasets
-    assert np.mean(ious) > 0.45 and np.median(ious) > 0.5, np.round(ious, 3)
+    assert np.mean(ious) > 0.75 and np.median(ious) > 0.5, np.round(ious, 3)  # measured: mean 0.862
     print(f"\nRetrieve Predictions: {len(ids)} tasks in {seconds:.1f} s, box IoU mean {np.mean(ious):.3f}")
     # again: Label Studio skips the tasks holding this model version, sends the one without boxes, stores nothing
     label_studio.api("POST", "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project})

@@ -67,7 +67,7 @@ def test_post_starts_one_annotate_job_per_project(client):
     assert done.state == "succeeded" and done.progress["done"] == 10
     log = "\n".join(done.log_tail)
     assert "--ls-project 5" in log and "--predictor baseline" in log and "--from annotations --rate 2" in log
-    assert "--tasks 1-3,9 --shard 1/2" in log and "--threshold 0.49" in log
+    assert "--tasks 1-3,9 --shard 1/2" in log and "--threshold 0.49 --box-deadline 30" in log
     assert "key" in log and "secret" not in log  # the key travels by environment, never on the command line
     assert client.get("/jobs/5/annotate").json["state"] == "succeeded"
     assert client.get("/jobs/6/annotate").json == {"project": 6, "state": "none", "kind": "annotate"}

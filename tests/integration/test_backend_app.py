@@ -35,9 +35,9 @@ class CountingPredictor(GrabCutPredictor):
         self.images += 1
         super()._prepare_image(image)
 
-    def _step(self, clicks, prev_mask, prev_roi):
+    def _step(self, clicks, prev_mask, prev_roi, box):
         self.steps += 1
-        return super()._step(clicks, prev_mask, prev_roi)
+        return super()._step(clicks, prev_mask, prev_roi, box)
 
 
 @pytest.fixture(scope="module")

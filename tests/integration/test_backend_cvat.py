@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from adaptiveclick.backend.interactor import InteractorResult, clicks_for
 from adaptiveclick.evaluation import Clicker
 from adaptiveclick.evaluation.datasets import GrabCutDataset
 from adaptiveclick.model import load_predictor
@@ -220,7 +221,7 @@ def test_box_prompt_cuts_the_mask_and_adds_box_clicks(cvat_modules, grabcut, mon
     assert mask.any() and not (mask & outside).any()
     # the box became clicks: centre positive + up to 4 negatives outside it, before the CVAT point
     request = interactor.parse_request(cvat_body("x", [click], box=[[inner[0], inner[1]], [inner[2], inner[3]]]))
-    clicks, box = interactor.clicks_for(request, *mask.shape)
+    clicks, box = clicks_for(request.prompt, *mask.shape)
     triples = [(c.y, c.x, c.is_positive) for c in clicks]
     assert box == (inner[1], inner[3], inner[0], inner[2]) and triples[0][2] and triples[-1] == click
     assert all(not positive for _, _, positive in triples[1:-1]) and len(clicks) == 6
@@ -236,6 +237,20 @@ def test_box_prompt_cuts_the_mask_and_adds_box_clicks(cvat_modules, grabcut, mon
         },
     )
     assert status == 200 and (np.asarray(reply["mask"]) == 255).any()
+
+
+def test_the_request_deadline_holds(cvat_modules, monkeypatch):
+    """ADAPTIVECLICK_REQUEST_DEADLINE bounds a request as for Label Studio: a box on a flat frame starts the
+    baseline's GrabCut from the rectangle, which runs for minutes there; it is stopped and the reply is 503."""
+    import time
+
+    main, _ = cvat_modules
+    context = started_function(main, monkeypatch, ADAPTIVECLICK_REQUEST_DEADLINE="2")
+    white = encode(np.full((321, 481, 3), 255, np.uint8), "PNG")
+    start = time.monotonic()
+    status, reply = call(main, context, {"image": white, "pos_points": [], "obj_bbox": [[48, 32], [432, 288]]})
+    assert status == 503 and "ADAPTIVECLICK_REQUEST_DEADLINE" in reply["error"], reply
+    assert time.monotonic() - start < 2 + 4.0  # the margin is for a loaded CI box (decoding, the helper's start)
 
 
 def test_exif_orientation_is_applied(cvat_modules, monkeypatch):
@@ -293,9 +308,9 @@ def test_the_adaptiveclick_predictor_from_the_environment(cvat_modules, grabcut,
         ({"image": "IMAGE", "pos_points": [[100, 5]]}, "outside the 60-pixel image"),
         ({"image": "IMAGE", "pos_points": [[5, -1]]}, "outside the 40-pixel image"),
         ({"image": "IMAGE", "pos_points": [[5, 5]], "obj_bbox": [[1, 1]]}, "'obj_bbox' must be"),
-        ({"image": "IMAGE", "pos_points": [[5, 5]], "obj_bbox": [[1, 1], [90, 9]]}, "obj_bbox x"),
+        ({"image": "IMAGE", "pos_points": [[5, 5]], "obj_bbox": [[1, 1], [90, 9]]}, "box x"),
         ({"image": "IMAGE", "pos_points": [[5, 5]], "threshold": 1.5}, "'threshold'"),
-        ({"image": "IMAGE", "pos_points": [[5, 5]] * 501}, "too many points"),
+        ({"image": "IMAGE", "pos_points": [[5, 5]] * 100, "obj_bbox": [[1, 1], [9, 9]]}, "too many points (101"),
     ],
 )
 def test_malformed_bodies_get_400_with_a_message(cvat_modules, monkeypatch, body, message):
@@ -353,7 +368,11 @@ def test_mask_json_and_polygon_helpers(cvat_modules):
     mask[8:18, 10:28] = True  # the largest part gives the polygon
     polygon = np.asarray(interactor.outer_polygon(mask))
     assert polygon[:, 0].min() == 10 and polygon[:, 0].max() == 27 and polygon[:, 1].min() == 8
-    result = interactor.InteractorResult(mask, polygon.tolist(), [[[2.0, 1.5], [5.5, 4.0], [2.0, 4.0]]], "v", 1, 0, 0)
-    reply = json.loads(interactor.response_json(result))
+    result = InteractorResult(mask, 1.0, "v", 1, 0, 0)
+    reply = json.loads(
+        interactor.response_json(
+            interactor.NuclioReply(result, polygon.tolist(), [[[2.0, 1.5], [5.5, 4.0], [2.0, 4.0]]])
+        )
+    )
     assert set(reply) == {"mask", "points", "polygons", "model_version"}
     assert reply["polygons"] == [[[2.0, 1.5], [5.5, 4.0], [2.0, 4.0]]] and reply["points"] == polygon.tolist()

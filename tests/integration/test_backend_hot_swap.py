@@ -331,7 +331,7 @@ def test_registry_faults_are_rejected_and_the_old_model_keeps_serving(registry, 
 
 def test_the_first_answer_after_a_start_comes_from_the_registry_version(registry, tmp_path):
     settings = Settings(model_dir=tmp_path / "models", model_registry=str(registry.uri), registry_poll_seconds=0)
-    assert backend_of(create_app(settings)).holder.version == "baseline-grabcut-v1"
+    assert backend_of(create_app(settings)).holder.version == "baseline-grabcut-v2"
     registry.publish(tiny_weights(tmp_path / "a.pth", 1), version="ft-a")
     app = create_app(settings)  # no watcher thread at all: the version is loaded before the app exists
     assert backend_of(app).holder.version == "ft-a"
@@ -340,4 +340,4 @@ def test_the_first_answer_after_a_start_comes_from_the_registry_version(registry
     registry.publish(tmp_path / "broken.pth", version="ft-broken")
     app = create_app(settings)  # a current version that does not load: the configured predictor, and why
     parts = backend_of(app)
-    assert parts.holder.version == "baseline-grabcut-v1" and "base/ft-broken" in parts.watcher.rejected
+    assert parts.holder.version == "baseline-grabcut-v2" and "base/ft-broken" in parts.watcher.rejected

@@ -291,6 +291,11 @@ def test_a_setup_pin_that_does_not_load_is_rejected_and_the_project_keeps_its_mo
     assert "project-1/broken" in client.get("/jobs").json["rejected_versions"]
     assert client.post("/predict", json=click_body(image_url, 1)).json["model_version"] == "p1"
     assert client.get("/projects/1/health").json["model_version"] == "p1"
+    listing = client.get("/projects/1/versions").json  # what answers: p1, though the pin names broken
+    details = {d["version"]: d for d in listing["details"]}
+    assert listing["served"]["version"] == "p1" and "rejected" in listing["served"]["why"]
+    assert details["p1"]["served"] and not details["broken"]["served"] and not details["broken"]["pinnable"]
+    assert details["broken"]["pinned"] and all(d["source"] == "registry" for d in details.values())
     reply = client.post("/setup", json=setup_body(1, {"model_version": "broken"}))
     assert reply.status_code == 422 and "rejected" in reply.json["error"]
     assert client.post("/setup", json=setup_body(1, None)).json == {"model_version": "p1"}  # the field emptied

@@ -20,6 +20,7 @@ import requests
 from adaptiveclick.benchmarks.http_backend import predict_body
 from adaptiveclick.benchmarks.load import run_load, sessions
 from adaptiveclick.benchmarks.servers import BackendProcess, ImageServer
+from adaptiveclick.model import GrabCutPredictor
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -68,6 +69,18 @@ def stalled_connection(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
     return sock
+
+
+def test_a_fresh_start_lists_the_version_that_answers(backend):
+    """No registry version yet: /versions lists the configured predictor (Label Studio shows it), as served."""
+    listing = requests.get(backend.url + "/versions", timeout=10).json()
+    assert (
+        listing["versions"] == [GrabCutPredictor.model_version]
+        and listing["served"]["version"] == listing["versions"][0]
+    )
+    (configured,) = listing["details"]
+    assert configured["source"] == "configured" and configured["served"] and configured["predictor"] == "baseline"
+    print("\nGET /versions on a fresh start:", json.dumps(listing))
 
 
 def test_fifty_stalled_clients_cost_nothing_and_are_dropped(backend, images):

@@ -113,7 +113,7 @@ def test_image_command_serves_and_the_healthcheck_sees_it(image_server):
     healthcheck = load_script("healthcheck")
     assert healthcheck.check(f"{url}/health", {"BASIC_AUTH_USER": "label-studio", "BASIC_AUTH_PASS": "s3cret"}) == (
         True,
-        "up, model baseline-grabcut-v1",
+        "up, model baseline-grabcut-v2",
     )
     healthy, why = healthcheck.check(f"{url}/health", {})
     assert not healthy and "answered 401" in why

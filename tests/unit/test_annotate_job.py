@@ -55,7 +55,8 @@ def make_tasks() -> list[dict]:
         url, box = picture(tid)
         regions = [rectangle(box)]
         if tid == 2:
-            regions.append(rectangle((5, 5, 20, 20)))  # a second box on the same image
+            x, y, w, h = box
+            regions.append(rectangle((x - 2, y - 2, w + 4, h + 4)))  # a second box on the same image
         if tid == 5:
             regions = [rectangle(box, "Car")]  # no output tag takes Car
         annotations = [] if tid == 4 else [{"id": 100 + tid, "result": regions}]
@@ -103,6 +104,15 @@ def test_every_task_with_boxes_gets_one_prediction_and_a_rerun_does_nothing(fake
     assert all(method != "POST" or path == "/api/predictions/" for method, path, _ in fake.requests)
     again = run_annotate(options(fake, tmp_path / "out"))
     assert again["predicted"] == 0 and again["done"] == len(WITH_BOXES) and predicted_tasks(fake) == sorted(WITH_BOXES)
+
+
+def test_a_task_past_its_deadline_is_skipped_and_left_for_the_next_run(fake, tmp_path):
+    """--box-deadline bounds each task's model time (the baseline's GrabCut can run for minutes on a flat image);
+    a task stopped at it is not journaled, so the next run tries it again."""
+    stopped = run_annotate(options(fake, tmp_path / "out", box_deadline=1e-9))
+    assert stopped["skipped"]["deadline"] == len(WITH_BOXES) and stopped["predicted"] == 0 and not fake.predictions
+    again = run_annotate(options(fake, tmp_path / "out"))
+    assert again["predicted"] == len(WITH_BOXES) and predicted_tasks(fake) == sorted(WITH_BOXES)
 
 
 def test_a_kill_between_post_and_journal_duplicates_nothing(fake, tmp_path):

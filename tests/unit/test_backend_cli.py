@@ -43,7 +43,7 @@ def test_gunicorn_config_loads_the_model_in_the_worker(tmp_path):
     starting = app.load()  # what the worker does after the fork: answers "starting" while the app is built
     assert isinstance(starting, StartingApp)
     assert starting.ready.wait(60) and starting.failed is None
-    assert backend_of(starting.app).holder.version == "baseline-grabcut-v1"
+    assert backend_of(starting.app).holder.version == "baseline-grabcut-v2"
 
 
 def test_bad_arguments_and_settings_exit_with_a_message(capsys, monkeypatch):

@@ -31,7 +31,7 @@ class ScriptedPredictor(Predictor):
         self.below = below
         self.calls = []
 
-    def _step(self, clicks, prev_mask, prev_roi):
+    def _step(self, clicks, prev_mask, prev_roi, box):
         self.calls.append((list(clicks), None if prev_mask is None else prev_mask.copy(), prev_roi))
         obj = self.object_mask_of(self._image)
         if len(clicks) >= self.clicks_needed:

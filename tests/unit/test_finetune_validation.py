@@ -18,7 +18,7 @@ class Oracle(Predictor):
         super().__init__()
         self.masks, self.empty = masks, empty
 
-    def _step(self, clicks, prev_mask, prev_roi):
+    def _step(self, clicks, prev_mask, prev_roi, box):
         mask = self.masks[self._image.tobytes()]
         return Prediction(np.zeros(mask.shape, np.float32) if self.empty else mask.astype(np.float32))
 
