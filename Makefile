@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 0.0.0.0
 PORT ?= 9090
+# the oldest Python the project supports (requires-python): vermin checks the standard-library names against it, ruff
+# (target-version) the syntax, mypy (python_version) the types
+PYTHON_OLDEST := 3.10
 # the packages mypy checks (the no-torch floors and the service; the rest is checked as far as they import it)
 TYPED := -p adaptiveclick.labelstudio -p adaptiveclick.storage -p adaptiveclick.backend -p adaptiveclick.annotate
 
@@ -55,6 +58,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(TYPED)
+	$(BIN)/vermin --quiet --no-tips --violations --eval-annotations -t=$(PYTHON_OLDEST)- $$(git ls-files '*.py')
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
