@@ -42,7 +42,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
-# Python 3.11 (the project's version; Ubuntu 24.04 has 3.12) as a self-contained build in /opt/python, copied
+# Python 3.11 (one of the project's 3.10-3.13; the image's is fixed) as a self-contained build in /opt/python, copied
 # unchanged into the runtime stage together with the virtual environment that points at it.
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_PYTHON_PREFERENCE=only-managed
@@ -50,7 +50,7 @@ RUN uv python install 3.11 && uv venv --seed --python 3.11 /opt/venv
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 
 # torch first, from PyTorch's index for the variant (the CPU wheel is a fraction of the CUDA one); the project's
-# `torch==2.14.1` pin is then already met by 2.14.1+cpu / 2.14.1+cu130.
+# torch range (pyproject.toml) is then already met by 2.14.1+cpu / 2.14.1+cu130.
 RUN if [ "$VARIANT" = cuda ]; then index="$TORCH_INDEX_CUDA"; else index="$TORCH_INDEX_CPU"; fi \
     && python -m pip install --index-url "$index" "torch==${TORCH_VERSION}"
 
