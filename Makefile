@@ -50,6 +50,13 @@ test-e2e: $(STAMP)
 test-avx2: $(STAMP)
 	env $(AVX2_ONLY) $(BIN)/python -m pytest $(PYTEST_ARGS) $(ISA_TESTS) || [ $$? -eq 5 ]
 
+# the newest Python (pyenv's): the project's wheel installed with the test extra into a new venv outside the
+# checkout, then the unit tier and tests/wheel (console script, kernel build, one click through serve) against it
+PYTHON_NEWEST ?= 3.13
+.PHONY: test-wheel
+test-wheel:
+	PYTHON_NEWEST=$(PYTHON_NEWEST) PYTEST_ARGS="$(PYTEST_ARGS)" .ci/test-wheel
+
 # the documentation site, into site/: a broken link, a missing anchor or page, or a missing snippet fails it
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet

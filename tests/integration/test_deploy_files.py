@@ -268,7 +268,7 @@ def test_dockerfile_and_scripts_pass_the_linters():
         [linter("hadolint"), "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    scripts = [str(DEPLOY / "build-image.sh"), str(DEPLOY / "cvat" / "deploy.sh")]
+    scripts = [str(DEPLOY / "build-image.sh"), str(DEPLOY / "cvat" / "deploy.sh"), str(REPO / ".ci" / "test-wheel")]
     result = subprocess.run([linter("shellcheck"), *scripts], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
