@@ -68,7 +68,7 @@ ARG OPENVINO=auto
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 
 # torch first, from PyTorch's index for the variant (the CPU wheel is a fraction of the CUDA one); the project's
-# `torch==2.14.1` pin is then already met by 2.14.1+cpu / 2.14.1+cu130.
+# torch range (pyproject.toml) is then already met by 2.14.1+cpu / 2.14.1+cu130.
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=pip-cert \
     if [ "$VARIANT" = cuda ]; then index="$TORCH_INDEX_CUDA"; else index="$TORCH_INDEX_CPU"; fi \
     && python -m pip install --index-url "$index" "torch==${TORCH_VERSION}"

@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 0.0.0.0
 PORT ?= 9090
+# the oldest Python the project supports (requires-python): vermin checks the standard-library names against it, ruff
+# (target-version) the syntax, mypy (python_version) the types
+PYTHON_OLDEST := 3.10
 # the packages mypy checks (the no-torch floors and the service; the rest is checked as far as they import it)
 TYPED := -p adaptiveclick.labelstudio -p adaptiveclick.storage -p adaptiveclick.backend -p adaptiveclick.annotate
 
@@ -65,6 +68,13 @@ test-e2e: $(STAMP)
 test-avx2: $(STAMP)
 	env $(AVX2_ONLY) $(BIN)/python -m pytest $(PYTEST_ARGS) $(ISA_TESTS) || [ $$? -eq 5 ]
 
+# the newest Python (pyenv's): the project's wheel installed with the test extra into a new venv outside the
+# checkout, then the unit tier and tests/wheel (console script, kernel build, one click through serve) against it
+PYTHON_NEWEST ?= 3.13
+.PHONY: test-wheel
+test-wheel:
+	PYTHON_NEWEST=$(PYTHON_NEWEST) PYTEST_ARGS="$(PYTEST_ARGS)" .ci/test-wheel
+
 # the documentation site, into site/: a broken link, a missing anchor or page, or a missing snippet fails it
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
@@ -73,6 +83,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(TYPED)
+	$(BIN)/vermin --quiet --no-tips --violations --eval-annotations -t=$(PYTHON_OLDEST)- $$(git ls-files '*.py')
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

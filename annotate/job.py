@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from adaptiveclick.labelstudio.api import LabelStudioAPI, LabelStudioError
@@ -142,7 +142,7 @@ def _pin(path: Path, identity: dict) -> None:
             was = ", ".join(f"{k}={saved.get(k)!r}" for k in differs)
             raise JobError(f"{path.parent} holds a job with {was}: choose another --output for this one")
         return
-    path.write_text(json.dumps({**identity, "created_at": datetime.now(UTC).isoformat()}, indent=1))
+    path.write_text(json.dumps({**identity, "created_at": datetime.now(timezone.utc).isoformat()}, indent=1))
 
 
 def _config(api: LabelStudioAPI, project: int) -> InteractiveConfig:
@@ -268,7 +268,7 @@ def _entry(tid: int, outcome: str, prediction: dict, version: str, **extra) -> d
         "prediction": prediction.get("id"),
         "model_version": version,
         **extra,
-        "at": datetime.now(UTC).isoformat(),
+        "at": datetime.now(timezone.utc).isoformat(),
     }
 
 

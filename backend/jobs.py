@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from adaptiveclick.storage.files import atomic_write
@@ -55,7 +55,7 @@ class JobStatus:
 
 
 def _utc_stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -119,7 +119,7 @@ class JobLauncher:
                     {
                         "project": project,
                         "reason": reason,
-                        "started_at": datetime.now(UTC).isoformat(),
+                        "started_at": datetime.now(timezone.utc).isoformat(),
                         "command": command,
                     },
                     indent=1,
@@ -154,7 +154,7 @@ class JobLauncher:
 
     def _reap(self, process: subprocess.Popen, folder: Path) -> None:
         code = process.wait()
-        outcome = {"exit_code": code, "finished_at": datetime.now(UTC).isoformat()}
+        outcome = {"exit_code": code, "finished_at": datetime.now(timezone.utc).isoformat()}
         atomic_write(folder / "exit.json", lambda f: f.write(json.dumps(outcome).encode()))
         log = logger.info if code == 0 else logger.error
         log(f"{self.noun} finished", extra={"folder": str(folder), "exit_code": code})

@@ -22,7 +22,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -198,7 +198,7 @@ def run_facts(args: argparse.Namespace, spec: PredictorSpec, predictor: Predicto
         f"clicks: {args.n_clicks}, threshold: {args.threshold}, instances: "
         + (f"the first {args.limit} of each dataset" if args.limit else "all"),
         f"machine: {machine}",
-        f"finished: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
+        f"finished: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"command: `{command_line(args, spec)}`",
     ]
 

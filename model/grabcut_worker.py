@@ -100,7 +100,9 @@ class GrabCutWorker:
         if self._process is None or self._process.poll() is not None or self._conn is None:
             self._stop()
             parent, child = socket.socketpair()
-            source_root = str(Path(__file__).resolve().parents[1])  # where the `model` package is imported from
+            # the folder `adaptiveclick` is imported from (site-packages, or a checkout), so the helper runs this
+            # same code; not this file's resolved path, which in a checkout is the linked folder's
+            source_root = str(Path(sys.modules["adaptiveclick"].__file__ or "").resolve().parents[1])
             env = {
                 **os.environ,
                 "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")])),

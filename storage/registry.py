@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
@@ -92,11 +92,11 @@ def check_version_name(version: str) -> str:
 
 
 def new_version_name(sha256: str, prefix: str = "ft") -> str:
-    return f"{prefix}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{sha256[:8]}"
+    return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{sha256[:8]}"
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class Registry:

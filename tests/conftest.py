@@ -20,7 +20,21 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS_ENV = "ADAPTIVECLICK_DATASETS"
 # set by CI (.ci/run): a test that needs the datasets fails instead of skipping, so CI never passes by skipping
 REQUIRE_DATASETS_ENV = "ADAPTIVECLICK_REQUIRE_DATASETS"
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "wheel")
+# set by the wheel tier (make test-wheel): the tests must import the installed wheel, never the checkout
+INSTALLED_ENV = "ADAPTIVECLICK_TEST_INSTALLED"
+
+
+def pytest_sessionstart(session) -> None:
+    """Under the wheel tier, refuse to run unless ``adaptiveclick`` comes from site-packages (a checkout on sys.path,
+    e.g. pytest started in it with ``python -m pytest``, would shadow the wheel)."""
+    if not os.environ.get(INSTALLED_ENV):
+        return
+    import adaptiveclick
+
+    where = Path(adaptiveclick.__file__).resolve()
+    if REPO in where.parents or where.parent.parent.name != "site-packages":
+        raise pytest.UsageError(f"{INSTALLED_ENV} is set but adaptiveclick is imported from {where}")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -168,10 +169,14 @@ def test_dockerfile_runtime_stage(dockerfile):
 def test_dockerfile_variants_and_versions_follow_the_project(dockerfile):
     text = (REPO / "Dockerfile").read_text()
     pyproject = (REPO / "pyproject.toml").read_text()
-    torch_pin = re.search(r'"torch==([\d.]+)"', pyproject).group(1)
-    assert f"ARG TORCH_VERSION={torch_pin}" in text
+    # the image's torch and Python lie in the project's ranges
+    torch_range = SpecifierSet(re.search(r'"torch([<>=!~][^"]+)"', pyproject).group(1))
+    image_torch = re.search(r"ARG TORCH_VERSION=([\d.]+)", text).group(1)
+    assert image_torch in torch_range, (image_torch, str(torch_range))
     assert "torchvision" not in pyproject and "torchvision" not in text  # nothing imports it
-    assert 'requires-python = ">=3.11,<3.12"' in pyproject and "uv python install 3.11" in text
+    python_range = SpecifierSet(re.search(r'requires-python = "([^"]+)"', pyproject).group(1))
+    image_python = re.search(r"uv python install ([\d.]+)", text).group(1)
+    assert image_python in python_range and f"uv venv --seed --python {image_python} " in text
     assert "ARG VARIANT=cpu" in text  # CPU is the default image
     assert "download.pytorch.org/whl/cpu" in text and "download.pytorch.org/whl/cu130" in text
     assert "nvidia/cuda:${CUDA_VERSION}-devel" in text and "nvidia/cuda:${CUDA_VERSION}-base" in text
@@ -272,6 +277,7 @@ def test_dockerfile_and_scripts_pass_the_linters():
         str(DEPLOY / "cvat" / "deploy.sh"),
         str(DEPLOY / "test-image.sh"),
         str(DEPLOY / "test" / "oci-runtime-no-rlimits"),
+        str(REPO / ".ci" / "test-wheel"),
     ]
     result = subprocess.run([linter("shellcheck"), *scripts], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

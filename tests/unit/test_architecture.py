@@ -228,7 +228,8 @@ def test_bottom_floors_import_no_torch(part):
         f"import sys; import {', '.join(modules)}; "
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    # in pytest's folder: the checkout under `make test`, outside it under `make test-wheel` (the installed wheel)
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize(
@@ -252,6 +253,6 @@ def test_help_imports_no_torch(argv):
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib', 'flask', 'scipy'})\n"
         "assert not heavy, heavy"
     )
-    result = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage: adaptiveclick" in result.stdout
