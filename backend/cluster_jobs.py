@@ -18,7 +18,7 @@ import os
 import secrets
 import shlex
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,7 @@ class KubernetesJobs:
         metadata = job.setdefault("metadata", {})
         metadata.pop("generateName", None)
         # unique even for two starts in one second; at most 61 characters, so <name>-<index> is a DNS label
-        metadata["name"] = f"{NAME_PREFIX}{project}-{datetime.now(UTC):%y%m%d%H%M%S}-{secrets.token_hex(2)}"
+        metadata["name"] = f"{NAME_PREFIX}{project}-{datetime.now(timezone.utc):%y%m%d%H%M%S}-{secrets.token_hex(2)}"
         metadata["namespace"] = self.namespace
         metadata.setdefault("labels", {}).update({PROJECT_LABEL: str(project), COMPONENT_LABEL: "finetune"})
         metadata.setdefault("annotations", {})["adaptiveclick.io/reason"] = reason

@@ -22,7 +22,7 @@ version loads in the background (one that fails to load is rejected, and the pro
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from adaptiveclick.labelstudio.errors import BadRequest, RequestError
@@ -105,12 +105,15 @@ def version_listing(
 def _configured(holder: ModelHolder, spec: str) -> dict[str, Any]:
     """The configured predictor as a listed version: not in the registry, so it has no parent, gate or pin."""
     loaded = holder.configured_model()
+    created = None if loaded is None else datetime.fromtimestamp(loaded.loaded_at, timezone.utc)
     return {
         "version": holder.version_of(None),
         "source": SOURCE_CONFIGURED,
         "line": CONFIGURED_LINE,
         "predictor": parse_spec(spec).public,
-        "created": None if loaded is None else datetime.fromtimestamp(loaded.loaded_at, UTC).isoformat("T", "seconds"),
+        "created": None
+        if loaded is None
+        else datetime.fromtimestamp(loaded.loaded_at, timezone.utc).isoformat("T", "seconds"),
         "parent": None,
         "noc85_before": None,
         "noc90_before": None,
