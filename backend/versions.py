@@ -111,9 +111,7 @@ def _configured(holder: ModelHolder, spec: str) -> dict[str, Any]:
         "source": SOURCE_CONFIGURED,
         "line": CONFIGURED_LINE,
         "predictor": parse_spec(spec).public,
-        "created": None
-        if loaded is None
-        else datetime.fromtimestamp(loaded.loaded_at, timezone.utc).isoformat("T", "seconds"),
+        "created": None if created is None else created.isoformat("T", "seconds"),
         "parent": None,
         "noc85_before": None,
         "noc90_before": None,
