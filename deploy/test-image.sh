@@ -33,7 +33,8 @@
 #   IMAGE_TEST_MIN_FREE_GB  free space the builds need in podman's storage (default 25 with PyPI's CUDA torch,
 #                           10 with the CPU wheel); short of it the layer cache is pruned, then the tier stops
 #   TORCH_INDEX_CPU         torch's index for the build (default: the Dockerfile's, PyTorch's CPU index, when it
-#                           answers; otherwise PyPI, whose torch 2.14.1 is the CUDA build: a larger image)
+#                           answers; else a CPU wheel of torch for cp311 in pip's find-links folders, served to the
+#                           build on loopback; else PyPI, whose torch is the CUDA build: a larger image)
 #   CI=true                 as root: apt-get installs the missing tools (podman, runc, debootstrap, jq, curl, ...)
 set -euo pipefail
 
@@ -50,6 +51,7 @@ sample=106024.jpg          # 481x321, the image tests/ls_regions.click_request i
 sample_gt=106024.bmp
 cvat_click=(231 209)       # the same point as that click (48 %, 65 %), in pixels
 cuda_torch=''
+wheel_server=''
 build_args=()
 secrets=()
 base_made=
@@ -174,23 +176,52 @@ ensure_package_sources() {
   local cert
   cert=${PIP_CERT:-$("$python" -m pip config get global.cert 2>/dev/null || true)}
   cert=${cert:-/etc/ssl/certs/ca-certificates.crt}
+  printf '[global]\n' >"$state/pip.conf"
   if [ -f "$cert" ]; then
-    printf '[global]\ncert = /run/secrets/pip-cert\n' >"$state/pip.conf"
+    printf 'cert = /run/secrets/pip-cert\n' >>"$state/pip.conf"
     secrets=(--secret "id=pip.conf,src=$state/pip.conf" --secret "id=pip-cert,src=$cert")
     say "pip in the build trusts $cert (a build secret)"
   fi
   build_args=(--build-arg VARIANT=cpu --build-arg "BASE_IMAGE=$base_image")
+  local wheel
   if [ -n "${TORCH_INDEX_CPU:-}" ]; then
     build_args+=(--build-arg "TORCH_INDEX_CPU=$TORCH_INDEX_CPU")
     say "torch from $TORCH_INDEX_CPU (TORCH_INDEX_CPU)"
   elif curl -fsS -o /dev/null --max-time 20 https://download.pytorch.org/whl/cpu/torch/ 2>/dev/null; then
     say "torch from the Dockerfile's default, PyTorch's CPU index"
+  elif wheel=$(local_cpu_torch_wheel) && [ -n "$wheel" ]; then
+    serve_torch_wheel "$wheel"
   else
     build_args+=(--build-arg TORCH_INDEX_CPU=https://pypi.org/simple)
     cuda_torch=1
-    say "NOTE: download.pytorch.org does not answer here: torch 2.14.1 from PyPI, which is its CUDA build (with"
+    say "NOTE: download.pytorch.org does not answer here: torch from PyPI, which is its CUDA build (with"
     say "      the nvidia-* libraries); a user's CPU image gets the +cpu wheel and is that much smaller"
   fi
+}
+
+# The newest CPU wheel of torch for the image's Python (cp311, x86_64) in pip's find-links folders, if any
+local_cpu_torch_wheel() {
+  local folders
+  folders=$("$python" -m pip config get global.find-links 2>/dev/null || true)
+  # shellcheck disable=SC2086  # find-links is a space-separated list of folders
+  find ${folders:-/opt/wheels} -maxdepth 1 -name 'torch-*+cpu-cp311-cp311-*linux*_x86_64.whl' 2>/dev/null | sort -V | tail -1
+}
+
+# serve_torch_wheel WHEEL: a one-package index on loopback that the build's pip reads torch from (the build runs with
+# --network host); its other packages still come from PyPI (the pip.conf secret's extra index). Only where the
+# packages come from changes: the image is the one users build from PyTorch's CPU index.
+serve_torch_wheel() {
+  local wheel=$1 port version
+  version=$(basename "$wheel" | cut -d- -f2)
+  rm -rf "$state/torch-index" && mkdir -p "$state/torch-index/torch"
+  ln -s "$wheel" "$state/torch-index/torch/"
+  port=$(free_port)
+  "$python" -m http.server --bind 127.0.0.1 --directory "$state/torch-index" "$port" >"$state/torch-index.log" 2>&1 &
+  wheel_server=$!
+  printf 'extra-index-url = https://pypi.org/simple\n' >>"$state/pip.conf"
+  [ ${#secrets[@]} -gt 0 ] || secrets=(--secret "id=pip.conf,src=$state/pip.conf")
+  build_args+=(--build-arg "TORCH_INDEX_CPU=http://127.0.0.1:$port/" --build-arg "TORCH_VERSION=${version%%+*}")
+  say "torch $version from the CPU wheel $wheel (served to the build on 127.0.0.1:$port)"
 }
 
 # -- builds ----------------------------------------------------------------------------------------------------------
@@ -242,6 +273,7 @@ containers=()
 volumes=()
 cleanup() {
   local status=$?
+  [ -z "$wheel_server" ] || kill "$wheel_server" 2>/dev/null || true
   if [ "$status" -ne 0 ] && [ ${#containers[@]} -gt 0 ]; then
     for c in "${containers[@]}"; do
       say "--- log of $c (last 30 lines)" >&2
