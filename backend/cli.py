@@ -119,5 +119,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, secrets=settings.secrets)
     bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     logger.info("starting gunicorn", extra={"bind": bind, "predictor": settings.predictor})
+    for warning in settings.warnings():
+        logger.warning(warning)
     gunicorn_application(settings, bind, args.timeout).run()
     return 0

@@ -17,6 +17,7 @@ version loads in the background (one that fails to load is rejected, and the pro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from adaptiveclick.labelstudio.errors import BadRequest, RequestError
@@ -138,11 +139,17 @@ def _pinnable(registry: Registry, watcher: RegistryWatcher, project: int | None,
 
 
 def apply_setup_pin(
-    registry: Registry, watcher: RegistryWatcher, project: int | None, version: str | None, unpin: bool
+    registry: Registry,
+    watcher: RegistryWatcher,
+    project: int | None,
+    version: str | None,
+    unpin: bool,
+    authorize: Callable[[], None] = lambda: None,
 ) -> str:
     """What ``/setup``'s ``extra_params`` asks: a pin, an unpin, or (no model_version in it) dropping a pin that
     came from ``extra_params`` while leaving one made through the API. Returns the version the project will be
-    answered by, without waiting for it to load."""
+    answered by, without waiting for it to load. ``authorize`` is called before anything is written (it raises
+    when the caller may not change what is served)."""
     try:
         current_pin = read_pin(registry, project)  # Label Studio calls /setup often: only a change is written
     except RegistryError as exc:
@@ -151,7 +158,9 @@ def apply_setup_pin(
         ref = _pinnable(registry, watcher, project, version)
         if current_pin is not None and current_pin.ref == ref:
             return watcher.holder.version_of(ref)
+        authorize()
         return pin_project(registry, watcher, project, version, SOURCE_EXTRA_PARAMS, load_first=False)["served"]
     if current_pin is not None and (unpin or current_pin.source == SOURCE_EXTRA_PARAMS):
+        authorize()
         return pin_project(registry, watcher, project, None, SOURCE_EXTRA_PARAMS, load_first=False)["served"]
     return watcher.holder.version_for(project)

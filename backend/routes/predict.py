@@ -12,10 +12,11 @@ from adaptiveclick.labelstudio.protocol import (
     parse_setup_request,
 )
 
+from ..access import Need
 from ..components import current_backend
 from ..projects import with_request_project
 from ..versions import apply_setup_pin
-from .edge import json_body, naming
+from .edge import json_body, naming, require
 
 routes = Blueprint("predict", __name__)
 
@@ -27,8 +28,16 @@ def setup():
     backend = current_backend()
     parsed = with_request_project(parse_setup_request(json_body()))
     g.log.update(project=parsed.project)
+    backend.projects.saw_setup(parsed.project)  # from now on the backend keeps the project's state
     watcher = backend.watcher
-    version = apply_setup_pin(watcher.registry, watcher, parsed.project, parsed.model_version, parsed.unpin)
+    version = apply_setup_pin(
+        watcher.registry,
+        watcher,
+        parsed.project,
+        parsed.model_version,
+        parsed.unpin,
+        authorize=lambda: require(Need.CHANGE, "pinning a model version (extra_params model_version)"),
+    )
     g.log.update(model_version=version)
     return jsonify({"model_version": version})
 

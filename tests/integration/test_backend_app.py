@@ -304,12 +304,17 @@ def test_basic_auth(images):
 def test_webhook_events_are_counted_and_handed_to_the_handler():
     seen = []
     app = create_app(
-        Settings(),
+        Settings(basic_auth_user="ls", basic_auth_pass="s3cret"),
         predictor=CountingPredictor(),
         webhook_handler=lambda event, counts: seen.append((event.action, counts.annotations)) or "ok",
     )
     client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Basic bHM6czNjcmV0"  # ls:s3cret, on every request
     project = {"id": 4, "label_config": CONFIG}
+    # events count for projects Label Studio has set up (or with a registry line) only
+    unknown = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 5}})
+    assert unknown.status_code == 409 and "not set up" in unknown.json["error"]
+    assert client.post("/setup", json={"project": "4.1"}).status_code == 200
     created = {"action": "ANNOTATION_CREATED", "annotation": {"id": 10}, "task": {"id": 2}, "project": project}
     for body in (
         created,
@@ -352,8 +357,8 @@ def test_metrics(images, samples):
     response = client.get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
     text = response.data.decode()
-    assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="200"} 2.0' in text
-    assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="400"} 1.0' in text
+    assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="2xx"} 2.0' in text
+    assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="4xx"} 1.0' in text
     assert 'adaptiveclick_http_request_seconds_count{endpoint="/predict"} 3.0' in text
     assert 'adaptiveclick_model_info{line="configured",project="",version="counting-v1"} 1.0' in text
     assert "adaptiveclick_network_runs_total 2.0" in text and "adaptiveclick_cache_bytes" in text

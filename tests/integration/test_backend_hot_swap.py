@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import textwrap
@@ -232,9 +233,12 @@ def test_jobs_need_starting_weights(tmp_path):
 
 
 def test_jobs_endpoints(launcher, tmp_path):
-    app = create_app(launcher.settings, predictor=GrabCutPredictor(), webhook_handler=launcher.handle_event)
+    settings = dataclasses.replace(launcher.settings, basic_auth_user="ls", basic_auth_pass="s3cret")
+    app = create_app(settings, predictor=GrabCutPredictor(), webhook_handler=launcher.handle_event)
     client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Basic bHM6czNjcmV0"  # ls:s3cret
     assert client.get("/jobs").get_json()["jobs"] == []
+    assert client.post("/setup", json={"project": "4.1"}).status_code == 200
     response = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 4}})
     assert response.status_code == 201 and response.get_json()["result"]["status"] == "started"
     job = client.get("/jobs/4").get_json()
