@@ -254,3 +254,14 @@ class AccessPolicy:
         """Whether ``caller``'s images may be fetched with the backend's own credentials (the Label Studio key,
         the AWS credentials, the local-files folder)."""
         return caller.connection or "media" in self.anonymous_grants
+
+    def media_refusal(self, caller: Caller) -> str | None:
+        """None when ``caller``'s images may use the backend's credentials, else the 403 message of every image
+        that would need them (:class:`labelstudio.media.MediaScope`)."""
+        if self.may_use_backend_credentials(caller):
+            return None
+        return (
+            "this request is anonymous, so its image gets none of the backend's own credentials (the Label Studio "
+            f"key, the AWS credentials, the local-files folder): set {CONNECTION_SETTINGS} and the same pair in "
+            f"Label Studio's Connect Model dialog (Use basic auth); {UNSAFE_SETTING}=media opens them to anyone"
+        )

@@ -120,6 +120,7 @@ def build_backend(
             settings.request_deadline,
             settings.batch_deadline,
             settings.label_studio.polygons,
+            settings.max_prompts,
         ),
         webhooks=WebhookDispatcher(webhook_handler or finetunes.handle_event, settings.max_projects),
         finetunes=finetunes,

@@ -56,6 +56,8 @@ LOOPBACK_IMAGES = LabelStudioSettings(allowed_hosts=("127.0.0.1",))  # the http_
 
 def make_client(predictor=None, **settings):
     settings.setdefault("label_studio", LOOPBACK_IMAGES)
+    if "basic_auth_user" not in settings:  # anonymous clicks may use the backend's own media access here
+        settings.setdefault("unsafe_anonymous", ("media",))
     app = create_app(Settings(**settings), predictor=predictor or CountingPredictor())
     return app, app.test_client()
 
@@ -422,10 +424,14 @@ def test_the_documented_predict_body_gets_a_mask(data_root):
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "connect.md").read_text()
     body = json.loads(re.search(r"<<'BODY'\n(.*?)\nBODY\n", page, re.S).group(1))
-    app = create_app(
-        Settings(label_studio=LabelStudioSettings(local_files_document_root=data_root)), predictor=GrabCutPredictor()
+    settings = Settings(
+        label_studio=LabelStudioSettings(local_files_document_root=data_root),
+        basic_auth_user="label-studio",
+        basic_auth_pass="a-long-random-password-0123456789",
     )
-    reply = app.test_client().post("/predict", json=body)
+    app = create_app(settings, predictor=GrabCutPredictor())
+    assert "-u label-studio:" in page  # the page's curl sends the connection credential
+    reply = app.test_client().post("/predict", json=body, auth=settings.basic_auth)
     assert reply.status_code == 200, reply.get_json()
     region = reply.get_json()["results"][0]["result"][0]
     mask = decode_rle(region["value"]["rle"], region["original_height"], region["original_width"])
