@@ -19,16 +19,20 @@ then the positive points, then the negative points, each list in CVAT's order (t
 deterministic, and matches the usual session (find the object with positive clicks, then trim with negative ones).
 Steps are cached per frame and model version (the backend's session cache), so a new negative point costs one
 network run, and a new positive point re-runs the negative points after it.
+
+Bounds, as for the Label Studio backend's ``/predict``: at most ``ADAPTIVECLICK_MAX_PROMPTS`` points (a box counts
+as one; 400 beyond), and ``ADAPTIVECLICK_REQUEST_DEADLINE`` seconds of model time per request (503 beyond, the steps
+done stay cached, so the next request goes on from there); the frame must be strict base64 within
+``ADAPTIVECLICK_MAX_IMAGE_MB``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +41,9 @@ import numpy as np
 
 from adaptiveclick.labelstudio.decode import decode_image
 from adaptiveclick.labelstudio.errors import BadRequest, ImageError, RequestError
+from adaptiveclick.labelstudio.media import strict_base64
 from adaptiveclick.labelstudio.polygons import mask_polygons
+from adaptiveclick.labelstudio.protocol import DEFAULT_MAX_PROMPTS
 from adaptiveclick.labelstudio.settings import ImageLimits, PolygonSettings
 from adaptiveclick.model.clicks import Click
 from adaptiveclick.model.loading import load_predictor
@@ -51,8 +57,6 @@ from .served_model import ServedModel
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
-
-MAX_POINTS = 500  # far beyond any annotator; bounds the work one request can ask for
 
 
 @dataclass(frozen=True)
@@ -94,16 +98,25 @@ def event_json(body: Any) -> dict:
     return body
 
 
-def parse_request(body: dict) -> InteractorRequest:
-    """Check the shape of a CVAT body (image size and point bounds are checked once the image is decoded)."""
+def parse_request(body: dict, max_prompts: int = DEFAULT_MAX_PROMPTS) -> InteractorRequest:
+    """Check the shape of a CVAT body (image size and point bounds are checked once the image is decoded); at most
+    ``max_prompts`` points and boxes (``ADAPTIVECLICK_MAX_PROMPTS``)."""
     image = body.get("image")
     if not isinstance(image, str) or not image.strip():
         raise BadRequest("'image' must be the frame as a base64 string (JPEG or PNG)")
+    for name in ("pos_points", "neg_points"):  # counted before they are read: a huge list costs nothing
+        value = body.get(name)
+        if isinstance(value, list) and len(value) > max_prompts:
+            raise BadRequest(f"too many points ({len(value)} {name}; at most {max_prompts}, ADAPTIVECLICK_MAX_PROMPTS)")
     positives = _points(body, "pos_points")
     negatives = _points(body, "neg_points")
-    if len(positives) + len(negatives) > MAX_POINTS:
-        raise BadRequest(f"too many points ({len(positives) + len(negatives)}; at most {MAX_POINTS})")
     box = body.get("obj_bbox")
+    prompts = len(positives) + len(negatives) + (box not in (None, []))
+    if prompts > max_prompts:
+        raise BadRequest(
+            f"too many points and boxes ({prompts}; at most {max_prompts}, ADAPTIVECLICK_MAX_PROMPTS): start a new "
+            "object"
+        )
     if box in (None, []):
         box = None
     else:
@@ -149,10 +162,7 @@ def decode_frame(image_b64: str, limits: ImageLimits) -> np.ndarray:
     if len(payload) * 3 // 4 > limits.max_bytes:
         raise BadRequest(f"image is larger than {limits.max_bytes >> 20} MiB (ADAPTIVECLICK_MAX_IMAGE_MB)", 413)
     try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("'image' is not valid base64") from None
-    try:
+        data = strict_base64(payload, "'image'")
         return decode_image(data, limits, source="image")
     except ImageError as exc:
         raise BadRequest(exc.message, 413 if exc.status_code == 413 else 400) from None
@@ -243,6 +253,9 @@ class Interactor:
         cache_bytes: session cache budget (decoded frames and per-click outputs).
         limits: the largest frame accepted (413 beyond).
         polygons: the simplification tolerance and the holes mode of the reply's ``polygons``.
+        max_prompts: points and boxes one request may carry (``ADAPTIVECLICK_MAX_PROMPTS``; 400 beyond).
+        deadline_s: model time, waiting included, one request may take (``ADAPTIVECLICK_REQUEST_DEADLINE``; 503
+            beyond); None: no limit.
     """
 
     def __init__(
@@ -252,12 +265,16 @@ class Interactor:
         cache_bytes: int = 2048 << 20,
         limits: ImageLimits = ImageLimits(),
         polygons: PolygonSettings = PolygonSettings(),
+        max_prompts: int = DEFAULT_MAX_PROMPTS,
+        deadline_s: float | None = 30.0,
     ) -> None:
         self.served = ServedModel(predictor, predictor.model_version)
         self.cache = SessionCache(cache_bytes)
         self.threshold = threshold
         self.limits = limits
         self.polygons = polygons
+        self.max_prompts = max_prompts
+        self.deadline_s = deadline_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Interactor:
@@ -270,6 +287,8 @@ class Interactor:
             settings.cache_bytes,
             settings.label_studio.limits,
             settings.label_studio.polygons,
+            settings.max_prompts,
+            settings.request_deadline,
         )
 
     @property
@@ -284,7 +303,8 @@ class Interactor:
             self.cache.put_image(image_key, image)
         height, width = image.shape[:2]
         clicks, box = clicks_for(request, height, width)
-        run = run_clicks(self.served, self.cache, image_key, image, clicks)
+        deadline = None if self.deadline_s is None else time.monotonic() + self.deadline_s
+        run = run_clicks(self.served, self.cache, image_key, image, clicks, deadline)
         mask = run.state.probs > (request.threshold or self.threshold)
         if box is not None:
             mask = cut_to_box(mask, box)
@@ -296,7 +316,7 @@ class Interactor:
     def handle(self, body: Any) -> tuple[int, bytes, InteractorResult | None]:
         """``(status, JSON body, result)`` for an event body; errors give ``{"error": message}`` and no result."""
         try:
-            result = self.segment(parse_request(event_json(body)))
+            result = self.segment(parse_request(event_json(body), self.max_prompts))
         except RequestError as exc:
             return exc.status_code, json.dumps({"error": exc.message}).encode(), None
         return 200, response_json(result), result
