@@ -21,7 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from adaptiveclick.labelstudio.errors import BadRequest, RequestError
+from adaptiveclick.labelstudio.protocol import shown
 from adaptiveclick.storage.lines import find_version, pin, read_pin, read_state
+from adaptiveclick.storage.logs import redact_value
 from adaptiveclick.storage.registry import BASE_LINE, Registry, RegistryError, VersionInfo, project_line
 
 from .model_holder import ModelHolder
@@ -40,7 +42,8 @@ def _gate(info: VersionInfo) -> dict[str, Any]:
         "noc90_before": before.get("noc90"),
         "noc85_after": info.metrics.get("noc85"),
         "noc90_after": info.metrics.get("noc90"),
-        "compared_with": (info.metrics.get("gate") or {}).get("compared_with"),
+        # "starting weights: <spec>" may name a URL: shown as the logs show it (no query, no userinfo)
+        "compared_with": redact_value((info.metrics.get("gate") or {}).get("compared_with")),
     }
 
 
@@ -132,7 +135,7 @@ def _pinnable(registry: Registry, watcher: RegistryWatcher, project: int | None,
     try:
         ref = find_version(registry, version, project)
     except (RegistryError, ValueError) as exc:
-        raise BadRequest(f"cannot pin {version!r}: {exc}") from None
+        raise BadRequest(f"cannot pin {shown(version)}: {exc}") from None
     if ref.key in watcher.holder.rejected:
         raise RequestError(f"cannot pin {ref.key}: it was rejected ({watcher.holder.rejected[ref.key]})", 422)
     return ref
