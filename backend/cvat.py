@@ -42,7 +42,7 @@ import numpy as np
 from adaptiveclick.labelstudio.decode import decode_image
 from adaptiveclick.labelstudio.errors import BadRequest, ImageError, RequestError
 from adaptiveclick.labelstudio.media import strict_base64
-from adaptiveclick.labelstudio.polygons import mask_polygons
+from adaptiveclick.labelstudio.polygons import PolygonLimit, PolygonLimits, capped_polygons, mask_polygons
 from adaptiveclick.labelstudio.protocol import DEFAULT_MAX_PROMPTS
 from adaptiveclick.labelstudio.settings import ImageLimits, PolygonSettings
 from adaptiveclick.model.clicks import Click
@@ -308,7 +308,11 @@ class Interactor:
         mask = run.state.probs > (request.threshold or self.threshold)
         if box is not None:
             mask = cut_to_box(mask, box)
-        polygons = [ring.tolist() for ring in mask_polygons(mask, self.polygons.tolerance, self.polygons.holes)]
+        try:
+            rings = mask_polygons(mask, self.polygons.tolerance, self.polygons.holes, PolygonLimits())
+        except PolygonLimit:  # a noisy mask: its largest parts (the mask itself carries everything)
+            rings = capped_polygons(mask, self.polygons.tolerance)
+        polygons = [ring.tolist() for ring in rings]
         return InteractorResult(
             mask, outer_polygon(mask), polygons, self.served.version, run.network_runs, run.cached_clicks, run.seconds
         )
