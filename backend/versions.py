@@ -158,10 +158,10 @@ def apply_setup_pin(
     except RegistryError as exc:
         raise RequestError(f"the model registry cannot be read: {exc}", 502) from None
     if version is not None:
+        authorize()  # a pin needs the right to change what is served, whatever it names
         ref = _pinnable(registry, watcher, project, version)
         if current_pin is not None and current_pin.ref == ref:
             return watcher.holder.version_of(ref)
-        authorize()
         return pin_project(registry, watcher, project, version, SOURCE_EXTRA_PARAMS, load_first=False)["served"]
     if current_pin is not None and (unpin or current_pin.source == SOURCE_EXTRA_PARAMS):
         authorize()

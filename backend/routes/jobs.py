@@ -41,7 +41,12 @@ def jobs():
     holder = backend.holder
     return jsonify(
         {
-            "jobs": [shown(launcher.status(p)) for launcher in launchers for p in launcher.projects()],
+            "jobs": [
+                shown(status)
+                for launcher in launchers
+                for status in map(launcher.status, launcher.projects())
+                if status.state != "none"  # a project whose job was refused (429) has a folder but no job
+            ],
             "running": {launcher.kind: launcher.running() for launcher in launchers},
             "registry": redact(registry, secrets),
             "rejected_versions": {key: redact(why, secrets) for key, why in backend.watcher.rejected.items()},
