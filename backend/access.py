@@ -186,8 +186,11 @@ class AccessPolicy:
     def authenticate(self, scheme: str | None, credentials: tuple[str, str] | str | None, client: str) -> Caller:
         """The caller a request's ``Authorization`` proves: ``scheme`` ``basic`` with ``(user, password)`` or
         ``bearer`` with the token, None when it sent none. A credential that does not match is 401 (counted as a
-        failure of ``client``), 429 once ``client`` failed too often."""
-        if scheme is None:
+        failure of ``client``), 429 once ``client`` failed too often; a kind of credential this backend has none of
+        configured proves nothing (anonymous), as Label Studio may send Basic auth to a backend without it."""
+        if scheme is None or (scheme == "basic" and self.basic_auth is None):
+            return Caller()  # a credential this backend does not have is no credential (as before: not refused)
+        if scheme == "bearer" and self.admin_token is None:
             return Caller()
         wait = self.limiter.wait_s(client)
         if wait > 0:
