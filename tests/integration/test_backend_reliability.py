@@ -205,7 +205,8 @@ def test_kill_9_of_the_worker_mid_request_then_requests_succeed(backend, images)
     assert statuses == [200] * 36, statuses
     assert backend.worker_pid() != worker
     starting = [seconds for status, seconds in health if status == 503]
-    assert max(starting, default=0.0) < 1.0  # the probes are not held
+    # the probes are not held for the app (clicks may wait 60 s here): at most the new worker's own start
+    assert max(starting, default=0.0) < 5.0
     print(
         f"\nkill -9 of the worker: 36 clicks of 3 annotators over {recovered_s:.1f} s all answered 200 "
         f"(/health meanwhile: {len(starting)} x 503 starting, {sum(s == 200 for s, _ in health)} x 200)"
