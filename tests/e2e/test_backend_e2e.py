@@ -116,6 +116,7 @@ def test_webhook_counts_annotations_made_in_label_studio(label_studio, backends,
     project = label_studio.create_project("AdaptiveClick e2e webhook")
     task = label_studio.upload(project, grabcut[0])
     label_studio.connect(project, backend_url, auth)  # registers the backend's /webhook for the project
+    label_studio.authenticate_webhook(project, backend_url, auth)  # which Label Studio made without credentials
     h, w = grabcut[1].shape
     mask_result = {
         "from_name": "mask",
@@ -178,11 +179,16 @@ def test_bad_input_is_4xx_and_the_server_keeps_serving(label_studio, backends, g
 
     # a wrong Label Studio key: the image fetch is refused, which the backend reports as 403
     app = create_app(
-        Settings(label_studio=LabelStudioSettings(url=label_studio.url, api_key="wrong-key")),
+        Settings(
+            label_studio=LabelStudioSettings(url=label_studio.url, api_key="wrong-key"),
+            basic_auth_user=auth[0],
+            basic_auth_pass=auth[1],
+        ),
         predictor=GrabCutPredictor(),
     )
     response = app.test_client().post(
         "/predict",
+        auth=auth,
         json={
             "tasks": [{"id": task["id"], "data": {"image": task["data"]["image"]}}],
             "project": f"{project}.1",
