@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from adaptiveclick.labelstudio.api import LabelStudioError
     from adaptiveclick.labelstudio.settings import SettingsError
     from adaptiveclick.model.spec import parse_spec
-    from adaptiveclick.storage.logs import configure_logging
+    from adaptiveclick.storage.logs import configure_logging, redact
 
     from .job import JobError, run_annotate
     from .journal import JournalError
@@ -164,14 +164,15 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, SettingsError) as exc:
         print(f"adaptiveclick annotate: error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level, secrets=(opts.settings.api_key or "",))
+    secrets = (opts.settings.api_key or "",)
+    configure_logging(args.log_level, secrets=secrets)
     try:
         summary = run_annotate(opts)
     except (JobError, JournalError, ValueError, FileNotFoundError) as exc:
-        print(f"adaptiveclick annotate: error: {exc}", file=sys.stderr)
+        print(f"adaptiveclick annotate: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return 2
     except LabelStudioError as exc:
-        print(f"adaptiveclick annotate: error: {exc}", file=sys.stderr)
+        print(f"adaptiveclick annotate: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return 1 if exc.transient else 2
     print(json.dumps(summary, indent=1))
     return 1 if summary["failed"] else 0

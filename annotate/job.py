@@ -32,7 +32,7 @@ from adaptiveclick.labelstudio.api import LabelStudioAPI, LabelStudioError
 from adaptiveclick.labelstudio.boxes import TaskBoxes, task_boxes
 from adaptiveclick.labelstudio.errors import ImageError, LabelConfigError
 from adaptiveclick.labelstudio.label_config import InteractiveConfig, parse_label_config
-from adaptiveclick.labelstudio.media import ImageFetcher
+from adaptiveclick.labelstudio.media import ImageFetcher, MediaScope
 from adaptiveclick.labelstudio.predictions import LabelledMask, masks_prediction
 from adaptiveclick.labelstudio.ratelimit import RateLimit
 from adaptiveclick.labelstudio.selection import Shard
@@ -196,7 +196,7 @@ class _Worker:
             return
         self.api.rate.wait()  # an image download is a call to Label Studio as often as not
         try:
-            image = self.fetcher.fetch(item.image_url, tid)
+            image = self.fetcher.fetch(item.image_url, tid, MediaScope(self.opts.project))
         except ImageError as exc:
             return self._skip(tid, f"image {exc.status_code}", exc.message)
         height, width = image.shape[:2]

@@ -89,7 +89,14 @@ class AnnotateLauncher(JobLauncher):
     def __init__(
         self, settings: Settings, served_spec: Callable[[int], str], command_prefix: list[str] | None = None
     ) -> None:
-        super().__init__(settings, Path(settings.model_dir) / "jobs" / "annotate", "annotate", "annotate job")
+        super().__init__(
+            settings,
+            Path(settings.model_dir) / "jobs" / "annotate",
+            "annotate",
+            "annotate job",
+            settings.max_annotate_jobs,
+            "ADAPTIVECLICK_MAX_ANNOTATE_JOBS",
+        )
         self.served_spec = served_spec
         self.command_prefix = command_prefix or [sys.executable, "-m", "adaptiveclick", "annotate"]
 

@@ -3,11 +3,12 @@ routes (:mod:`backend.routes`), one module per resource.
 
 Routes (label-studio-ml 2.x): ``GET /`` and ``GET /health``, ``POST /setup``, ``POST /predict`` (clicks, or the
 tasks' rectangles for Retrieve Predictions: :mod:`backend.batch`), ``POST /webhook``, ``GET /versions``, plus
-``POST /versions/<project>`` (pin a version, Basic auth), ``GET /jobs`` (fine-tune and annotate jobs),
+``POST /versions/<project>`` (pin a version: the operator token), ``GET /jobs`` (fine-tune and annotate jobs),
 ``/jobs/<project>/annotate`` (:mod:`backend.annotate_jobs`) and ``GET /metrics`` (Prometheus); every route also
-answers under ``/projects/<id>/`` (:mod:`backend.projects`). Each request is answered by its project's model
-(:class:`~backend.model_holder.ModelHolder`). Errors are JSON ``{"error": message}`` with a 4xx status for
-anything the client can fix; the process keeps serving after any of them.
+answers under ``/projects/<id>/`` (:mod:`backend.projects`). Who may call what: :mod:`backend.access`. Each
+request is answered by its project's model (:class:`~backend.model_holder.ModelHolder`). Errors are JSON
+``{"error": message}`` with a 4xx status for anything the client can fix; the process keeps serving after any of
+them.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ def gunicorn_application(settings: Settings, bind: str, timeout: int = 120):
 
         def load(self):
             configure_logging(settings.log_level, secrets=settings.secrets)  # in the worker, after gunicorn's
-            starting = StartingApp()
+            # clicks that arrive while the app builds (a restarted worker) wait for it, within their deadline
+            starting = StartingApp(settings.request_deadline, settings.prediction_slots)
             threading.Thread(target=starting.build, args=(build_app,), name="app-builder", daemon=True).start()
             return starting
 
@@ -119,5 +120,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, secrets=settings.secrets)
     bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     logger.info("starting gunicorn", extra={"bind": bind, "predictor": settings.predictor})
+    for warning in settings.warnings():
+        logger.warning(warning)
     gunicorn_application(settings, bind, args.timeout).run()
     return 0

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from flask import current_app
@@ -17,6 +18,7 @@ from adaptiveclick.model.predictor import Predictor
 from adaptiveclick.model.spec import parse_spec
 from adaptiveclick.storage.registry import open_registry
 
+from .access import AccessPolicy
 from .admission import Admission
 from .annotate_jobs import AnnotateLauncher, served_spec_now
 from .batch import BoxPredictor
@@ -26,6 +28,7 @@ from .finetune_jobs import FinetuneLauncher
 from .metrics import Metrics
 from .model_holder import ModelHolder
 from .model_pool import ModelPool
+from .projects import KnownProjects
 from .registry_watcher import RegistryWatcher
 from .segmentation import SegmentationService
 from .served_model import CONFIGURED_LINE, ServedModel
@@ -40,6 +43,8 @@ class Backend:
     """Everything a route may use: settings, the served models, the session cache, the services and launchers."""
 
     settings: Settings
+    access: AccessPolicy
+    projects: KnownProjects
     holder: ModelHolder
     watcher: RegistryWatcher
     cache: SessionCache
@@ -66,14 +71,23 @@ def build_backend(
     """The parts, with the registry read and the default model loaded (see :func:`backend.app.create_app`)."""
     device = None if settings.device == "auto" else settings.device
     served_spec = _with_device(settings.predictor, device)
-    configured_key = f"{CONFIGURED_LINE}/{served_spec if predictor is None else predictor.model_version}"
+    # the spec may be a URL with a signature or userinfo: the key (shown in /jobs and /metrics) holds its hash
+    configured_key = f"{CONFIGURED_LINE}/{spec_digest(served_spec) if predictor is None else predictor.model_version}"
 
     def configured() -> ServedModel:
         built = predictor or load_predictor(served_spec)
         return ServedModel(built, built.model_version, CONFIGURED_LINE, built.memory_bytes(), configured_key)
 
     metrics = Metrics()
-    holder = ModelHolder(configured, configured_key, lambda ref: watcher.build(ref), ModelPool(settings.pool_limit))
+    projects = KnownProjects(settings.max_projects, lambda: holder.state.projects)
+    holder = ModelHolder(
+        configured,
+        configured_key,
+        lambda ref: watcher.build(ref),
+        ModelPool(settings.pool_limit),
+        known=lambda project: project in projects,
+        max_projects=settings.max_projects,
+    )
     watcher = RegistryWatcher(
         holder,
         open_registry(settings.registry_uri),
@@ -98,6 +112,8 @@ def build_backend(
     )
     backend = Backend(
         settings=settings,
+        access=AccessPolicy(settings.basic_auth, settings.admin_token, settings.unsafe_anonymous),
+        projects=projects,
         holder=holder,
         watcher=watcher,
         cache=cache,
@@ -110,8 +126,9 @@ def build_backend(
             settings.request_deadline,
             settings.batch_deadline,
             settings.label_studio.polygons,
+            settings.max_prompts,
         ),
-        webhooks=WebhookDispatcher(webhook_handler or finetunes.handle_event),
+        webhooks=WebhookDispatcher(webhook_handler or finetunes.handle_event, settings.max_projects),
         finetunes=finetunes,
         annotate=AnnotateLauncher(
             settings, lambda project: served_spec_now(holder.wanted(project)[1], watcher.registry, served_spec)
@@ -120,6 +137,11 @@ def build_backend(
     )
     metrics.add_collector(lambda: scrape_time_metrics(backend))
     return backend
+
+
+def spec_digest(spec: str) -> str:
+    """``spec-<12 hex digits>``: names a predictor spec without showing it (a URL's query or userinfo)."""
+    return "spec-" + hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
 def _with_device(spec: str, device: str | None) -> str:
@@ -160,7 +182,7 @@ def scrape_time_metrics(backend: Backend) -> list[GaugeMetricFamily]:
     )
     holder = backend.holder
     for served_project, key in sorted(holder.served_keys().items(), key=lambda item: str(item[0])):
-        line, _, version = key.partition("/")
+        line, _, version = holder.display_key(key).partition("/")
         models.add_metric(["" if served_project is None else str(served_project), line, version], 1)
     loaded = GaugeMetricFamily("adaptiveclick_models_loaded", "Models held in memory", value=len(holder.pool.keys()))
     loaded_bytes = GaugeMetricFamily(

@@ -19,8 +19,6 @@ frames are cached by the sha256 of their base64 text, so a click on the same fra
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import math
@@ -32,7 +30,8 @@ import numpy as np
 
 from adaptiveclick.labelstudio.decode import decode_image
 from adaptiveclick.labelstudio.errors import BadRequest, ImageError, RequestError
-from adaptiveclick.labelstudio.polygons import mask_polygons
+from adaptiveclick.labelstudio.media import strict_base64
+from adaptiveclick.labelstudio.polygons import PolygonLimit, PolygonLimits, capped_polygons, mask_polygons
 from adaptiveclick.labelstudio.settings import ImageLimits
 
 from .interactor import Frame, Interactor, InteractorPrompt, InteractorResult
@@ -124,10 +123,7 @@ def decode_frame(image_b64: str, limits: ImageLimits) -> np.ndarray:
     if len(payload) * 3 // 4 > limits.max_bytes:
         raise BadRequest(f"image is larger than {limits.max_bytes >> 20} MiB (ADAPTIVECLICK_MAX_IMAGE_MB)", 413)
     try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("'image' is not valid base64") from None
-    try:
+        data = strict_base64(payload, "'image'")
         return decode_image(data, limits, source="image")
     except ImageError as exc:
         raise BadRequest(exc.message, 413 if exc.status_code == 413 else 400) from None
@@ -194,7 +190,11 @@ def answer(interactor: Interactor, request: NuclioRequest) -> NuclioReply:
     interactor.check(request.prompt)  # before the frame is decoded
     result = interactor.segment(frame_of(interactor, request.image_b64), request.prompt)
     settings = interactor.polygons
-    polygons = [ring.tolist() for ring in mask_polygons(result.mask, settings.tolerance, settings.holes)]
+    try:
+        rings = mask_polygons(result.mask, settings.tolerance, settings.holes, PolygonLimits())
+    except PolygonLimit:  # a noisy mask: its largest parts (the mask itself carries everything)
+        rings = capped_polygons(result.mask, settings.tolerance)
+    polygons = [ring.tolist() for ring in rings]
     return NuclioReply(result, outer_polygon(result.mask), polygons)
 
 

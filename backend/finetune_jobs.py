@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-import threading
 from pathlib import Path
 
 from adaptiveclick.model.spec import parse_spec, pinned_spec
 
 from .cluster_jobs import ClusterJobError, KubernetesJobs
-from .jobs import JobLauncher, JobRunning, JobStatus
+from .jobs import JobLauncher, JobLimit, JobRunning, JobStatus
+from .projects import ProjectTable
 from .settings import Settings
 from .webhook import ProjectCounts, WebhookEvent
 
@@ -39,12 +39,19 @@ class FinetuneLauncher(JobLauncher):
         command_prefix: list[str] | None = None,
         cluster: KubernetesJobs | None = None,
     ) -> None:
-        super().__init__(settings, Path(settings.model_dir) / "jobs", "finetune", "fine-tune")
+        super().__init__(
+            settings,
+            Path(settings.model_dir) / "jobs",
+            "finetune",
+            "fine-tune",
+            settings.max_finetunes,
+            "ADAPTIVECLICK_MAX_FINETUNES",
+        )
         self.has_registry_version = has_registry_version
         self.cluster = cluster
         self.command_prefix = command_prefix or [sys.executable, "-m", "adaptiveclick", "finetune"]
-        self._lock = threading.Lock()
-        self._baseline_annotations: dict[int, int] = {}  # project -> net annotations when its last job started
+        # project -> net annotations when its last job started
+        self._baseline_annotations: ProjectTable[int] = ProjectTable(settings.max_projects)
 
     # -- commands -------------------------------------------------------------------------------------------------
 
@@ -94,22 +101,28 @@ class FinetuneLauncher(JobLauncher):
         """START_TRAINING starts a job; annotation events start one when FINETUNE_MIN_ANNOTATIONS new annotations
         have accumulated since the project's last job."""
         if event.action == "START_TRAINING":
-            return self._try_start(event.project_id, "START_TRAINING", counts)
+            return self._try_start(event.project_id, "START_TRAINING", counts, requested=True)
         threshold = self.settings.finetune_min_annotations
-        with self._lock:
-            new = counts.annotations - self._baseline_annotations.get(event.project_id, 0)
+        new = counts.annotations - self._baseline_annotations.get(event.project_id, 0)
         if threshold and new >= threshold:
             return self._try_start(event.project_id, f"{new} new annotations (threshold {threshold})", counts)
         return {"status": "counted", "new_annotations": new, "threshold": threshold}
 
-    def _try_start(self, project: int, reason: str, counts: ProjectCounts) -> dict:
+    def _try_start(self, project: int, reason: str, counts: ProjectCounts, requested: bool = False) -> dict:
+        """Start a job; an explicit request (``START_TRAINING``) hears of a full house as 429 (:class:`JobLimit`),
+        a threshold trigger gets "not started" and tries again at the next event."""
         try:
             status = self.start(project, reason)
         except JobRunning as exc:
             return {"status": "already running", "message": str(exc)}
+        except JobLimit as exc:
+            if requested:
+                raise
+            logger.warning("fine-tune not started", extra={"project": project, "error": exc.message})
+            return {"status": "not started", "message": exc.message}
         except (NoStartingWeights, ClusterJobError) as exc:
             logger.warning("fine-tune not started", extra={"project": project, "error": str(exc)})
             return {"status": "not started", "message": str(exc)}
-        with self._lock:
-            self._baseline_annotations[project] = counts.annotations
-        return {"status": "started", "job": status.cluster_job or status.folder}
+        self._baseline_annotations.put(project, counts.annotations)
+        # the job's name, not its folder: absolute paths are for the operator token (GET /jobs with it)
+        return {"status": "started", "job": status.cluster_job or Path(status.folder or "").name}

@@ -3,6 +3,13 @@ thread, and the backend never imports the job's code), at most one per project a
 ``<jobs root>/project-<id>/<UTC time>/`` with its log (``job.log``), the job's own ``status.json`` and, when it
 ends, ``exit.json``. "One at a time" holds across worker processes and backend restarts: the job keeps an
 exclusive ``flock`` on ``<jobs root>/project-<id>/job.lock`` (inherited from the launcher) for as long as it runs.
+So does the cap across projects (``ADAPTIVECLICK_MAX_FINETUNES``, ``ADAPTIVECLICK_MAX_ANNOTATE_JOBS``): a job also
+holds one of that many slot locks, ``<jobs root>/slots/<k>.lock``; with none free a new job is refused with 429
+(:class:`JobLimit`), never queued behind a crowd of processes.
+
+What ``GET /jobs`` shows of a job (:meth:`JobStatus.to_json`) depends on who asks: everyone sees its state, times,
+reason, exit code, progress and what it published (strings redacted like the logs, absolute paths cut to their last
+part); the operator token adds the job's folder and the tail of its log (redacted).
 
 :class:`JobLauncher` is what every kind shares (folders, the lock, reaping, status from the folders); the kinds are
 fine-tunes (:mod:`backend.finetune_jobs`, in ``MODEL_DIR/jobs/``) and annotate jobs (:mod:`backend.annotate_jobs`,
@@ -22,8 +29,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+from adaptiveclick.labelstudio.errors import RequestError
 from adaptiveclick.storage.files import atomic_write
+from adaptiveclick.storage.logs import redact, redact_value
 
 from .settings import Settings
 
@@ -34,6 +44,12 @@ LOG_TAIL_LINES = 40
 
 class JobRunning(RuntimeError):
     """A job of this kind is already running for this project."""
+
+
+class JobLimit(RequestError):
+    """As many jobs of this kind as allowed are running (all projects together): 429, retry when one ends."""
+
+    status_code = 429
 
 
 @dataclass(frozen=True)
@@ -50,8 +66,36 @@ class JobStatus:
     kind: str = "finetune"
     cluster_job: str | None = None  # ``namespace/name`` of a fine-tune run as a Kubernetes Job (backend.cluster_jobs)
 
-    def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+    def to_json(self, details: bool = False, secrets: tuple[str, ...] = ()) -> dict:
+        """The job as ``GET /jobs`` shows it: with ``details`` (the operator token) its folder and log tail too;
+        every string redacted like the logs (``secrets`` replaced), absolute paths cut to their last part unless
+        ``details``."""
+        shown: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is None or (not details and key in ("folder", "log_tail")):
+                continue
+            if key == "log_tail":
+                shown[key] = [redact(line, secrets) for line in value]
+            elif key == "folder":
+                shown[key] = value
+            else:
+                shown[key] = _public(redact_value(value, secrets), details)
+        if self.folder is not None:
+            shown["job"] = Path(self.folder).name
+        return shown
+
+
+def _public(value: Any, details: bool) -> Any:
+    """``value`` without absolute paths (cut to their last part) unless ``details``."""
+    if details:
+        return value
+    if isinstance(value, str):
+        return Path(value).name if value.startswith("/") else value
+    if isinstance(value, dict):
+        return {k: _public(v, details) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public(v, details) for v in value]
+    return value
 
 
 def _utc_stamp() -> str:
@@ -94,23 +138,29 @@ class JobLauncher:
         noun: what messages and logs call it (``fine-tune``, ``annotate job``).
     """
 
-    def __init__(self, settings: Settings, jobs_root: Path, kind: str, noun: str) -> None:
+    def __init__(
+        self, settings: Settings, jobs_root: Path, kind: str, noun: str, max_running: int = 1, limit_setting: str = ""
+    ) -> None:
         self.settings = settings
         self.jobs_root = jobs_root
         self.kind = kind
         self.noun = noun
+        self.max_running = max_running
+        self.limit_setting = limit_setting
 
     def launch(self, project: int, reason: str, command_for: Callable[[Path], list[str]]) -> JobStatus:
         """Run ``command_for(folder)`` for ``project`` in a new folder (JobRunning if one of this kind runs)."""
         project_dir = self.jobs_root / f"project-{project}"
         project_dir.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(project_dir / "job.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        slot_fd = -1
         try:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 article = "an" if self.noun[0] in "aeiou" else "a"
                 raise JobRunning(f"{article} {self.noun} of project {project} is already running") from None
+            slot_fd = self._take_slot()
             folder = project_dir / _utc_stamp()
             folder.mkdir()
             command = command_for(folder)
@@ -140,17 +190,43 @@ class JobLauncher:
                     stdin=subprocess.DEVNULL,
                     env=env,
                     cwd=os.getcwd(),
-                    pass_fds=(lock_fd,),
+                    pass_fds=(lock_fd, slot_fd),
                     start_new_session=True,
                 )
         finally:
-            os.close(lock_fd)  # the child holds its own copy of the locked descriptor until it exits
+            os.close(lock_fd)  # the child holds its own copies of the locked descriptors until it exits
+            if slot_fd >= 0:
+                os.close(slot_fd)
         threading.Thread(target=self._reap, args=(process, folder), daemon=True, name=f"{self.kind}-{project}").start()
         logger.info(
             f"{self.noun} started",
             extra={"project": project, "reason": reason, "pid": process.pid, "folder": str(folder)},
         )
         return self.status(project)
+
+    def _take_slot(self) -> int:
+        """A locked descriptor of a free slot (``slots/<k>.lock``, k < ``max_running``); :class:`JobLimit` when
+        every slot is held by a running job."""
+        slots = self.jobs_root / "slots"
+        slots.mkdir(parents=True, exist_ok=True)
+        for k in range(self.max_running):
+            fd = os.open(slots / f"{k}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return fd
+        raise JobLimit(
+            f"{self.max_running} {self.noun}{'s are' if self.max_running > 1 else ' is'} running already, all projects "
+            f"together ({self.limit_setting}={self.max_running}): retry when one has ended (GET /jobs)",
+            headers={"Retry-After": "60"},
+        )
+
+    def running(self) -> int:
+        """How many jobs of this kind hold a slot now (in any process)."""
+        slots = self.jobs_root / "slots"
+        return sum(_is_locked(slots / f"{k}.lock") for k in range(self.max_running))
 
     def _reap(self, process: subprocess.Popen, folder: Path) -> None:
         code = process.wait()
@@ -162,18 +238,7 @@ class JobLauncher:
     # -- status ----------------------------------------------------------------------------------------------------
 
     def _is_locked(self, project: int) -> bool:
-        path = self.jobs_root / f"project-{project}" / "job.lock"
-        if not path.exists():
-            return False
-        fd = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        return _is_locked(self.jobs_root / f"project-{project}" / "job.lock")
 
     def status(self, project: int) -> JobStatus:
         """The latest job of a project, from its folder (so it survives backend restarts)."""
@@ -208,9 +273,24 @@ class JobLauncher:
     def projects(self) -> list[int]:
         if not self.jobs_root.is_dir():
             return []
-        return sorted(
-            int(p.name.split("-", 1)[1]) for p in self.jobs_root.glob("project-*") if p.name.split("-", 1)[1].isdigit()
-        )
+        names = (p.name.split("-", 1)[1] for p in self.jobs_root.glob("project-*"))
+        return sorted(int(name) for name in names if name.isascii() and name.isdigit() and len(name) <= 18)
+
+
+def _is_locked(path: Path) -> bool:
+    """Whether a running job holds the ``flock`` of ``path``."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def wait_for(launcher: JobLauncher, project: int, timeout: float) -> JobStatus:

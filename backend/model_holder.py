@@ -19,6 +19,7 @@ from adaptiveclick.model.predictor import Predictor
 from adaptiveclick.storage.lines import RegistryState, VersionRef
 
 from .model_pool import ModelPool
+from .projects import ProjectTable
 from .served_model import ServedModel
 
 
@@ -27,10 +28,12 @@ class ModelHolder:
 
     Args:
         configured: builds the configured predictor's :class:`ServedModel` (called again if the pool dropped it);
-            its ``key`` must not depend on the build (``configured/<spec>``).
+            its ``key`` must not depend on the build (``configured/spec-<hash of the spec>``).
         configured_key: that key.
         load_version: builds the :class:`ServedModel` of a registry version (sha256-checked, smoke-tested).
         pool: the loaded models.
+        known: whether a project's last-served model is remembered (:class:`backend.projects.KnownProjects`);
+            at most ``max_projects`` of them are, least recently served dropped first.
     """
 
     def __init__(
@@ -39,15 +42,19 @@ class ModelHolder:
         configured_key: str,
         load_version: Callable[[VersionRef], ServedModel],
         pool: ModelPool | None = None,
+        known: Callable[[int], bool] = lambda project: True,
+        max_projects: int = 1000,
     ) -> None:
         self._configured = configured
         self._configured_key = configured_key
         self._load_version = load_version
         self.pool = pool or ModelPool()
+        self._known = known
         self._lock = threading.Lock()
         self._state = RegistryState()
         # project -> key of the model it was last served; requests without a project are always expected
-        self._last: dict[int | None, str] = {None: configured_key}
+        self._last: ProjectTable[str] = ProjectTable(max_projects + 1)
+        self._last.put(None, configured_key)
         self._configured_version: str | None = None  # known once the configured model was built
         self.rejected: dict[str, str] = {}  # key -> why it is not served
 
@@ -84,14 +91,14 @@ class ModelHolder:
         """
         with self._lock:
             self._state = state
-            before = dict(self._last)
+        before = self._last.snapshot()
         changed = {}
         for project, previous in before.items():
             key = self.wanted(project)[0]
             if key != previous:
                 changed[project] = (previous, key)
-        with self._lock:
-            self._last.update({project: new for project, (_, new) in changed.items()})
+        for project, (_, new) in changed.items():
+            self._last.put(project, new)
         return changed
 
     def wanted(self, project: int | None) -> tuple[str, VersionRef | None, str]:
@@ -101,8 +108,7 @@ class ModelHolder:
         if ref is None:
             return self._configured_key, None, why
         if ref.key in self.rejected:
-            with self._lock:
-                last = self._last.get(project)
+            last = self._last.get(project, None)
             fallback = last if last and last not in self.rejected else self._configured_key
             return (
                 fallback,
@@ -125,9 +131,10 @@ class ModelHolder:
                     raise
                 self.reject(key, f"{type(exc).__name__}: {exc}")
                 continue
-            with self._lock:
-                self._last[project] = served.key
-                if ref is None:
+            if project is None or self._known(project):
+                self._last.put(project, served.key)
+            if ref is None:
+                with self._lock:
                     self._configured_version = served.version
             return served
         raise RuntimeError(f"no model could be loaded for project {project}")
@@ -151,6 +158,14 @@ class ModelHolder:
             key = self._configured_key
         return self.pool.peek(key)
 
+    def display_key(self, key: str) -> str:
+        """``key`` as ``/jobs`` and ``/metrics`` show it: the configured predictor's as ``configured/<its model
+        version>`` once it is known (its key holds a hash of the spec, never the spec)."""
+        with self._lock:
+            if key == self._configured_key and self._configured_version is not None:
+                return f"{key.partition('/')[0]}/{self._configured_version}"
+        return key
+
     def reject(self, key: str, reason: str) -> None:
         with self._lock:
             self.rejected[key] = reason
@@ -161,13 +176,11 @@ class ModelHolder:
         return self.current(None).version
 
     def active_projects(self) -> list[int | None]:
-        with self._lock:
-            return list(self._last)
+        return list(self._last.snapshot())
 
     def served_keys(self) -> dict[int | None, str]:
-        """Project -> key of the model it was last served."""
-        with self._lock:
-            return dict(self._last)
+        """Project -> key of the model it was last served (known projects only, see ``known``)."""
+        return self._last.snapshot()
 
 
 def _no_registry(ref: VersionRef) -> ServedModel:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # settings read PoolLimit without importing torch; the pool h
 
 SETTING = "ADAPTIVECLICK_MODEL_CACHE"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)  # fullmatch
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class PoolLimit:
             if count < 1:
                 raise ValueError(f"{SETTING} must keep at least 1 model, got {text!r}")
             return cls(models=count)
-        match = _SIZE.match(text)
+        match = _SIZE.fullmatch(text)
         if not match or not match.group(2) and not match.group(3):
             raise ValueError(f"{SETTING} must be a number of models (2) or a size (3GB, 1500MB), got {text!r}")
         size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])

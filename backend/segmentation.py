@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaptiveclick.labelstudio.media import ImageFetcher
+from adaptiveclick.labelstudio.media import ImageFetcher, MediaScope
 from adaptiveclick.labelstudio.protocol import BoxPrompt, ClickRequest, Prompt
 from adaptiveclick.model.clicks import Click
 from adaptiveclick.model.prediction import PROB_THRESHOLD, mask_score
 from adaptiveclick.model.prompts import Box, box_to_clicks, cut_to_box
 
-from .cache import SessionCache, StepState
+from .cache import SessionCache, StepState, image_key
 from .model_holder import ModelHolder
 from .served_model import ServedModel
 
@@ -99,12 +99,11 @@ def run_clicks(
     def keep(done: int, new: StepState) -> None:
         cache.put_step(served.key, session, clicks[:done], new)
 
-    new_states = served.run_steps(image_key, image, clicks, cached, state, deadline, keep, box)
+    run = served.run_steps(image_key, image, clicks, cached, state, deadline, keep, box)
     seconds = time.perf_counter() - start
-    final = new_states[-1] if new_states else state
-    if final is None:
+    if run.last is None:
         raise ValueError("run_clicks needs at least one click")
-    return ClickRun(final, len(new_states), cached, seconds)
+    return ClickRun(run.last, run.steps, cached, seconds)
 
 
 class SegmentationService:
@@ -130,17 +129,20 @@ class SegmentationService:
         self.threshold = threshold
         self.deadline_s = deadline_s
 
-    def segment(self, request: ClickRequest) -> Segmentation:
-        """Answer ``request`` with the model of its project (resolved at the edge: :mod:`backend.projects`)."""
+    def segment(self, request: ClickRequest, scope: MediaScope | None = None) -> Segmentation:
+        """Answer ``request`` with the model of its project (resolved at the edge: :mod:`backend.projects`), its
+        image fetched within ``scope`` (the credentials the caller may use; default: the request's project and
+        task with every credential)."""
         served = self.holder.current(request.project)  # this request uses this model to the end, even if a swap happens
-        image_key = (request.project, request.task_id, request.image_url)
-        image, image_cached = self._image(image_key, request.image_url, request.task_id)
+        key = image_key(request.project, request.task_id, request.image_url)
+        scope = scope or MediaScope(request.project, request.task_id)
+        image, image_cached = self._image(key, request.image_url, request.task_id, scope)
         height, width = image.shape[:2]
         _check_size(request, width, height)
         clicks, box = prompts_to_clicks(request.prompts, height, width)
 
         deadline = None if self.deadline_s is None else time.monotonic() + self.deadline_s  # from the model's start
-        run = run_clicks(served, self.cache, image_key, image, clicks, deadline, box)
+        run = run_clicks(served, self.cache, key, image, clicks, deadline, box)
         mask = run.state.probs > self.threshold
         if box is not None:
             mask = cut_to_box(mask, box)
@@ -156,12 +158,12 @@ class SegmentationService:
             run.seconds,
         )
 
-    def _image(self, image_key: Hashable, url: str, task_id: int | None) -> tuple[np.ndarray, bool]:
-        image = self.cache.get_image(image_key)
+    def _image(self, key: Hashable, url: str, task_id: int | None, scope: MediaScope) -> tuple[np.ndarray, bool]:
+        image = self.cache.get_image(key)
         if image is not None:
             return image, True
-        image = self.fetcher.fetch(url, task_id)
-        self.cache.put_image(image_key, image)
+        image = self.fetcher.fetch(url, task_id, scope)
+        self.cache.put_image(key, image)
         return image, False
 
 

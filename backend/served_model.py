@@ -37,6 +37,15 @@ STEP_TIME_SMOOTHING = 0.3  # weight of the newest step in the running estimate o
 CONFIGURED_LINE = "configured"  # the key's line of the configured predictor (ADAPTIVECLICK_PREDICTOR)
 
 
+@dataclass(frozen=True)
+class StepsRun:
+    """What :meth:`ServedModel.run_steps` leaves: the state after the last click (the one it started from when no
+    step ran) and the number of steps run."""
+
+    last: StepState | None
+    steps: int
+
+
 @dataclass
 class ServedModel:
     """One loaded model: ``version`` is what replies report; ``key`` (``line/version``) names it uniquely, for the
@@ -65,9 +74,11 @@ class ServedModel:
         deadline: float | None = None,
         on_step: StepDone | None = None,
         box: Box | None = None,
-    ) -> list[StepState]:
+    ) -> StepsRun:
         """Run the steps for ``clicks[start:]`` one click at a time, from ``state`` (the output after
-        ``clicks[:start]``, None when ``start`` is 0). Returns one :class:`StepState` per step run.
+        ``clicks[:start]``, None when ``start`` is 0). Returns the last state and how many steps ran: only the last
+        step's full-size map is held by the request (``on_step`` hands each to the session cache, which charges
+        and bounds them), so 100 clicks on a 50 MP image hold one map, not 100.
 
         Args:
             deadline: ``time.monotonic()`` by which the model must be free again (None: no limit). Waiting for the
@@ -78,14 +89,14 @@ class ServedModel:
         """
         began = time.monotonic()
         self._acquire(deadline, began)
-        states: list[StepState] = []
+        last, done = state, 0
         try:
             self._hold_image(image_key, image)
             probs, roi = (None, None) if state is None else (state.probs, state.roi)
             for k in range(start, len(clicks)):
                 left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and (left <= 0 or (states and self._step_seconds > left)):
-                    raise self._stopped(len(states), len(clicks) - start, began)
+                if left is not None and (left <= 0 or (done and self._step_seconds > left)):
+                    raise self._stopped(done, len(clicks) - start, began)
                 step_began = time.monotonic()
                 try:
                     step = self.predictor.step(clicks[: k + 1], probs, roi, time_limit=left, box=box)
@@ -93,12 +104,12 @@ class ServedModel:
                     raise DeadlineExceeded(f"{exc}: no answer within the request's {DEADLINE_SETTING}") from None
                 self._remember_step_time(time.monotonic() - step_began)
                 probs, roi = step.probs, step.roi
-                states.append(StepState(np.asarray(probs, dtype=np.float32), _as_roi(roi)))
+                last, done = StepState(np.asarray(probs, dtype=np.float32), _as_roi(roi)), done + 1
                 if on_step is not None:
-                    on_step(k + 1, states[-1])
+                    on_step(k + 1, last)
         finally:
             self.lock.release()
-        return states
+        return StepsRun(last, done)
 
     def run_boxes(
         self,

@@ -22,12 +22,15 @@ version loads in the background (one that fails to load is rejected, and the pro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from adaptiveclick.labelstudio.errors import BadRequest, RequestError
+from adaptiveclick.labelstudio.protocol import shown
 from adaptiveclick.model.spec import parse_spec
 from adaptiveclick.storage.lines import find_version, pin, read_pin, read_state
+from adaptiveclick.storage.logs import redact_value
 from adaptiveclick.storage.registry import BASE_LINE, Registry, RegistryError, VersionInfo, project_line
 
 from .model_holder import ModelHolder
@@ -50,7 +53,8 @@ def _gate(info: VersionInfo) -> dict[str, Any]:
         "noc90_before": before.get("noc90"),
         "noc85_after": info.metrics.get("noc85"),
         "noc90_after": info.metrics.get("noc90"),
-        "compared_with": (info.metrics.get("gate") or {}).get("compared_with"),
+        # "starting weights: <spec>" may name a URL: shown as the logs show it (no query, no userinfo)
+        "compared_with": redact_value((info.metrics.get("gate") or {}).get("compared_with")),
     }
 
 
@@ -172,27 +176,35 @@ def _pinnable(registry: Registry, watcher: RegistryWatcher, project: int | None,
     try:
         ref = find_version(registry, version, project)
     except (RegistryError, ValueError) as exc:
-        raise BadRequest(f"cannot pin {version!r}: {exc}") from None
+        raise BadRequest(f"cannot pin {shown(version)}: {exc}") from None
     if ref.key in watcher.holder.rejected:
         raise RequestError(f"cannot pin {ref.key}: it was rejected ({watcher.holder.rejected[ref.key]})", 422)
     return ref
 
 
 def apply_setup_pin(
-    registry: Registry, watcher: RegistryWatcher, project: int | None, version: str | None, unpin: bool
+    registry: Registry,
+    watcher: RegistryWatcher,
+    project: int | None,
+    version: str | None,
+    unpin: bool,
+    authorize: Callable[[], None] = lambda: None,
 ) -> str:
     """What ``/setup``'s ``extra_params`` asks: a pin, an unpin, or (no model_version in it) dropping a pin that
     came from ``extra_params`` while leaving one made through the API. Returns the version the project will be
-    answered by, without waiting for it to load."""
+    answered by, without waiting for it to load. ``authorize`` is called before anything is written (it raises
+    when the caller may not change what is served)."""
     try:
         current_pin = read_pin(registry, project)  # Label Studio calls /setup often: only a change is written
     except RegistryError as exc:
         raise RequestError(f"the model registry cannot be read: {exc}", 502) from None
     if version is not None:
+        authorize()  # a pin needs the right to change what is served, whatever it names
         ref = _pinnable(registry, watcher, project, version)
         if current_pin is not None and current_pin.ref == ref:
             return watcher.holder.version_of(ref)
         return pin_project(registry, watcher, project, version, SOURCE_EXTRA_PARAMS, load_first=False)["served"]
     if current_pin is not None and (unpin or current_pin.source == SOURCE_EXTRA_PARAMS):
+        authorize()
         return pin_project(registry, watcher, project, None, SOURCE_EXTRA_PARAMS, load_first=False)["served"]
     return watcher.holder.version_for(project)

@@ -8,8 +8,11 @@ thread; a connection that sends nothing for ``ADAPTIVECLICK_READ_TIMEOUT`` secon
 (oversized headers or bodies, malformed requests) are answered as JSON like the app's.
 
 The app is built in the worker, after the fork (CUDA does not survive a fork), in a background thread while the
-server already answers: until it is ready every route answers 503 ``{"status": "starting"}``, so a health check
-sees the process alive and no request is served by a model that is about to be replaced.
+server already answers: until it is ready the probes (``/``, ``/health``, ``/metrics``) answer 503
+``{"status": "starting"}`` at once, so a health check sees the process alive, and every other request waits for
+the app, up to ``ADAPTIVECLICK_REQUEST_DEADLINE`` (then 503 ``starting``): after a worker dies, the clicks that
+arrive while its replacement loads (Label Studio does not retry a failed one) are answered, not lost. At most
+``ADAPTIVECLICK_THREADS`` minus the reserved threads wait at once, so the probes always find a thread.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
+
+from .projects import PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +73,22 @@ class JsonChannel(HTTPChannel):
     error_task_class = JsonErrorTask
 
 
-class StartingApp:
-    """Answers 503 ``starting`` until :meth:`build` has made the real app, then hands every request to it."""
+PROBE_PATHS = ("/", "/health", "/metrics")  # answered at once while starting (after any /projects/<id> prefix)
 
-    def __init__(self) -> None:
+
+class StartingApp:
+    """Hands every request to the real app once :meth:`build` has made it; until then a probe gets 503
+    ``starting`` at once and any other request waits for the app up to ``wait_s`` (at most ``max_waiting`` at a
+    time, so the probes keep threads), then gets 503 ``starting``."""
+
+    def __init__(self, wait_s: float = 0.0, max_waiting: int = 0) -> None:
         self.app: WSGIApp | None = None
         self.failed: str | None = None
         self.ready = threading.Event()
+        self.wait_s = wait_s
+        self.max_waiting = max_waiting
+        self._waiting = 0
+        self._lock = threading.Lock()
 
     def build(self, factory: Callable[[], WSGIApp]) -> None:
         """Build the app (in the calling thread); a failure is remembered for the worker to exit on."""
@@ -87,6 +101,8 @@ class StartingApp:
             self.ready.set()
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if self.app is None and not _is_probe(environ):
+            self._wait()
         if self.app is not None:
             return self.app(environ, start_response)
         return json_reply(
@@ -96,6 +112,23 @@ class StartingApp:
             {"status": "starting", "error": "the backend is starting (loading the model); retry shortly"},
             [("Retry-After", "2")],
         )
+
+    def _wait(self) -> None:
+        with self._lock:
+            if self._waiting >= self.max_waiting or self.wait_s <= 0:
+                return
+            self._waiting += 1
+        try:
+            self.ready.wait(self.wait_s)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+
+def _is_probe(environ: dict) -> bool:
+    path = environ.get("PATH_INFO", "")
+    match = PREFIX.fullmatch(path)
+    return (match.group(2) or "/" if match else path) in PROBE_PATHS
 
 
 def server_options(threads: int, read_timeout: float, max_body_bytes: int) -> dict[str, Any]:

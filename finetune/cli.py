@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a Label Studio JSON export (repeatable)",
     )
+    data.add_argument(
+        "--ls-files-root",
+        type=Path,
+        metavar="DIR",
+        help="the folder file:// URLs and plain paths in --ls-export tasks may be read from (default: the folder "
+        "of the first export; tasks read from Label Studio never read local files)",
+    )
     data.add_argument("--ls-image-key", help="task data key of the image (default: 'image', else the first URL)")
     data.add_argument("--ls-labels", help="comma-separated labels to train on (default: all)")
     data.add_argument(
@@ -171,6 +178,7 @@ def options_from_args(args: argparse.Namespace):
         datasets=args.dataset,
         data_root=args.data_root,
         ls_exports=args.ls_export,
+        ls_files_root=args.ls_files_root,
         ls_project=args.ls_project,
         ls_url=args.ls_url,
         ls_api_key=args.ls_api_key,
@@ -199,18 +207,19 @@ def _project_of(ls_project: str | None) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     from adaptiveclick.labelstudio.api import LabelStudioError
-    from adaptiveclick.storage.logs import configure_logging
+    from adaptiveclick.storage.logs import configure_logging, redact
     from adaptiveclick.storage.registry import RegistryError
 
     from .job import JobError, run_job
 
-    configure_logging(args.log_level)
+    secrets = (args.ls_api_key or "", os.environ.get("LABEL_STUDIO_API_KEY", ""))
+    configure_logging(args.log_level, secrets=secrets)
     log = logging.getLogger("adaptiveclick.finetune")
     try:
         summary = run_job(options_from_args(args))
     except (JobError, LabelStudioError, RegistryError, ValueError, FileNotFoundError) as exc:
         log.error("fine-tune failed", extra={"error": str(exc)})
-        print(f"adaptiveclick finetune: error: {exc}", file=sys.stderr)
+        print(f"adaptiveclick finetune: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=1, default=str))

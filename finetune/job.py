@@ -45,6 +45,7 @@ class JobOptions:
     datasets: list[str] = field(default_factory=list)
     data_root: Path | None = None
     ls_exports: list[Path] = field(default_factory=list)
+    ls_files_root: Path | None = None  # local files of export tasks (default: the first export's folder)
     ls_project: str | None = None
     ls_url: str | None = None
     ls_api_key: str | None = None
@@ -89,7 +90,10 @@ def gather_records(opts: JobOptions, context) -> list:
             tasks = [task for path in opts.ls_exports for task in load_export(path)]
             if opts.ls_project:
                 tasks += fetch_tasks(settings.url, settings.api_key, opts.ls_project)
-            imported, report = import_tasks(tasks, image_fetcher(settings), data_dir, opts.ls_image_key, opts.ls_labels)
+            # local files only for the operator's own exports (a job from Label Studio reads none), in one folder
+            local_root = opts.ls_files_root or (opts.ls_exports[0].parent if opts.ls_exports else None)
+            fetch = image_fetcher(settings, project=_project_id(opts.ls_project), local_root=local_root)
+            imported, report = import_tasks(tasks, fetch, data_dir, opts.ls_image_key, opts.ls_labels)
             log.info(
                 "Label Studio import",
                 extra={
@@ -107,6 +111,10 @@ def gather_records(opts: JobOptions, context) -> list:
     if main_error:
         raise JobError(f"Label Studio import failed: {main_error}")
     return records + (imported if context.is_main else read_manifest(data_dir)[0])
+
+
+def _project_id(ls_project: str | None) -> int | None:
+    return int(ls_project) if ls_project is not None and str(ls_project).isdigit() else None
 
 
 def steps_for(opts: JobOptions, config: TrainConfig, train_images: int, world_size: int) -> int:

@@ -8,10 +8,11 @@ Ahead of time (the Dockerfile runs this once at image build time)::
     python -m adaptiveclick.ops.build --openvino yes  # and fail unless the OpenVINO custom op builds too
 
 Both ways write to one persistent cache, ``$ADAPTIVECLICK_CACHE/torch_extensions`` (default
-``~/.cache/adaptiveclick/torch_extensions``; a temporary directory if that is not writable), in a folder named after
-a hash of the sources, the torch/CUDA/Python versions and the compiler flags. A finished build leaves a
-``BUILD_OK`` marker naming the library; later processes load it directly with ``torch.ops.load_library`` (no
-compiler needed), and a changed source or torch version simply builds into a new folder. A failed build leaves
+``~/.cache/adaptiveclick/torch_extensions``; this user's private 0700 folder in the temporary directory if that is
+not writable), in a folder named after a hash of the sources, the torch/CUDA/Python versions and the compiler flags.
+A finished build leaves a ``BUILD_OK`` marker naming the library and its sha256; later processes load it directly
+with ``torch.ops.load_library`` (no compiler needed) once its bytes match, and a changed source or torch version
+simply builds into a new folder (:mod:`ops.build_cache`). A failed build leaves
 ``BUILD_FAILED`` with the error, so later processes fall back at once instead of recompiling;
 ``python -m adaptiveclick.ops.build`` retries it and prints the whole compiler log.
 
@@ -44,11 +45,11 @@ import torch
 from .build_cache import (
     CSRC,
     FAILED_MARKER,
-    MARKER,
     BuildError,
     cache_roots,
     read_marker,
     writable_cache_root,
+    write_marker,
 )
 from .cpu_features import has_avx512
 
@@ -239,9 +240,7 @@ def _compile(kind: str, folder: Path, archs: list[str], verbose: bool) -> Path:
             raise error from exc
     (folder / FAILED_MARKER).unlink(missing_ok=True)
     library = Path(library)
-    tmp = folder / f"{MARKER}.{os.getpid()}"
-    tmp.write_text(f"{library.name}\n{';'.join(archs)}\n")
-    tmp.replace(folder / MARKER)  # atomic: readers see no marker or a complete one
+    write_marker(folder, library, archs)
     return library
 
 

@@ -20,7 +20,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from .build_cache import CSRC, FAILED_MARKER, MARKER, BuildError, cache_roots, read_marker, writable_cache_root
+from .build_cache import CSRC, FAILED_MARKER, BuildError, cache_roots, read_marker, writable_cache_root, write_marker
 
 NAME = "adaptiveclick_msda_openvino"
 SOURCE = "msda_openvino.cpp"
@@ -112,9 +112,7 @@ def _compile(folder: Path) -> Path:
         raise error
     tmp.replace(output)
     (folder / FAILED_MARKER).unlink(missing_ok=True)
-    marker = folder / f"{MARKER}.{os.getpid()}"
-    marker.write_text(f"{LIBRARY}\n\n")
-    marker.replace(folder / MARKER)  # atomic: readers see no marker or a complete one
+    write_marker(folder, output, [])
     return output
 
 

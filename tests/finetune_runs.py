@@ -4,6 +4,7 @@ fine-tune on GrabCut with a tiny network on the CPU (the integration and end-to-
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,12 +13,16 @@ from label_studio_sdk.converter.brush import encode_rle
 
 
 def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
-    """A Label Studio JSON export whose brush annotations are GrabCut's object masks."""
+    """A Label Studio JSON export whose brush annotations are GrabCut's object masks; the images are copied next
+    to it (``images/``) and named by relative paths, as an export's local files must lie in its folder."""
     from adaptiveclick.evaluation.datasets import open_dataset
 
     dataset = open_dataset("GrabCut", data_root)
+    (path.parent / "images").mkdir(parents=True, exist_ok=True)
     tasks = []
     for task_id, image_id in enumerate(dataset.image_ids[:count], start=1):
+        source = Path(dataset.image_path(image_id))
+        shutil.copy(source, path.parent / "images" / source.name)
         mask = dataset.read_annotation(image_id).labels > 0
         rgba = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 4, axis=2)
         region = {
@@ -33,7 +38,7 @@ def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
         tasks.append(
             {
                 "id": task_id,
-                "data": {"image": str(dataset.image_path(image_id))},
+                "data": {"image": f"images/{source.name}"},
                 "annotations": [{"id": task_id, "result": [region], "was_cancelled": False}],
             }
         )

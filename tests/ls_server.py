@@ -161,6 +161,19 @@ class LabelStudio:
         body = _connection(project, backend_url, basic_auth, extra_params)
         return self.api("POST", "/api/ml", json=body).json()
 
+    def authenticate_webhook(self, project: int, backend_url: str, basic_auth) -> dict:
+        """Give the webhook Label Studio made for the backend (``<url>/webhook``, all actions, created without
+        credentials) the backend's connection credential, as docs/connect.md tells a team to do: Label Studio
+        sends the annotation events through it (``START_TRAINING`` goes with the connection's own Basic auth)."""
+        import base64
+
+        hooks = self.api("GET", "/api/webhooks/", params={"project": project}).json()
+        hook = next(h for h in hooks if h["url"] == backend_url.rstrip("/") + "/webhook")
+        token = base64.b64encode(":".join(basic_auth).encode()).decode()
+        return self.api(
+            "PATCH", f"/api/webhooks/{hook['id']}/", json={"headers": {"Authorization": f"Basic {token}"}}
+        ).json()
+
     def edit_connection(self, ml_id: int, project: int, backend_url: str, basic_auth=None, extra_params=None) -> dict:
         """What the Connect Model dialog's Save sends for an existing connection: the whole form again (Label
         Studio checks /health and /setup with it before saving)."""

@@ -1,24 +1,28 @@
-"""What every request goes through at the edge: authentication, timing, the request's log line and metrics, JSON
-bodies parsed once, and errors as JSON ``{"error": message, "status": code}``.
+"""What every request goes through at the edge: authentication (:mod:`backend.access`), timing, the request's log
+line and metrics, JSON bodies parsed once, and errors as JSON ``{"error": message, "status": code}``.
 
 A route records what its log line should carry in ``g.log`` (project, task, model version, ...); the line is written
 once, when the response leaves, with the status and the time taken. An error's message is in both the reply and the
-log line, so the log says why a request failed (Label Studio does not show it to the annotator).
+log line, so the log says why a request failed (Label Studio does not show it to the annotator). The caller
+(:class:`~backend.access.Caller`) is in ``g.caller``; a route whose view is marked with
+:func:`~backend.access.needs` is checked before it runs, and a part of a route that needs more (a pin in
+``/setup``) asks :func:`require`.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from adaptiveclick.labelstudio.errors import BadRequest, RequestError
 
+from ..access import Caller, Need, need_of
 from ..components import current_backend
+from ..metrics import method_label, status_class
 from ..projects import url_project
 
 logger = logging.getLogger("adaptiveclick.backend.requests")
@@ -36,18 +40,41 @@ def install(app: Flask) -> None:
     app.register_error_handler(Exception, unexpected_error)
 
 
-def start_request() -> Response | tuple | None:
-    """Start the clock and the log line; refuse a request without the Basic auth the backend expects."""
+def start_request() -> None:
+    """Start the clock and the log line; authenticate the caller and check what the route needs (a
+    :class:`RequestError` from here is answered like any other)."""
     g.start = time.perf_counter()
     g.log = {} if url_project() is None else {"project": url_project()}
-    expected = current_backend().settings.basic_auth
-    if expected and not _authorized(expected):
-        return error_reply(
-            "authentication required: this backend expects HTTP Basic auth",
-            401,
-            {"WWW-Authenticate": 'Basic realm="adaptiveclick"'},
-        )
-    return None
+    g.caller = Caller()
+    access = current_backend().access
+    scheme, credentials = _credentials()
+    g.caller = access.authenticate(scheme, credentials, request.remote_addr or "unknown")
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    access.check(g.caller, need_of(view), f"{request.method} {request.path[:100]}")
+
+
+def caller() -> Caller:
+    """Who sent the current request (anonymous before the edge has authenticated it)."""
+    return g.get("caller", Caller())
+
+
+def require(need: Need, what: str) -> None:
+    """Raise 401/403 (naming the setting) unless the current caller may do ``what``, which needs ``need``."""
+    current_backend().access.check(caller(), need, what)
+
+
+def _credentials() -> tuple[str | None, tuple[str, str] | str | None]:
+    """``(scheme, credentials)`` of the ``Authorization`` header: ``("basic", (user, password))``,
+    ``("bearer", token)``, ``(None, None)`` without one; anything else is a credential that fails."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None, None
+    auth = request.authorization
+    if auth is not None and auth.type == "basic":
+        return "basic", (auth.username or "", auth.password or "")
+    if auth is not None and auth.type == "bearer" and auth.token:
+        return "bearer", auth.token
+    return (auth.type if auth is not None else "malformed"), None
 
 
 def finish_request(response: Response) -> Response:
@@ -57,7 +84,7 @@ def finish_request(response: Response) -> Response:
     backend = current_backend()
     response.headers[REPLICA_HEADER] = backend.settings.replica_name
     metrics = backend.metrics
-    metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
+    metrics.requests.labels(endpoint, method_label(request.method), status_class(response.status_code)).inc()
     metrics.latency.labels(endpoint).observe(seconds)
     level = logging.WARNING if response.status_code >= 400 else logging.INFO
     if endpoint not in QUIET_ENDPOINTS or response.status_code >= 400:
@@ -76,7 +103,7 @@ def finish_request(response: Response) -> Response:
 
 
 def request_error(exc: RequestError):
-    return error_reply(exc.message, exc.status_code)
+    return error_reply(exc.message, exc.status_code, exc.headers)
 
 
 def http_error(exc: HTTPException):
@@ -110,12 +137,3 @@ def error_reply(message: str, status: int, headers: dict | None = None):
 def naming(project: int | None, reply: dict[str, Any]) -> dict[str, Any]:
     """``reply`` with the project it answers, when the request named one."""
     return reply if project is None else {**reply, "project": project}
-
-
-def _authorized(expected: tuple[str, str]) -> bool:
-    auth = request.authorization
-    if auth is None or auth.type != "basic":
-        return False
-    user_ok = hmac.compare_digest((auth.username or "").encode(), expected[0].encode())
-    pass_ok = hmac.compare_digest((auth.password or "").encode(), expected[1].encode())
-    return user_ok and pass_ok

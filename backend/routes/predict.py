@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify
 
+from adaptiveclick.labelstudio.media import MediaScope
 from adaptiveclick.labelstudio.predictions import mask_prediction
 from adaptiveclick.labelstudio.protocol import (
     ClickRequest,
@@ -12,10 +13,11 @@ from adaptiveclick.labelstudio.protocol import (
     parse_setup_request,
 )
 
+from ..access import Need
 from ..components import current_backend
 from ..projects import with_request_project
 from ..versions import apply_setup_pin
-from .edge import json_body, naming
+from .edge import caller, json_body, naming, require
 
 routes = Blueprint("predict", __name__)
 
@@ -27,8 +29,16 @@ def setup():
     backend = current_backend()
     parsed = with_request_project(parse_setup_request(json_body()))
     g.log.update(project=parsed.project)
+    backend.projects.saw_setup(parsed.project)  # from now on the backend keeps the project's state
     watcher = backend.watcher
-    version = apply_setup_pin(watcher.registry, watcher, parsed.project, parsed.model_version, parsed.unpin)
+    version = apply_setup_pin(
+        watcher.registry,
+        watcher,
+        parsed.project,
+        parsed.model_version,
+        parsed.unpin,
+        authorize=lambda: require(Need.CHANGE, "pinning a model version (extra_params model_version)"),
+    )
     g.log.update(model_version=version)
     return jsonify({"model_version": version})
 
@@ -44,13 +54,20 @@ def predict():
         return _click(parsed)
 
 
+def media_scope(project: int | None, task_id: int | None = None) -> MediaScope:
+    """The credentials the caller's images may use: the request's project and task, and none of the backend's
+    own when the caller is anonymous (:meth:`backend.access.AccessPolicy.media_refusal`)."""
+    return MediaScope(project, task_id, refusal=current_backend().access.media_refusal(caller()))
+
+
 def _preannotate(parsed: PreannotationRequest):
     backend = current_backend()
     if parsed.has_context:  # an interactive request with no prompt yet
         g.log.update(tasks=len(parsed.tasks))
         version = backend.holder.version_for(parsed.project)
         return jsonify(naming(parsed.project, {"results": [], "model_version": version}))
-    answer = backend.boxes.answer(parsed)  # Retrieve Predictions: masks from the tasks' rectangles
+    # Retrieve Predictions: masks from the tasks' rectangles
+    answer = backend.boxes.answer(parsed, media_scope(parsed.project))
     g.log.update(model_version=answer.model_version, **answer.log_fields())
     return jsonify(naming(parsed.project, {"results": answer.results, "model_version": answer.model_version}))
 
@@ -58,7 +75,7 @@ def _preannotate(parsed: PreannotationRequest):
 def _click(parsed: ClickRequest):
     backend = current_backend()
     g.log.update(task=parsed.task_id)
-    segmentation = backend.segmentation.segment(parsed)
+    segmentation = backend.segmentation.segment(parsed, media_scope(parsed.project, parsed.task_id))
     metrics = backend.metrics
     metrics.model_latency.observe(segmentation.seconds_model)
     metrics.network_runs.inc(segmentation.network_runs)

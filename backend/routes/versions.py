@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify
 
-from adaptiveclick.labelstudio.errors import BadRequest, RequestError
+from adaptiveclick.labelstudio.errors import BadRequest
+from adaptiveclick.labelstudio.protocol import is_id_text
 
+from ..access import Need, needs
 from ..components import current_backend
 from ..projects import request_project, url_project
 from ..versions import SOURCE_API, pin_project, version_listing
@@ -24,15 +26,11 @@ def versions():
 
 @routes.post("/versions/<project>")
 @routes.post("/versions")
+@needs(Need.OPERATOR)
 def pin(project: str | None = None):
-    """``{"version": "<version>"}`` pins (loaded and test-clicked first), ``{"version": null}`` unpins."""
+    """``{"version": "<version>"}`` pins (loaded and test-clicked first), ``{"version": null}`` unpins. An
+    operator route (``ADAPTIVECLICK_ADMIN_TOKEN``); Label Studio pins through ``/setup``'s ``extra_params``."""
     backend = current_backend()
-    if backend.settings.basic_auth is None:
-        raise RequestError(
-            "pinning a version needs the backend's Basic auth: set BASIC_AUTH_USER and "
-            "BASIC_AUTH_PASS (or pin with extra_params in Label Studio's Connect Model dialog)",
-            403,
-        )
     target = pin_target(project)
     body = json_body()
     if not isinstance(body, dict) or "version" not in body:
@@ -50,6 +48,6 @@ def pin_target(path_project: str | None) -> int | None:
         return url_project()
     if path_project == "base":
         return None
-    if not path_project.isascii() or not path_project.isdigit() or len(path_project) > 18:
+    if not is_id_text(path_project):
         raise BadRequest(f"POST /versions/<project>: expected a project id or 'base', got {path_project[:40]!r}")
     return request_project(int(path_project))

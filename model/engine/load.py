@@ -182,8 +182,10 @@ def load_openvino_engine(
     # one blob folder per compile config: the CPU plugin's blob key ignores INFERENCE_PRECISION_HINT (openvino
     # 2026.4.1), and a bf16 model imported from an f32 blob computes wrong logits (measured: 20% off, not even
     # the same from one process to the next)
-    config["CACHE_DIR"] = str(xml.parent / ir_cache.COMPILED_DIR / ir_cache.engine_key(config))
+    blobs = ir_cache.checked_blobs(xml.parent / ir_cache.COMPILED_DIR / ir_cache.engine_key(config))
+    config["CACHE_DIR"] = str(blobs)
     compiled = ov_core.compile_model(model, "CPU", config)
+    ir_cache.record_blobs(blobs)
     facts["compile_s"] = time.perf_counter() - start_compile
     facts["load_s"] = time.perf_counter() - start
     facts["ir"] = str(xml)

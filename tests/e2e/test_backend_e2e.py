@@ -23,7 +23,8 @@ from ls_server import LEGACY_TOKEN, start_backend, stop
 # the first test also installs Label Studio when its cached virtualenv is missing (a few minutes)
 pytestmark = pytest.mark.timeout(1800)
 
-BASIC_AUTH = ("label-studio", "backend-secret")
+BASIC_AUTH = ("label-studio", "backend-secret-0123456789")
+PAT_AUTH = ("label-studio-pat", "another-backend-secret-0123456789")
 IMAGE = "106024"
 
 
@@ -35,11 +36,11 @@ def pat(label_studio) -> str:
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory, label_studio, pat):
-    """Two backends: one with the legacy token behind Basic auth, one with the PAT."""
+    """Two backends, each with its connection credential: one with the legacy token, one with the PAT."""
     logs = tmp_path_factory.mktemp("backend")
     legacy = start_backend(logs / "legacy.log", label_studio, LEGACY_TOKEN, BASIC_AUTH)
-    with_pat = start_backend(logs / "pat.log", label_studio, pat)
-    yield {"legacy": (legacy[1], BASIC_AUTH), "pat": (with_pat[1], None)}
+    with_pat = start_backend(logs / "pat.log", label_studio, pat, PAT_AUTH)
+    yield {"legacy": (legacy[1], BASIC_AUTH), "pat": (with_pat[1], PAT_AUTH)}
     for proc, _, log in (legacy, with_pat):
         stop(proc)
         text = log.read_text()
@@ -90,7 +91,7 @@ def test_interactive_annotation_through_label_studio(label_studio, backends, gra
     listed = label_studio.api("GET", f"/api/ml/{ml['id']}/versions").json()
     assert listed["versions"] == [GrabCutPredictor.model_version], listed
     assert (
-        metric(backend_url, auth, 'adaptiveclick_http_requests_total{endpoint="/setup",method="POST",status="200"}')
+        metric(backend_url, auth, 'adaptiveclick_http_requests_total{endpoint="/setup",method="POST",status="2xx"}')
         >= 1
     )
 
@@ -117,7 +118,8 @@ def test_webhook_counts_annotations_made_in_label_studio(label_studio, backends,
     backend_url, auth = backends["pat"]
     project = label_studio.create_project("AdaptiveClick e2e webhook")
     task = label_studio.upload(project, grabcut[0])
-    label_studio.connect(project, backend_url)  # registers the backend's /webhook for the project
+    label_studio.connect(project, backend_url, auth)  # registers the backend's /webhook for the project
+    label_studio.authenticate_webhook(project, backend_url, auth)  # which Label Studio made without credentials
     h, w = grabcut[1].shape
     mask_result = {
         "from_name": "mask",
@@ -180,11 +182,16 @@ def test_bad_input_is_4xx_and_the_server_keeps_serving(label_studio, backends, g
 
     # a wrong Label Studio key: the image fetch is refused, which the backend reports as 403
     app = create_app(
-        Settings(label_studio=LabelStudioSettings(url=label_studio.url, api_key="wrong-key")),
+        Settings(
+            label_studio=LabelStudioSettings(url=label_studio.url, api_key="wrong-key"),
+            basic_auth_user=auth[0],
+            basic_auth_pass=auth[1],
+        ),
         predictor=GrabCutPredictor(),
     )
     response = app.test_client().post(
         "/predict",
+        auth=auth,
         json={
             "tasks": [{"id": task["id"], "data": {"image": task["data"]["image"]}}],
             "project": f"{project}.1",

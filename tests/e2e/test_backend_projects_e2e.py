@@ -24,7 +24,9 @@ from ls_server import LEGACY_TOKEN, start_backend, stop
 
 pytestmark = pytest.mark.timeout(1800)
 
-AUTH = ("label-studio", "backend-secret")
+AUTH = ("label-studio", "backend-secret-0123456789")  # the connection credential Label Studio holds
+ADMIN_TOKEN = "e2e-operator-token-0123456789abcdef"
+OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # pins through the API are the operator's
 IMAGES_PER_PROJECT = 6
 CLIENTS = 4
 FINETUNE_ARGS = (
@@ -153,6 +155,7 @@ def test_two_projects_each_get_their_own_model(label_studio, data_root, s3_bucke
         "ADAPTIVECLICK_MODEL_CACHE": "1",
         "MODEL_DIR": str(tmp_path / "models"),
         "FINETUNE_ARGS": FINETUNE_ARGS,
+        "ADAPTIVECLICK_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     backend_proc, backend, log = start_backend(tmp_path / "backend.log", label_studio, LEGACY_TOKEN, AUTH, **env)
     replica = None
@@ -204,7 +207,9 @@ def test_two_projects_each_get_their_own_model(label_studio, data_root, s3_bucke
             wait_json(f"{backend}/projects/{a}/health", lambda h: h["model_version"] == a2, 60)
             # rollback through the API, which a second backend process (a restart, a replica) then also serves
             began = time.time()
-            pinned = requests.post(f"{backend}/versions/{a}", json={"version": a1}, auth=AUTH, timeout=120).json()
+            pinned = requests.post(
+                f"{backend}/versions/{a}", json={"version": a1}, headers=OPERATOR, timeout=120
+            ).json()
             assert pinned == {"project": a, "pinned": f"project-{a}/{a1}", "served": a1}
             replied = time.time()  # answers ending before this may come from requests started on the old pin
             rollback_api = annotators.first_answer(a, a1, since=replied, timeout=60) - began
@@ -215,7 +220,7 @@ def test_two_projects_each_get_their_own_model(label_studio, data_root, s3_bucke
             assert (
                 requests.get(f"{replica[1]}/projects/{b}/health", auth=AUTH, timeout=60).json()["model_version"] == b1
             )
-            requests.post(f"{backend}/versions/{a}", json={"version": None}, auth=AUTH, timeout=120)
+            requests.post(f"{backend}/versions/{a}", json={"version": None}, headers=OPERATOR, timeout=120)
             wait_json(f"{backend}/projects/{a}/health", lambda h: h["model_version"] == a2, 60)
             time.sleep(2)
 

@@ -36,6 +36,10 @@ from adaptiveclick.model.zoom_in import mask_bbox
 from conftest import REPO
 from ls_server import LEGACY_TOKEN
 
+AUTH = ("label-studio", "boxes-backend-secret-0123456789")  # the connection credential Label Studio holds
+ADMIN_TOKEN = "e2e-operator-token-0123456789abcdef"
+OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # annotate jobs are the operator's
+
 pytestmark = pytest.mark.timeout(1800)
 
 CONFIG = """<View>
@@ -110,8 +114,11 @@ def backend(label_studio, tmp_path_factory):
         "LABEL_STUDIO_API_KEY": LEGACY_TOKEN,
         "MODEL_DIR": str(tmp_path_factory.mktemp("models")),
         "LOG_LEVEL": "INFO",
+        "BASIC_AUTH_USER": AUTH[0],
+        "BASIC_AUTH_PASS": AUTH[1],
+        "ADAPTIVECLICK_ADMIN_TOKEN": ADMIN_TOKEN,
     }
-    server = BackendProcess("baseline", env)
+    server = BackendProcess("baseline", env, auth=AUTH)
     yield server
     log = server.log_text()
     server.close()
@@ -120,7 +127,7 @@ def backend(label_studio, tmp_path_factory):
 
 def test_retrieve_predictions_masks_every_box(label_studio, backend, samples, tmp_path):
     project, by_task = make_project(label_studio, "boxes retrieve", samples, tmp_path)
-    ml = label_studio.connect(project, backend.url)  # /health and /setup with a config without smart tools
+    ml = label_studio.connect(project, backend.url, AUTH)  # /health and /setup with a config without smart tools
     assert ml["readable_state"] == "Connected" and ml["model_version"] == BASELINE_VERSION, ml
     ids = [t["id"] for t in label_studio.tasks(project)]
     started = time.monotonic()
@@ -227,15 +234,17 @@ def test_annotate_killed_and_resumed_then_sharded(label_studio, backend, samples
     assert counts == {task: 1 for task in by_task}
 
     # the backend's annotate job (the served baseline) finds every task done
-    started = requests.post(f"{backend.url}/jobs/{project}/annotate", json={"rate": 20}, timeout=30)
+    started = requests.post(f"{backend.url}/jobs/{project}/annotate", json={"rate": 20}, headers=OPERATOR, timeout=30)
     assert started.status_code == 202, started.text
     deadline = time.monotonic() + 300
-    while (status := requests.get(f"{backend.url}/jobs/{project}/annotate", timeout=30).json())["state"] == "running":
+    while (status := requests.get(f"{backend.url}/jobs/{project}/annotate", headers=OPERATOR, timeout=30).json())[
+        "state"
+    ] == "running":
         assert time.monotonic() < deadline, status
         time.sleep(0.5)
     assert status["state"] == "succeeded", status
     assert status["progress"]["found"] == len(by_task) and status["progress"]["predicted"] == 0
-    listed = requests.get(f"{backend.url}/jobs", timeout=30).json()["jobs"]
+    listed = requests.get(f"{backend.url}/jobs", headers=OPERATOR, timeout=30).json()["jobs"]
     assert any(j["kind"] == "annotate" and j["project"] == project for j in listed)
     assert len([p for p in predictions(label_studio, project) if p["model_version"] == BASELINE_VERSION]) == len(
         by_task

@@ -34,6 +34,7 @@ def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_buck
         "ADAPTIVECLICK_PREDICTOR": "baseline",
         "LOCAL_FILES_DOCUMENT_ROOT": str(data_root / "GrabCut" / "data_GT"),
         "LOG_LEVEL": "WARNING",
+        "ADAPTIVECLICK_UNSAFE_ANONYMOUS": "media",  # anonymous clicks on local files: one user on one machine
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "adaptiveclick", "serve", "--host", "127.0.0.1", "--port", str(port), "--threads", "4"],

@@ -34,18 +34,26 @@ FAKE_ANNOTATE = textwrap.dedent("""
 """)
 
 
+ADMIN_TOKEN = "operator-token-0123456789abcdef"
+OPERATOR = {"HTTP_AUTHORIZATION": f"Bearer {ADMIN_TOKEN}"}
+
+
 @pytest.fixture()
 def client(tmp_path):
+    """The operator's client (the token on every request)."""
     script = tmp_path / "fake_annotate.py"
     script.write_text(FAKE_ANNOTATE)
     settings = Settings(
         model_dir=tmp_path / "models",
         label_studio=LabelStudioSettings(url="http://ls.example", api_key="secret"),
+        admin_token=ADMIN_TOKEN,
     )
     app = create_app(settings, predictor=GrabCutPredictor())
     launcher = backend_of(app).annotate
     launcher.command_prefix = [sys.executable, str(script)]
-    return app.test_client(), launcher
+    client = app.test_client()
+    client.environ_base.update(OPERATOR)
+    return client, launcher
 
 
 def release(status: dict) -> None:
@@ -91,14 +99,26 @@ def test_bad_options_are_400_with_the_fix(client, body, message):
     assert response.status_code == 400 and message in response.json["error"], response.json
 
 
-def test_jobs_need_label_studio_and_basic_auth_applies(tmp_path):
-    app = create_app(Settings(model_dir=tmp_path), predictor=GrabCutPredictor())
-    response = app.test_client().post("/jobs/1/annotate")
+def test_jobs_need_the_operator_token_and_label_studio(tmp_path):
+    off = create_app(Settings(model_dir=tmp_path), predictor=GrabCutPredictor()).test_client()
+    response = off.post("/jobs/1/annotate")  # no token configured: the operator routes are off
+    assert response.status_code == 403 and "ADAPTIVECLICK_ADMIN_TOKEN" in response.json["error"]
+    app = create_app(Settings(model_dir=tmp_path, admin_token=ADMIN_TOKEN), predictor=GrabCutPredictor())
+    assert app.test_client().post("/jobs/1/annotate").status_code == 401
+    wrong = app.test_client().post("/jobs/1/annotate", headers={"Authorization": "Bearer " + "x" * 30})
+    assert wrong.status_code == 401 and "Bearer" in wrong.headers["WWW-Authenticate"]
+    response = app.test_client().post("/jobs/1/annotate", environ_base=OPERATOR)
     assert response.status_code == 409 and "LABEL_STUDIO_URL" in response.json["error"]
     guarded = create_app(
-        Settings(model_dir=tmp_path, basic_auth_user="u", basic_auth_pass="p"), predictor=GrabCutPredictor()
-    )
-    assert guarded.test_client().post("/jobs/1/annotate").status_code == 401
+        Settings(model_dir=tmp_path, basic_auth_user="u", basic_auth_pass="p", admin_token=ADMIN_TOKEN),
+        predictor=GrabCutPredictor(),
+    ).test_client()
+    assert guarded.post("/jobs/1/annotate").status_code == 401
+    connection_only = guarded.post("/jobs/1/annotate", auth=("u", "p"))  # Label Studio's credential is not enough
+    assert connection_only.status_code == 401 and "operator token" in connection_only.json["error"]
+    for path in ("/jobs/" + "9" * 300 + "/annotate", "/jobs/12x/annotate", "/jobs/" + "9" * 300):
+        assert guarded.get(path, environ_base=OPERATOR).status_code == 404, path
+    assert guarded.get("/projects/2/jobs/3/annotate", environ_base=OPERATOR).status_code == 400  # not its project
 
 
 def test_the_job_uses_the_served_model():

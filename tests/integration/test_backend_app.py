@@ -56,6 +56,8 @@ LOOPBACK_IMAGES = LabelStudioSettings(allowed_hosts=("127.0.0.1",))  # the http_
 
 def make_client(predictor=None, **settings):
     settings.setdefault("label_studio", LOOPBACK_IMAGES)
+    if "basic_auth_user" not in settings:  # anonymous clicks may use the backend's own media access here
+        settings.setdefault("unsafe_anonymous", ("media",))
     app = create_app(Settings(**settings), predictor=predictor or CountingPredictor())
     return app, app.test_client()
 
@@ -312,12 +314,17 @@ def test_basic_auth(images):
 def test_webhook_events_are_counted_and_handed_to_the_handler():
     seen = []
     app = create_app(
-        Settings(),
+        Settings(basic_auth_user="ls", basic_auth_pass="s3cret"),
         predictor=CountingPredictor(),
         webhook_handler=lambda event, counts: seen.append((event.action, counts.annotations)) or "ok",
     )
     client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Basic bHM6czNjcmV0"  # ls:s3cret, on every request
     project = {"id": 4, "label_config": CONFIG}
+    # events count for projects Label Studio has set up (or with a registry line) only
+    unknown = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 5}})
+    assert unknown.status_code == 409 and "not set up" in unknown.json["error"]
+    assert client.post("/setup", json={"project": "4.1"}).status_code == 200
     created = {"action": "ANNOTATION_CREATED", "annotation": {"id": 10}, "task": {"id": 2}, "project": project}
     for body in (
         created,
@@ -360,8 +367,8 @@ def test_metrics(images, samples):
     response = client.get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
     text = response.data.decode()
-    assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="200"} 2.0' in text
-    assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="400"} 1.0' in text
+    assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="2xx"} 2.0' in text
+    assert 'adaptiveclick_http_requests_total{endpoint="/predict",method="POST",status="4xx"} 1.0' in text
     assert 'adaptiveclick_http_request_seconds_count{endpoint="/predict"} 3.0' in text
     assert 'adaptiveclick_model_info{line="configured",project="",version="counting-v1"} 1.0' in text
     assert "adaptiveclick_network_runs_total 2.0" in text and "adaptiveclick_cache_bytes" in text
@@ -425,10 +432,14 @@ def test_the_documented_predict_body_gets_a_mask(data_root):
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "connect.md").read_text()
     body = json.loads(re.search(r"<<'BODY'\n(.*?)\nBODY\n", page, re.S).group(1))
-    app = create_app(
-        Settings(label_studio=LabelStudioSettings(local_files_document_root=data_root)), predictor=GrabCutPredictor()
+    settings = Settings(
+        label_studio=LabelStudioSettings(local_files_document_root=data_root),
+        basic_auth_user="label-studio",
+        basic_auth_pass="a-long-random-password-0123456789",
     )
-    reply = app.test_client().post("/predict", json=body)
+    app = create_app(settings, predictor=GrabCutPredictor())
+    assert "-u label-studio:" in page  # the page's curl sends the connection credential
+    reply = app.test_client().post("/predict", json=body, auth=settings.basic_auth)
     assert reply.status_code == 200, reply.get_json()
     region = reply.get_json()["results"][0]["result"][0]
     mask = decode_rle(region["value"]["rle"], region["original_height"], region["original_width"])

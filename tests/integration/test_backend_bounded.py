@@ -74,6 +74,7 @@ def client_for(images, predictor, **settings):
             label_studio=LabelStudioSettings(local_files_document_root=images),
             model_dir=images / "models",
             request_deadline=DEADLINE_S,
+            unsafe_anonymous=("media",),  # local files for anonymous clicks: a single-user machine
             **settings,
         ),
         predictor=predictor,
@@ -188,6 +189,7 @@ def test_health_and_setup_answer_while_every_prediction_slot_waits_for_the_model
         model_dir=images / "models",
         threads=4,
         request_deadline=120,
+        unsafe_anonymous=("media",),
     )
     server = create_server(
         create_app(settings, predictor=predictor), host="127.0.0.1", port=0, **server_options(4, 10, 1 << 20)

@@ -311,6 +311,7 @@ def test_the_adaptiveclick_predictor_from_the_environment(cvat_modules, grabcut,
         ({"image": "IMAGE", "pos_points": [[5, 5]], "obj_bbox": [[1, 1], [90, 9]]}, "box x"),
         ({"image": "IMAGE", "pos_points": [[5, 5]], "threshold": 1.5}, "'threshold'"),
         ({"image": "IMAGE", "pos_points": [[5, 5]] * 100, "obj_bbox": [[1, 1], [9, 9]]}, "too many points (101"),
+        ({"image": "IMAGE", "pos_points": [[5, 5]], "image_junk": 1, "neg_points": "x" * 10}, "'neg_points'"),
     ],
 )
 def test_malformed_bodies_get_400_with_a_message(cvat_modules, monkeypatch, body, message):
@@ -345,6 +346,22 @@ def test_image_limits_answer_413(cvat_modules, monkeypatch):
     context = started_function(main, monkeypatch, ADAPTIVECLICK_MAX_IMAGE_MB="1", ADAPTIVECLICK_MAX_IMAGE_PIXELS="9")
     status, reply = call(main, context, {"image": "A" * (2 << 20), "pos_points": [[1, 1]]})
     assert status == 413 and "larger than 1 MiB" in reply["error"]
+
+
+def test_the_request_deadline_bounds_a_slow_request(cvat_modules, monkeypatch):
+    """As for /predict: the baseline's GrabCut on a flat frame takes seconds per click; the function answers 503
+    at ADAPTIVECLICK_REQUEST_DEADLINE instead of holding its one worker, and junk after the base64 is 400."""
+    import time
+
+    main, _ = cvat_modules
+    context = started_function(main, monkeypatch, ADAPTIVECLICK_REQUEST_DEADLINE="1")
+    frame = encode(np.full((321, 481, 3), 255, np.uint8), "PNG")
+    start = time.monotonic()
+    status, reply = call(main, context, {"image": frame, "pos_points": [[240, 160]], "neg_points": [[470, 300]]})
+    assert status == 503 and "ADAPTIVECLICK_REQUEST_DEADLINE" in reply["error"]
+    assert time.monotonic() - start < 10  # the deadline plus the helper's stop, on a loaded machine
+    status, reply = call(main, context, {"image": frame + "!!junk!!" * 1000, "pos_points": [[1, 1]]})
+    assert status == 400 and "not valid base64" in reply["error"]
 
 
 def test_a_bad_setting_stops_the_function_at_start(cvat_modules, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import textwrap
@@ -96,6 +97,7 @@ def test_requests_during_a_swap_all_succeed_and_name_their_version(registry, tmp
         model_registry=str(registry.uri),
         label_studio=LabelStudioSettings(local_files_document_root=tmp_path),
         registry_poll_seconds=0.05,
+        unsafe_anonymous=("media",),  # local files for anonymous clicks: a single-user machine
     )
     app = create_app(settings, predictor=GrabCutPredictor(), watch_registry=True)
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -232,9 +234,12 @@ def test_jobs_need_starting_weights(tmp_path):
 
 
 def test_jobs_endpoints(launcher, tmp_path):
-    app = create_app(launcher.settings, predictor=GrabCutPredictor(), webhook_handler=launcher.handle_event)
+    settings = dataclasses.replace(launcher.settings, basic_auth_user="ls", basic_auth_pass="s3cret")
+    app = create_app(settings, predictor=GrabCutPredictor(), webhook_handler=launcher.handle_event)
     client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Basic bHM6czNjcmV0"  # ls:s3cret
     assert client.get("/jobs").get_json()["jobs"] == []
+    assert client.post("/setup", json={"project": "4.1"}).status_code == 200
     response = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 4}})
     assert response.status_code == 201 and response.get_json()["result"]["status"] == "started"
     job = client.get("/jobs/4").get_json()
@@ -325,8 +330,8 @@ def test_registry_faults_are_rejected_and_the_old_model_keeps_serving(registry, 
     (Path(registry.uri) / "current.json").write_text('["not", "an", "object"]')
     assert watcher.poll_once() == "unchanged" and holder.version == "ft-a"
     image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8)
-    state = holder.current().run_steps("img", image, [Click(20, 25, True, 0)], 0, None)
-    assert len(state) == 1 and np.isfinite(state[0].probs).all()  # the old model still answers
+    run = holder.current().run_steps("img", image, [Click(20, 25, True, 0)], 0, None)
+    assert run.steps == 1 and np.isfinite(run.last.probs).all()  # the old model still answers
 
 
 def test_the_first_answer_after_a_start_comes_from_the_registry_version(registry, tmp_path):

@@ -21,6 +21,8 @@ from adaptiveclick.storage.lines import read_state
 from adaptiveclick.storage.registry import BASE_LINE, open_registry, project_line
 
 AUTH = ("admin", "s3cret")
+ADMIN_TOKEN = "operator-token-0123456789abcdef"
+OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SHAPE = (120, 160)
 
 
@@ -111,10 +113,16 @@ def image_url(http_dir):
     return f"{base}/picture.png"
 
 
-def projects_client(registry, tmp_path, **settings):
+def projects_client(registry, tmp_path, auth=None, **settings):
+    """An app over ``registry``; with ``auth`` (user, password) it is the connection credential, sent with every
+    request of the client."""
+    import base64
+
     from adaptiveclick.backend.app import create_app
 
     settings.setdefault("label_studio", LOOPBACK_IMAGES)
+    if auth:
+        settings.update(basic_auth_user=auth[0], basic_auth_pass=auth[1])
     settings = Settings(
         model_dir=tmp_path / "models",
         model_registry=str(registry.uri),
@@ -123,7 +131,10 @@ def projects_client(registry, tmp_path, **settings):
         **settings,
     )
     app = create_app(settings)
-    return app, app.test_client()
+    client = app.test_client()
+    if auth:
+        client.environ_base["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    return app, client
 
 
 def click_body(url, project):
@@ -156,7 +167,8 @@ def test_each_project_gets_its_line_or_the_base_line(registry, tmp_path, image_u
     assert client.post("/projects/1/predict", json=body).json["model_version"] == "p1"
     assert client.get("/projects/x1/health").status_code == 404
     jobs = client.get("/jobs").json
-    assert jobs["served"] == {"None": "base/b1", "1": "project-1/p1", "2": "base/b1"}
+    # project 2 has no line and was never set up: nothing is kept for it (made-up ids cannot grow the worker)
+    assert jobs["served"] == {"None": "base/b1", "1": "project-1/p1"}
     assert sorted(jobs["loaded_models"]) == ["base/b1", "project-1/p1"]
     metrics = client.get("/metrics").data.decode()
     assert 'adaptiveclick_model_info{line="project-1",project="1",version="p1"} 1.0' in metrics
@@ -179,6 +191,7 @@ def test_new_project_versions_are_picked_up_by_the_watcher(registry, tmp_path, i
     url = image_url
     app, client = projects_client(registry, tmp_path)
     parts = backend_of(app)
+    assert client.post("/setup", json={"project": "2.1"}).status_code == 200  # Label Studio connects project 2
     assert client.post("/predict", json=click_body(url, 2)).json["model_version"] == "b1"
     registry.line(project_line(2)).publish(tiny_weights(tmp_path / "p2.pth", 3), version="p2")
     assert parts.watcher.poll_once() == "swapped"
@@ -209,7 +222,13 @@ def setup_body(project, extra_params):
 
 def test_extra_params_pin_and_unpin_a_project(registry, tmp_path, image_url):
     url = image_url
-    app, client = projects_client(registry, tmp_path)
+    # without a connection credential a pin is refused (it changes what is served)
+    _, anonymous = projects_client(registry, tmp_path)
+    reply = anonymous.post("/setup", json=setup_body(1, '{"model_version": "base/b1"}'))
+    assert reply.status_code == 403 and "BASIC_AUTH_USER" in reply.json["error"]
+    assert anonymous.post("/setup", json=setup_body(1, None)).json == {"model_version": "p1"}  # no pin: fine
+    assert 1 not in read_state(registry).projects or read_state(registry).projects[1].pin is None
+    app, client = projects_client(registry, tmp_path, auth=AUTH)
     watcher = backend_of(app).watcher
     # the Connect Model dialog sends its JSON field as a string; /setup answers at once with the pinned version,
     # which loads in the background (the watcher's poll, awaited here)
@@ -237,15 +256,17 @@ def test_extra_params_pin_and_unpin_a_project(registry, tmp_path, image_url):
         assert reply.status_code == 400 and message in reply.json["error"], bad
 
 
-def test_pinning_through_the_api_needs_basic_auth_and_survives_setup(registry, tmp_path, image_url):
+def test_pinning_through_the_api_needs_the_operator_token_and_survives_setup(registry, tmp_path, image_url):
     url = image_url
-    _, open_client = projects_client(registry, tmp_path)
-    reply = open_client.post("/versions/1", json={"version": "b1"})
-    assert reply.status_code == 403 and "BASIC_AUTH_USER" in reply.json["error"]
+    _, open_client = projects_client(registry, tmp_path, auth=AUTH)
+    reply = open_client.post("/versions/1", json={"version": "b1"})  # operator routes are off without a token
+    assert reply.status_code == 403 and "ADAPTIVECLICK_ADMIN_TOKEN" in reply.json["error"]
 
-    _, client = projects_client(registry, tmp_path, basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1])
+    _, client = projects_client(registry, tmp_path, admin_token=ADMIN_TOKEN, basic_auth_user="x", basic_auth_pass="y")
     assert client.post("/versions/1", json={"version": "b1"}).status_code == 401
-    auth = {"auth": AUTH}
+    basic = client.post("/versions/1", json={"version": "b1"}, auth=("x", "y"))  # the connection credential
+    assert basic.status_code == 401 and "Bearer" in basic.headers["WWW-Authenticate"]
+    auth = {"headers": OPERATOR}
     reply = client.post("/versions/1", json={"version": "b1"}, **auth)
     assert reply.json == {"project": 1, "pinned": "base/b1", "served": "b1"}
     assert client.post("/predict", json=click_body(url, 1), **auth).json["model_version"] == "b1"
@@ -270,20 +291,20 @@ def test_pinning_through_the_api_needs_basic_auth_and_survives_setup(registry, t
 def test_a_version_that_does_not_load_is_never_pinned(registry, tmp_path):
     (tmp_path / "broken.pth").write_bytes(b"not weights")
     registry.line(project_line(1)).publish(tmp_path / "broken.pth", version="broken", make_current=False)
-    _, client = projects_client(registry, tmp_path, basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1])
-    reply = client.post("/versions/1", json={"version": "broken"}, auth=AUTH)
+    _, client = projects_client(registry, tmp_path, admin_token=ADMIN_TOKEN)
+    reply = client.post("/versions/1", json={"version": "broken"}, headers=OPERATOR)
     assert reply.status_code == 422 and "does not load" in reply.json["error"]
     assert read_state(registry).projects[1].pin is None
-    assert client.get("/jobs", auth=AUTH).json["rejected_versions"].keys() == {"project-1/broken"}
-    again = client.post("/versions/1", json={"version": "broken"}, auth=AUTH)
+    assert client.get("/jobs").json["rejected_versions"].keys() == {"project-1/broken"}
+    again = client.post("/versions/1", json={"version": "broken"}, headers=OPERATOR)
     assert again.status_code == 422 and "rejected" in again.json["error"]
-    assert client.get("/projects/1/health", auth=AUTH).json["model_version"] == "p1"
+    assert client.get("/projects/1/health").json["model_version"] == "p1"
 
 
 def test_a_setup_pin_that_does_not_load_is_rejected_and_the_project_keeps_its_model(registry, tmp_path, image_url):
     (tmp_path / "broken.pth").write_bytes(b"not weights")
     registry.line(project_line(1)).publish(tmp_path / "broken.pth", version="broken", make_current=False)
-    app, client = projects_client(registry, tmp_path)
+    app, client = projects_client(registry, tmp_path, auth=AUTH)
     assert client.post("/predict", json=click_body(image_url, 1)).json["model_version"] == "p1"
     # /setup cannot wait for a load (Label Studio gives it 3 s): the pin is written, the load fails in the background
     assert client.post("/setup", json=setup_body(1, {"model_version": "broken"})).json == {"model_version": "broken"}

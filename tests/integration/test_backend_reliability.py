@@ -45,7 +45,8 @@ def backend(images, tmp_path_factory):
     folder, _ = images
     env = {
         "ADAPTIVECLICK_READ_TIMEOUT": str(READ_TIMEOUT_S),
-        "ADAPTIVECLICK_REQUEST_DEADLINE": "3",
+        # long enough for a restarted worker to load (clicks wait for it) on a loaded machine
+        "ADAPTIVECLICK_REQUEST_DEADLINE": "60",
         "LOG_LEVEL": "DEBUG",
         "LABEL_STUDIO_URL": "http://127.0.0.1:9",
         "LABEL_STUDIO_API_KEY": API_KEY,
@@ -185,22 +186,44 @@ def test_kill_9_of_the_worker_mid_request_then_requests_succeed(backend, images)
     os.kill(worker, signal.SIGKILL)
     thread.join()
     assert outcome == ["ConnectionError"]
+    # three annotators keep clicking (36 clicks, as the black-box probe sent) while the master starts a new worker
+    # and it loads its model: none is lost (Label Studio does not retry a failed click); they wait for the new
+    # worker instead of getting 503 "starting", while /health answers at once
     start = time.monotonic()
-    while True:  # the master starts a new worker; until its model is loaded it answers 503 "starting"
+    statuses: list = []
+    health: list = []
+
+    def annotator(task: int) -> None:
+        for _ in range(12):
+            try:
+                reply = requests.post(backend.url + "/predict", json=photo_body(images, task), timeout=120)
+                statuses.append(reply.status_code if reply.status_code == 200 else (reply.status_code, reply.text))
+            except requests.ConnectionError as exc:
+                statuses.append(type(exc).__name__)
+            time.sleep(0.1)
+
+    annotators = [threading.Thread(target=annotator, args=(200 + k,)) for k in range(3)]
+    for thread in annotators:
+        thread.start()
+    while any(thread.is_alive() for thread in annotators):
         try:
-            reply = requests.post(backend.url + "/predict", json=photo_body(images, 2), timeout=30)
-            if reply.status_code == 200:
-                break
-            assert reply.status_code == 503 and reply.json()["status"] == "starting", reply.text
+            began = time.perf_counter()
+            health.append((requests.get(backend.url + "/health", timeout=5).status_code, time.perf_counter() - began))
         except requests.ConnectionError:
-            pass
-        assert time.monotonic() - start < 120, "the backend did not recover"
-        time.sleep(0.2)
+            health.append(("ConnectionError", 0.0))
+        time.sleep(0.1)
+    for thread in annotators:
+        thread.join()
     recovered_s = time.monotonic() - start
+    assert statuses == [200] * 36, statuses
     assert backend.worker_pid() != worker
-    for k in range(5):
-        assert requests.post(backend.url + "/predict", json=photo_body(images, 3 + k), timeout=30).status_code == 200
-    print(f"\nkill -9 of the worker: requests succeed again after {recovered_s:.1f} s")
+    starting = [seconds for status, seconds in health if status == 503]
+    # the probes are not held for the app (clicks may wait 60 s here): at most the new worker's own start
+    assert max(starting, default=0.0) < 5.0
+    print(
+        f"\nkill -9 of the worker: 36 clicks of 3 annotators over {recovered_s:.1f} s all answered 200 "
+        f"(/health meanwhile: {len(starting)} x 503 starting, {sum(s == 200 for s, _ in health)} x 200)"
+    )
 
 
 def test_eight_clients_a_thousand_requests_each_without_error(backend, images, data_root):

@@ -206,7 +206,7 @@ def test_kernels_in_the_installed_root_are_found(monkeypatch, tmp_path):
     folder = build_cache.installed_root() / name / "75-80-90ptx"
     folder.mkdir(parents=True)
     (folder / "lib.so").write_bytes(b"")
-    (folder / build.MARKER).write_text("lib.so\n7.5;8.0;9.0+PTX\n")
+    build_cache.write_marker(folder, folder / "lib.so", ["7.5", "8.0", "9.0+PTX"])
     assert build._find_build(name, "90", (9, 0)) == folder / "lib.so"  # another arch set that covers the GPU
     assert build._find_build(name, "75-80-90ptx", None) == folder / "lib.so"  # the exact set
     assert build._find_build(name, "70", (7, 0)) is None  # nothing there runs on a 7.0 GPU
@@ -378,6 +378,10 @@ def test_cvat_function_definition(name):
     assert env <= settings_variables(), env - settings_variables()
     kinds = {directive["kind"] for directive in spec["build"]["directives"]["preCopy"]}
     assert {"USER", "HEALTHCHECK"} <= kinds
+    # nuclio installs its wrapper as root (preCopy); the function itself runs as the image's unprivileged user
+    users = [d["value"] for d in spec["build"]["directives"]["postCopy"] if d["kind"] == "USER"]
+    assert users and str(users[-1]).split(":")[0] not in ("root", "0")
+    assert f"--uid {str(users[-1]).split(':')[0]} " in (REPO / "Dockerfile").read_text()
     body_limit = spec["triggers"]["myHttpTrigger"]["attributes"]["maxRequestBodySize"]
     from adaptiveclick.backend.settings import Settings
 

@@ -13,7 +13,7 @@ import pytest
 
 from adaptiveclick.finetune.labelstudio import image_fetcher, import_tasks, read_manifest
 from adaptiveclick.labelstudio.api import LabelStudioError, fetch_tasks
-from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.labelstudio.settings import ImageLimits, LabelStudioSettings
 
 from ls_regions import H, W, brush_region, keypoint_region, polygon_region, task
 
@@ -58,7 +58,7 @@ def test_regions_become_masks_and_problems_are_reported(picture, tmp_path):
         ),
         task(10, str(path)),
     ]
-    records, report = import_tasks(tasks, image_fetcher(LabelStudioSettings()), tmp_path / "cache")
+    records, report = import_tasks(tasks, image_fetcher(LabelStudioSettings(), local_root=tmp_path), tmp_path / "cache")
     by_key = {r.key: r.load() for r in records}
     assert sorted(by_key) == ["task-1", "task-2", "task-3", "task-4", "task-9"]
     assert np.array_equal(by_key["task-1"].image, image)
@@ -92,12 +92,11 @@ def test_label_filter_and_image_key(picture, tmp_path):
             "annotations": [annotation(brush_region(blob(), "Cat"), brush_region(blob(), "Dog"))],
         }
     ]
-    records, report = import_tasks(
-        tasks, image_fetcher(LabelStudioSettings()), tmp_path / "c", image_key="photo", labels=["Cat"]
-    )
+    fetch = image_fetcher(LabelStudioSettings(), local_root=tmp_path)
+    records, report = import_tasks(tasks, fetch, tmp_path / "c", image_key="photo", labels=["Cat"])
     assert len(records) == 1 and len(records[0].mask_paths) == 1
     assert any("label not selected" in s.reason for s in report.skipped)
-    _, report = import_tasks(tasks, image_fetcher(LabelStudioSettings()), tmp_path / "d", image_key="nope")
+    _, report = import_tasks(tasks, fetch, tmp_path / "d", image_key="nope")
     assert report.tasks_used == 0 and "no image URL" in report.skipped[0].reason
 
 
@@ -151,10 +150,12 @@ def test_project_through_the_api(label_studio, tmp_path):
     exported = fetch_tasks(url, "secret", 7)
     paginated = fetch_tasks(url, "secret", 8)  # no export endpoint: the tasks API, two pages
     assert len(exported) == len(paginated) == 130 and [t["id"] for t in paginated] == list(range(1, 131))
-    records, report = import_tasks(
-        exported[:2], image_fetcher(LabelStudioSettings(url=url, api_key="secret")), tmp_path / "c"
-    )
+    settings = LabelStudioSettings(url=url, api_key="secret")
+    records, report = import_tasks(exported[:2], image_fetcher(settings, project=7), tmp_path / "c")
     assert report.tasks_used == 2 and np.array_equal(records[0].load().image, image)
+    # a job for project 8 does not send the key for project 7's uploads
+    _, report = import_tasks(exported[:1], image_fetcher(settings, project=8), tmp_path / "e")
+    assert report.tasks_used == 0 and "not an upload of the request's project" in report.skipped[0].reason
     with pytest.raises(LabelStudioError, match="401"):
         fetch_tasks(url, "wrong", 7)
     with pytest.raises(LabelStudioError, match="API key"):
@@ -163,3 +164,29 @@ def test_project_through_the_api(label_studio, tmp_path):
         exported[:1], image_fetcher(LabelStudioSettings()), tmp_path / "d"
     )  # no key: the image cannot be fetched
     assert report.tasks_used == 0 and report.skipped[0].reason.startswith("image unavailable")
+
+
+def test_local_files_only_for_exports_inside_their_root_and_size_cap(picture, tmp_path):
+    """A job from Label Studio (a project, no export) reads no local file; an export's reads stay in its folder."""
+    _, path = picture
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.png"
+    outside.write_bytes(path.read_bytes())
+    tasks = [
+        task(1, str(path), annotation(brush_region(blob()))),
+        task(2, path.as_uri(), annotation(brush_region(blob()))),
+        task(3, "file:///dev/zero", annotation(brush_region(blob()))),
+        task(4, str(outside), annotation(brush_region(blob()))),
+        task(5, "../" + outside.name, annotation(brush_region(blob()))),
+    ]
+    _, report = import_tasks(tasks, image_fetcher(LabelStudioSettings(), project=3), tmp_path / "a")
+    assert report.tasks_used == 0
+    assert all(
+        "only the operator's own --ls-export" in s.reason for s in report.skipped if s.reason != "no usable objects"
+    )
+    records, report = import_tasks(tasks, image_fetcher(LabelStudioSettings(), local_root=tmp_path), tmp_path / "b")
+    assert sorted(r.key for r in records) == ["task-1", "task-2"]
+    reasons = {s.task: s.reason for s in report.skipped}
+    assert "outside" in reasons[3] and "outside" in reasons[4] and "outside" in reasons[5]
+    small = LabelStudioSettings(limits=ImageLimits(max_bytes=100))
+    _, report = import_tasks(tasks[:1], image_fetcher(small, local_root=tmp_path), tmp_path / "c")
+    assert "larger than" in report.skipped[0].reason

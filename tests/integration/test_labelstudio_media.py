@@ -24,7 +24,7 @@ from PIL import Image
 from adaptiveclick.labelstudio.auth import LabelStudioAuth, jwt_claims, same_origin
 from adaptiveclick.labelstudio.decode import decode_image
 from adaptiveclick.labelstudio.errors import ImageError
-from adaptiveclick.labelstudio.media import ImageFetcher, load_image
+from adaptiveclick.labelstudio.media import ImageFetcher, MediaScope, load_image
 from adaptiveclick.labelstudio.netpolicy import AddressPolicy
 from adaptiveclick.labelstudio.settings import ImageLimits, LabelStudioSettings
 
@@ -215,15 +215,22 @@ def test_plain_http_gets_no_key(label_studio, elsewhere):
         fetcher.label_studio.get(f"{elsewhere.url}/e.png")
 
 
-def test_s3_via_boto3(s3_bucket):
+def test_s3_via_boto3_only_for_the_buckets_allowed(s3_bucket):
     import boto3
 
     boto3.client("s3").put_object(Bucket=s3_bucket, Key="img/f.png", Body=png_bytes(4, 4))
-    fetcher = fetcher_for(None)
+    fetcher = fetcher_for(None, s3_buckets=(s3_bucket,))
     assert fetcher.fetch(f"s3://{s3_bucket}/img/f.png").shape == (4, 4, 3)
     with pytest.raises(ImageError) as info:
         fetcher.fetch(f"s3://{s3_bucket}/img/missing.png")
     assert info.value.status_code == 404
+    # any other bucket: one 403 before any call, whether the object (or the bucket) exists or not
+    answers = set()
+    for uri in (f"s3://{s3_bucket}/img/f.png", f"s3://{s3_bucket}/img/missing.png", "s3://no-such-bucket-x/a.png"):
+        with pytest.raises(ImageError, match="ADAPTIVECLICK_S3_BUCKETS") as info:
+            fetcher_for(None, s3_buckets=("another-bucket",)).fetch(uri)
+        answers.add((info.value.status_code, info.value.message.split("/...")[1]))
+    assert len(answers) == 1 and next(iter(answers))[0] == 403
 
 
 def test_exif_orientation_is_applied():
@@ -272,13 +279,100 @@ def test_limits_and_unreadable(elsewhere):
         ("ftp://host/a.png", "unsupported"),
         ("relative/a.png", "unsupported"),
         ("/data/upload/1/a.png", "set LABEL_STUDIO_URL"),
-        ("data:image/png,rawbytes", "base64"),
     ],
 )
 def test_unusable_urls_are_422(url, message):
     with pytest.raises(ImageError, match=message) as info:
         fetcher_for(None).fetch(url)
     assert info.value.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "url, status, message",
+    [
+        ("data:image/png,rawbytes", 400, "base64"),
+        ("data:image/png;base64," + base64.b64encode(b"x" * 30).decode() + "!!junk!!" * 1000, 400, "not valid base64"),
+        ("data:image/png;base64," + base64.b64encode(b"x" * 30).decode() + "\nAAAA", 400, "not valid base64"),
+        ("data:image/png;base64,QUJD=QUJD", 400, "not valid base64"),
+        ("http://127.0.0.1/" + "a" * 20_000, 414, "more than the 16384"),
+        ("/data/local-files/?d=plain.jpg%00.png", 400, "control character"),
+        ("/data/upload/1/a%2500.png", 400, "control character"),
+        ("http://127.0.0.1/a%0d%0aX-Injected: 1", 400, "control character"),
+    ],
+)
+def test_strict_data_uris_long_urls_and_encoded_control_characters_are_4xx(url, status, message):
+    with pytest.raises(ImageError, match=message) as info:
+        fetcher_for(None).fetch(url)
+    assert info.value.status_code == status
+
+
+def test_gzip_and_deflate_bodies_are_inflated_within_the_size_cap(elsewhere):
+    import gzip
+    import zlib
+
+    picture = png_bytes(20, 10)
+    elsewhere.files["/g.png"] = (200, {"Content-Encoding": "gzip", "Content-Type": "image/png"}, gzip.compress(picture))
+    elsewhere.files["/d.png"] = (200, {"Content-Encoding": "deflate"}, zlib.compress(picture))
+    bomb = gzip.compress(b"\0" * (50 << 20))  # 50 MiB of zeros in ~50 KB
+    elsewhere.files["/bomb.png"] = (200, {"Content-Encoding": "gzip"}, bomb)
+    elsewhere.files["/br.png"] = (200, {"Content-Encoding": "br"}, picture)
+    elsewhere.files["/bad.png"] = (200, {"Content-Encoding": "gzip"}, b"not gzip at all")
+    fetcher = fetcher_for(None, limits=ImageLimits(max_bytes=1 << 20))
+    assert fetcher.fetch(f"{elsewhere.url}/g.png").shape == (10, 20, 3)
+    assert fetcher.fetch(f"{elsewhere.url}/d.png").shape == (10, 20, 3)
+    assert "gzip" in elsewhere.requests[0][1].get("Accept-Encoding", "")
+    with pytest.raises(ImageError, match="larger than 1 MiB") as info:
+        fetcher.fetch(f"{elsewhere.url}/bomb.png")
+    assert info.value.status_code == 413
+    for path, message in (("/br.png", "only gzip and deflate"), ("/bad.png", "broken Content-Encoding")):
+        with pytest.raises(ImageError, match=message) as info:
+            fetcher.fetch(f"{elsewhere.url}{path}")
+        assert info.value.status_code == 422
+
+
+def test_the_key_serves_only_the_project_and_task_that_asked(label_studio):
+    """Uploads of another project and another task's presign call get no key (one 403, nothing sent); an
+    anonymous scope gets no credential at all."""
+    label_studio.files["/data/upload/1/a.png"] = png_bytes(2, 2)
+    label_studio.files["/data/upload/2/x.png"] = png_bytes(2, 2)
+    fetcher = fetcher_for(label_studio)
+    project_1 = MediaScope(project=1)
+    assert fetcher.fetch("/data/upload/1/a.png", 7, project_1).shape == (2, 2, 3)
+    label_studio.requests.clear()
+    refusals = set()
+    for url, task, scope in (
+        ("/data/upload/2/x.png", 7, project_1),  # exists, another project
+        ("/data/upload/2/missing.png", 7, project_1),  # does not exist: the same answer
+        (f"{label_studio.url}/data/upload/2/x.png", 7, project_1),
+        ("/storage-data/uploaded/?filepath=upload/2/x.png", 7, project_1),
+        ("/data/upload/1/a.png", 7, MediaScope()),  # the request names no project
+        ("/data/upload/x/a.png", 7, project_1),
+        ("/tasks/8/presign/?fileuri=czM6Ly9iL2s=", 7, project_1),  # another task's presign
+    ):
+        with pytest.raises(ImageError) as info:
+            fetcher.fetch(url, task, scope)
+        assert info.value.status_code == 403, url
+        refusals.add(info.value.message.split("'", 2)[-1])
+    assert len(refusals) == 2  # one message per reason (another project, another task), whatever the object
+    assert label_studio.requests == []
+    presign = "/tasks/7/presign/?fileuri=" + base64.urlsafe_b64encode(b"s3://b/k.png").decode()
+    label_studio.files[presign] = png_bytes(2, 2)
+    assert fetcher.fetch("s3://b/k.png", 7, project_1).shape == (2, 2, 3)  # its own task: presigned
+    assert [path for path, _ in label_studio.requests] == [presign]
+    # a redirect from an upload of the project to another project's upload goes without the key
+    label_studio.files["/data/upload/1/r.png"] = (302, {"Location": "/data/upload/2/x.png"}, b"")
+    label_studio.requests.clear()
+    with pytest.raises(ImageError):
+        fetcher.fetch("/data/upload/1/r.png", 7, project_1)
+    assert [h.get("Authorization", "") for _, h in label_studio.requests] == [f"Token {LEGACY}", ""]
+    # anonymous: no credential for anything that needs one, before anything is sent
+    anonymous = MediaScope(project=1, refusal="anonymous: no credential")
+    label_studio.requests.clear()
+    for url in ("/data/upload/1/a.png", "/data/local-files/?d=a.png", "s3://bucket/k.png", "gs://b/k.png"):
+        with pytest.raises(ImageError, match="anonymous: no credential") as info:
+            fetcher_for(label_studio, s3_buckets=("bucket",)).fetch(url, 7, anonymous)
+        assert info.value.status_code == 403
+    assert label_studio.requests == []
 
 
 def test_data_uri_and_load_image(elsewhere):
@@ -364,7 +458,12 @@ def test_nul_bytes_and_control_characters_are_4xx(label_studio, tmp_path):
         assert 400 <= info.value.status_code < 500
     with pytest.raises(ImageError) as info:
         fetcher_for(label_studio).fetch("/data/upload/1/a%00.png")
-    assert info.value.status_code == 403
+    assert info.value.status_code == 400
+    assert label_studio.requests == []
+    for name in ("x" * 5000 + ".png", "a/" * 3000 + "b.png"):  # ENAMETOOLONG and friends: 4xx, never 500
+        with pytest.raises(ImageError) as info:
+            fetcher_for(label_studio, local_files_root=tmp_path).fetch(f"/data/local-files/?d={name}")
+        assert 400 <= info.value.status_code < 500
 
 
 # -- hosts that misbehave mid-download ------------------------------------------------------------------------------

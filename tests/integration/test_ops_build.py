@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaptiveclick.ops import build
+from adaptiveclick.ops import build, build_cache
 from adaptiveclick.storage.paths import CACHE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +34,46 @@ def test_unusable_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     assert build.writable_cache_root() == build.cache_roots()[1]
     assert build.cache_roots()[1].parent == tmp_path / "tmp" and build.cache_roots()[1].is_dir()
+
+
+def test_a_temporary_folder_that_is_not_this_users_own_is_never_used(monkeypatch, tmp_path):
+    """/tmp is shared: a folder planted at the predictable name (or made readable by others) is skipped."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    planted = build_cache.temp_root()
+    planted.mkdir(parents=True, mode=0o777)
+    os.chmod(planted, 0o777)
+    assert planted not in build.cache_roots()
+    assert build.writable_cache_root() != planted  # the installed root, or none (then BuildError) - never it
+    os.chmod(planted, 0o700)
+    assert planted in build.cache_roots() and build.writable_cache_root() == planted
+    planted.rmdir()
+    planted.symlink_to(tmp_path, target_is_directory=True)  # a link to somewhere else
+    assert planted not in build.cache_roots()
+
+
+def test_markers_name_a_plain_file_whose_sha256_was_recorded(tmp_path):
+    folder = tmp_path / "adaptiveclick_msda_cpu-0123456789abcdef"
+    folder.mkdir()
+    library = folder / "lib.so"
+    library.write_bytes(b"\x7fELF built")
+    build_cache.write_marker(folder, library, ["8.0"])
+    assert build_cache.read_marker(folder) == (library, ["8.0"])
+    library.write_bytes(b"\x7fELF swapped afterwards")  # changed since it was built: not loaded
+    assert build_cache.read_marker(folder) is None
+    outside = tmp_path / "evil.so"
+    outside.write_bytes(b"x")
+    digest = build_cache.sha256_of(outside)
+    for name in ("../evil.so", str(outside), "sub/lib.so", ".."):
+        (folder / build_cache.MARKER).write_text(f"{name}\n\nsha256={digest}\n")
+        assert build_cache.read_marker(folder) is None, name
+    (folder / build_cache.MARKER).write_text("lib.so\n\n")  # an old marker without a sha256
+    assert build_cache.read_marker(folder) is None
+    with pytest.raises(build_cache.BuildError):
+        build_cache.write_marker(folder, outside, [])
 
 
 def test_build_key_tracks_the_sources(monkeypatch, tmp_path):
@@ -196,7 +236,7 @@ def test_ahead_of_time_command_builds_the_cuda_kernel(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     library = Path(proc.stdout.split("cuda: ", 1)[1].split()[0])
     assert library.is_file() and library.parent.name == "80"
-    assert (library.parent / build.MARKER).read_text().split("\n")[1] == "8.0"
+    assert (library.parent / build_cache.MARKER).read_text().split("\n")[1] == "8.0"
 
 
 def test_ahead_of_time_command_reports_failures(tmp_path):

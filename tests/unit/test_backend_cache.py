@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from adaptiveclick.backend.cache import ENTRY_OVERHEAD, SessionCache, StepState
+from adaptiveclick.backend.cache import CLICK_BYTES, ENTRY_OVERHEAD, SessionCache, StepState, image_key
 
 
 def state(value: float, shape=(10, 10)) -> StepState:
@@ -34,7 +34,7 @@ def test_longest_prefix():
 
 
 def test_lru_by_bytes():
-    one = state(0).nbytes + ENTRY_OVERHEAD
+    one = state(0).nbytes + ENTRY_OVERHEAD + CLICK_BYTES  # a step of one click
     cache = SessionCache(3 * one)
     for k in range(3):
         cache.put_step("v", "img", [(k, 0, True)], state(k))
@@ -72,7 +72,7 @@ def test_cached_arrays_are_read_only():
 
 
 def test_concurrent_use_keeps_the_byte_count_exact():
-    one = state(0, (4, 4)).nbytes + ENTRY_OVERHEAD
+    one = state(0, (4, 4)).nbytes + ENTRY_OVERHEAD + CLICK_BYTES
     cache = SessionCache(50 * one)
 
     def work(worker: int):
@@ -86,3 +86,13 @@ def test_concurrent_use_keeps_the_byte_count_exact():
     for t in threads:
         t.join()
     assert len(cache) == 50 and cache.nbytes == 50 * one
+
+
+def test_keys_hold_a_digest_of_the_url_and_steps_are_charged_for_their_clicks():
+    """A 2 MB data: URI must not ride along in the cache's keys uncharged."""
+    url = "data:image/png;base64," + "A" * (2 << 20)
+    key = image_key(1, 2, url)
+    assert key[:2] == (1, 2) and len(key[2]) == 64 and key == image_key(1, 2, url) != image_key(1, 3, url)
+    cache = SessionCache(1 << 20)
+    cache.put_step("v", key, [(k, 0, True) for k in range(100)], state(0, (4, 4)))
+    assert cache.nbytes == state(0, (4, 4)).nbytes + ENTRY_OVERHEAD + 100 * CLICK_BYTES

@@ -87,3 +87,38 @@ def test_log_level_is_applied(level):
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
         logging.getLogger("gunicorn.access").disabled = False
+
+
+def test_requests_wait_for_a_starting_app_and_probes_do_not():
+    """A restarted worker: a click that arrives while the app builds waits for it (within the deadline) instead of
+    getting 503; /health answers "starting" at once; beyond max_waiting, requests do not wait (threads stay free)."""
+    import threading
+    import time
+
+    starting = StartingApp(wait_s=5.0, max_waiting=1)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"served"]
+
+    def call(path: str) -> tuple[str, bytes, float]:
+        seen = []
+        began = time.monotonic()
+        body = b"".join(starting({"PATH_INFO": path}, lambda status, headers: seen.append(status)))
+        return seen[0], body, time.monotonic() - began
+
+    results: dict[str, tuple] = {}
+    waiter = threading.Thread(target=lambda: results.update(click=call("/projects/3/predict")))
+    waiter.start()
+    time.sleep(0.3)
+    for probe in ("/health", "/projects/3/health", "/", "/metrics"):
+        status, body, took = call(probe)
+        assert status.startswith("503") and b"starting" in body and took < 1.0, probe
+    status, _, took = call("/setup")  # a second waiter is one too many: 503 at once
+    assert status.startswith("503") and took < 1.0
+    threading.Timer(0.5, lambda: starting.build(lambda: app)).start()
+    waiter.join(10)
+    status, body, took = results["click"]
+    assert status.startswith("200") and body == b"served" and 0.5 < took < 5.0
+    no_wait = StartingApp()
+    assert b"starting" in b"".join(no_wait({"PATH_INFO": "/predict"}, lambda *a: None))

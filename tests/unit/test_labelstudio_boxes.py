@@ -187,3 +187,26 @@ def test_rate_limit_spaces_calls():
     assert RateLimit(None).wait() == 0.0 and RateLimit(0).wait() == 0.0
     with pytest.raises(ValueError):
         RateLimit(-1)
+
+
+def test_boxes_per_task_are_capped():
+    """A task with 100,000 rectangles gets the first ``max_boxes`` segmented and one reason for the rest."""
+    config = parse_label_config(BOX_CONFIG, False)
+    many = task(*[rectangle(k % 90, 1, 5, 5) for k in range(100_000)])
+    found = task_boxes(many, config, max_boxes=100)
+    assert len(found.boxes) == 100 and found.skipped == (
+        "99900 rectangles beyond the first 100 boxes of the task (ADAPTIVECLICK_MAX_PROMPTS)",
+    )
+    assert len(task_boxes(task(rectangle(1, 1, 5, 5)), config, max_boxes=100).boxes) == 1
+
+
+def test_label_configs_are_capped_and_cached_by_digest():
+    from adaptiveclick.labelstudio import label_config
+
+    with pytest.raises(LabelConfigError, match="more than the 262144 accepted"):
+        parse_label_config(BOX_CONFIG + " " * (300 << 10), False)
+    for k in range(200):  # many different configs: the cache keeps 64 digests, never the texts
+        parse_label_config(BOX_CONFIG.replace("Dog", f"Dog{k}"), False)
+    assert len(label_config._cache) == label_config.CACHED_CONFIGS
+    assert all(isinstance(digest, bytes) and len(digest) == 32 for digest, _ in label_config._cache)
+    assert parse_label_config(BOX_CONFIG, False) is parse_label_config(BOX_CONFIG, False)

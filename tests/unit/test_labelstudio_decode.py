@@ -97,3 +97,19 @@ def test_unreadable_bytes_are_422(data):
     with pytest.raises(ImageError, match="not a readable image") as info:
         decode_image(data)
     assert info.value.status_code == 422
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "PCX", "SGI", "EPS"])
+def test_only_the_formats_label_studio_shows_are_opened(fmt):
+    """PIL knows dozens of formats (and their parsers); an image tag shows a few: the rest is 422."""
+    buffer = io.BytesIO()
+    try:
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format=fmt)
+    except (OSError, KeyError):  # no writer for it here (EPS needs Ghostscript): a few bytes of its magic do
+        buffer = io.BytesIO(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")
+    assert Image.open(io.BytesIO(buffer.getvalue())).format or True  # PIL itself would open it
+    with pytest.raises(ImageError, match="not a readable image") as info:
+        decode_image(buffer.getvalue())
+    assert info.value.status_code == 422
+    for ok in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"):
+        assert decode_image(encoded(np.zeros((4, 5, 3), np.uint8), ok)).shape == (4, 5, 3)

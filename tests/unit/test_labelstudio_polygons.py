@@ -202,3 +202,39 @@ def test_ground_truth_objects_round_trip(data_root, dataset):
     worst = int(np.argmin(ious))
     assert ious[worst] >= 0.97, (samples[worst].name, ious[worst])
     assert max(vertices) <= MAX_VERTICES and np.mean(vertices) <= MEAN_VERTICES, (max(vertices), np.mean(vertices))
+
+
+def test_polygon_answers_are_capped_with_a_brush_fallback():
+    """A noisy mask (thousands of specks) is answered by its brush region where the label has one, else by its
+    largest parts within the limits; the trace is refused before any per-ring work."""
+    import time
+
+    from adaptiveclick.labelstudio.label_config import parse_label_config, recommended_config
+    from adaptiveclick.labelstudio.polygons import MAX_PARTS, PolygonLimit, PolygonLimits, capped_polygons
+    from adaptiveclick.labelstudio.predictions import mask_regions
+
+    rng = np.random.default_rng(0)
+    noise = rng.random((1000, 1500)) > 0.7
+    noise[100:400, 100:600] = True  # one large part among the specks
+    start = time.perf_counter()
+    with pytest.raises(PolygonLimit, match="parts"):
+        mask_polygons(noise, 1.0, "seam", PolygonLimits())
+    assert time.perf_counter() - start < 5
+    capped = capped_polygons(noise, 1.0)
+    assert 1 <= len(capped) <= MAX_PARTS and sum(len(r) for r in capped) <= PolygonLimits().vertices
+    big = polygons_mask([capped[0]], *noise.shape)
+    assert big[200, 300] and big.sum() >= 300 * 500  # the largest part comes first, holes filled
+    both = parse_label_config(recommended_config())
+    regions = mask_regions(both, "Object", noise, 0.5)
+    kinds = [r["type"] for r in regions]
+    assert kinds.count("brushlabels") == 1 and "polygonlabels" not in kinds  # the brush region carries it
+    polygon_only = parse_label_config(
+        '<View><Image name="image" value="$image"/><PolygonLabels name="p" toName="image"><Label value="Object"/>'
+        '</PolygonLabels><KeyPointLabels name="k" toName="image" smart="true"><Label value="Object"/>'
+        "</KeyPointLabels></View>"
+    )
+    regions = mask_regions(polygon_only, "Object", noise, 0.5)
+    assert 1 <= len(regions) <= MAX_PARTS and all(r["type"] == "polygonlabels" for r in regions)
+    small = np.zeros((40, 60), bool)
+    small[5:20, 5:30] = True
+    assert len(mask_polygons(small, 1.0, "seam", PolygonLimits())) == 1  # ordinary masks are untouched

@@ -118,3 +118,16 @@ def test_a_broken_pin_or_pointer_is_reported(tmp_path, weights):
     (tmp_path / "r" / "project-2" / "pin.json").write_text(json.dumps({"version": "v1", "line": "../../etc"}))
     with pytest.raises(RegistryError, match="not a pin record"):
         read_state(registry)
+
+
+def test_names_are_matched_whole():
+    """``re.match`` with ``$`` takes a trailing newline: names are full matches."""
+    import pytest
+
+    from adaptiveclick.storage.registry import PROJECT_LINE, check_version_name
+
+    assert check_version_name("ft-1.a_b") == "ft-1.a_b"
+    for bad in ("v1\n", "v1\n\n", "\nv1", "v" * 129, "v/1", "-v1"):
+        with pytest.raises(ValueError, match="invalid version name"):
+            check_version_name(bad)
+    assert PROJECT_LINE.fullmatch("project-12") and not PROJECT_LINE.fullmatch("project-12\n")
