@@ -262,7 +262,7 @@ build_backend() {
   podman image prune --force >/dev/null
   local size torch
   size=$(podman image inspect --format '{{.Size}}' "$image")
-  torch=$(podman run --rm --no-healthcheck "$image" sh -c 'cd /opt/venv/lib/python3.11/site-packages && du -smc torch nvidia triton 2>/dev/null' \
+  torch=$(podman run --rm --no-healthcheck "$image" sh -c 'cd /opt/venv/lib/python3.11/site-packages && du -smc torch nvidia triton 2>/dev/null; true' \
     | awk '{d[$2]=$1} END {printf "torch %d MB, nvidia %d MB, triton %d MB", d["torch"], d["nvidia"], d["triton"]}')
   ok "image size $(awk -v s="$size" 'BEGIN {printf "%.2f GB", s/1e9}') ($torch)"
 }
@@ -299,6 +299,12 @@ trap cleanup EXIT
 
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+# The connection credential every backend here runs with (as deploy/env.example ships it: Label Studio connects
+# with Basic auth), made once per run; the checks (deploy/test/image_checks.py) send it
+auth_user=label-studio
+auth_pass=$("$python" -c 'import secrets; print(secrets.token_hex(32))')
+export IMAGE_TEST_BASIC_AUTH="$auth_user:$auth_pass"
+
 # start_backend NAME PORT [podman run options...]: the image's own command, read-only root, its two volumes
 start_backend() {
   local name=$1 port=$2
@@ -310,6 +316,7 @@ start_backend() {
   podman run -d --name "$name" --read-only --read-only-tmpfs=false \
     -v "$name-cache:/var/cache/adaptiveclick" -v "$name-models:/var/lib/adaptiveclick/models" \
     -v "$datasets/GrabCut/data_GT:/data/images:ro" -e LOCAL_FILES_DOCUMENT_ROOT=/data/images \
+    -e "BASIC_AUTH_USER=$auth_user" -e "BASIC_AUTH_PASS=$auth_pass" \
     -p "127.0.0.1:$port:9090" "$@" "$image" >"$state/$name.run.log" 2>&1 \
     || { cat "$state/$name.run.log" >&2; die "podman run $name failed"; }
 }
@@ -488,6 +495,9 @@ check_compose() {
   cat >"$state/compose.env" <<EOF
 LABEL_STUDIO_PASSWORD=pw-$key
 LABEL_STUDIO_API_KEY=$key
+BASIC_AUTH_USER=$auth_user
+BASIC_AUTH_PASS=$auth_pass
+ADAPTIVECLICK_ADMIN_TOKEN=$("$python" -c 'import secrets; print(secrets.token_hex(32))')
 LABEL_STUDIO_PORT=$ls_port
 BACKEND_PORT=$backend_port
 IMAGES_DIR=$state/compose-images
@@ -500,7 +510,7 @@ EOF
   "$python" deploy/test/image_checks.py wait-up "http://127.0.0.1:$backend_port/health" 300 >/dev/null \
     || { compose logs >"$state/compose.log" 2>&1 || true; die "the backend did not answer /health (logs: $state/compose.log)"; }
   up_backend=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
-  "$python" deploy/test/image_checks.py wait-up "http://127.0.0.1:$ls_port/health" 600 >/dev/null \
+  "$python" deploy/test/image_checks.py wait-up --anonymous "http://127.0.0.1:$ls_port/health" 600 >/dev/null \
     || { compose logs >"$state/compose.log" 2>&1 || true; die "Label Studio did not answer /health (logs: $state/compose.log)"; }
   up_ls=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   backend_container=$(podman ps --filter "label=com.docker.compose.project=$prefix" \

@@ -35,6 +35,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from ls_regions import click_request  # noqa: E402  (the one-click /predict body of the test suite)
 
+# the connection credential the backends under test expect (Basic auth: what Label Studio's Connect Model dialog
+# holds); test-image.sh makes one per run and hands it to the containers and to these checks
+AUTH_ENV = "IMAGE_TEST_BASIC_AUTH"
+AUTH = tuple(os.environ[AUTH_ENV].split(":", 1)) if os.environ.get(AUTH_ENV) else None
+
 
 class CheckFailed(Exception):
     pass
@@ -99,7 +104,7 @@ def wait_up(url: str, seconds: float, auth=None) -> float:
 
 def post_click(url: str, image: str) -> tuple[dict, float]:
     start = time.monotonic()
-    response = requests.post(f"{url}/predict", json=click_request(image), timeout=300)
+    response = requests.post(f"{url}/predict", json=click_request(image), timeout=300, auth=AUTH)
     seconds = time.monotonic() - start
     if response.status_code != 200:
         fail(f"POST {url}/predict answered {response.status_code}: {response.text[:500]}")
@@ -119,7 +124,7 @@ def free_port() -> int:
 
 
 def cmd_wait_up(args) -> None:
-    seconds = wait_up(args.url, args.seconds)
+    seconds = wait_up(args.url, args.seconds, None if args.anonymous else AUTH)
     print(f"{seconds:.1f}")
 
 
@@ -140,6 +145,8 @@ def cmd_host_reference(args) -> None:
         }
         for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
             env.pop(name, None)
+        if AUTH:  # the image's backend gets the same credential: the same answer, local files included
+            env.update(BASIC_AUTH_USER=AUTH[0], BASIC_AUTH_PASS=AUTH[1])
         log = Path(state) / "serve.log"
         with log.open("w") as out:
             proc = subprocess.Popen(
@@ -153,7 +160,7 @@ def cmd_host_reference(args) -> None:
         try:
             url = f"http://127.0.0.1:{port}"
             try:
-                wait_up(f"{url}/health", 120)
+                wait_up(f"{url}/health", 120, AUTH)
             except CheckFailed:
                 print(log.read_text()[-3000:], file=sys.stderr)
                 raise
@@ -256,11 +263,10 @@ def cmd_compose_click(args) -> None:
         fail("Local files storage sync gave no task")
     task = tasks[0]
     print(f"project {project}: task {task['id']} {task['data']['image']}")
-    ml = api(
-        "POST",
-        "/api/ml",
-        json={"project": project, "url": args.backend_url, "title": "AdaptiveClick", "is_interactive": True},
-    )
+    connection = {"project": project, "url": args.backend_url, "title": "AdaptiveClick", "is_interactive": True}
+    if AUTH:  # the compose defaults: Label Studio connects with the backend's Basic auth (deploy/env.example)
+        connection.update(auth_method="BASIC_AUTH", basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1])
+    ml = api("POST", "/api/ml", json=connection)
     backends = api("GET", "/api/ml", params={"project": project})
     state = next((b.get("state") for b in backends if b["id"] == ml["id"]), None)
     print(f"ML backend {ml['id']} at {args.backend_url}: state {state}")
@@ -291,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("wait-up")
     p.add_argument("url")
     p.add_argument("seconds", type=float)
+    p.add_argument("--anonymous", action="store_true", help="send no credential (Label Studio's own /health)")
     p.set_defaults(run=cmd_wait_up)
     p = sub.add_parser("host-reference")
     p.add_argument("--images", type=Path, required=True)
