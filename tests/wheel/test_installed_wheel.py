@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -110,16 +111,25 @@ def test_one_baseline_click_through_serve(package, tmp_path, data_root):
     log_path = tmp_path / "serve.log"
     # PYTHONVERBOSE: every process of the server (gunicorn's master, the worker, the GrabCut helper) logs the file
     # each module is loaded from
-    env = outside_env(tmp_path, LOCAL_FILES_DOCUMENT_ROOT=str(files), LOG_LEVEL="WARNING", PYTHONVERBOSE="1")
+    # a connection credential, as Label Studio connects: local files go only to a caller that has one
+    auth = ("label-studio", secrets.token_hex(16))
+    env = outside_env(
+        tmp_path,
+        LOCAL_FILES_DOCUMENT_ROOT=str(files),
+        LOG_LEVEL="WARNING",
+        PYTHONVERBOSE="1",
+        BASIC_AUTH_USER=auth[0],
+        BASIC_AUTH_PASS=auth[1],
+    )
     command = [str(BIN / "adaptiveclick"), "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [*command, "--predictor", "baseline"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            wait_for_health(url, timeout=300)
+            wait_for_health(url, timeout=300, auth=auth)
             body = predict_body(f"/data/local-files/?d=grabcut/{IMAGE_ID}.jpg", 1, [(y, x, True)], truth.shape)
-            response = requests.post(f"{url}/predict", json=body, timeout=300)
+            response = requests.post(f"{url}/predict", json=body, timeout=300, auth=auth)
         finally:
             server.terminate()
             server.wait(timeout=60)
