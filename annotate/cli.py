@@ -27,10 +27,11 @@ import os
 import sys
 from pathlib import Path
 
-from labelstudio.boxes import SOURCES
-from labelstudio.selection import parse_shard, parse_task_ids
+from adaptiveclick.labelstudio.boxes import SOURCES
+from adaptiveclick.labelstudio.selection import parse_shard, parse_task_ids
 
 DEFAULT_RATE = 10.0
+DEFAULT_BOX_DEADLINE = 30.0  # seconds, as a click may take (ADAPTIVECLICK_REQUEST_DEADLINE's default)
 
 
 def _typed(parse):
@@ -83,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the spec's, else auto)")
     model.add_argument("--batch", type=int, help="boxes per forward pass (default: 8 on a GPU, 1 on a CPU)")
     model.add_argument("--threshold", type=float, help="mask threshold (default: $ADAPTIVECLICK_THRESHOLD or 0.49)")
+    model.add_argument(
+        "--box-deadline",
+        type=float,
+        metavar="SECONDS",
+        help="model time per box; a task past its boxes' sum is skipped and left for the next run, 0: no limit "
+        "(default: $ADAPTIVECLICK_REQUEST_DEADLINE or 30)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument(
         "--output",
@@ -95,9 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace):
     """The job's options; ValueError (or SettingsError) for a bad value."""
-    from labelstudio.selection import Shard
-    from labelstudio.settings import EnvReader, LabelStudioSettings
-    from model.prediction import PROB_THRESHOLD
+    from adaptiveclick.labelstudio.selection import Shard
+    from adaptiveclick.labelstudio.settings import EnvReader, LabelStudioSettings
+    from adaptiveclick.model.prediction import PROB_THRESHOLD
 
     from .job import AnnotateOptions
 
@@ -118,6 +126,11 @@ def options_from_args(args: argparse.Namespace):
         raise ValueError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
     if args.batch is not None and args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    box_deadline = args.box_deadline
+    if box_deadline is None:
+        box_deadline = EnvReader().number("ADAPTIVECLICK_REQUEST_DEADLINE", float) or DEFAULT_BOX_DEADLINE
+    if not box_deadline >= 0:
+        raise ValueError(f"--box-deadline must be >= 0 seconds (0: no limit), got {box_deadline}")
     predictor = args.predictor or os.environ.get("ADAPTIVECLICK_PREDICTOR", "").strip() or "baseline"
     return AnnotateOptions(
         project=args.ls_project,
@@ -131,15 +144,16 @@ def options_from_args(args: argparse.Namespace):
         batch=args.batch,
         rate=args.rate,
         threshold=threshold,
+        box_deadline=box_deadline or None,
         progress=not args.no_progress,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from labelstudio.api import LabelStudioError
-    from labelstudio.settings import SettingsError
-    from model.spec import parse_spec
-    from storage.logs import configure_logging
+    from adaptiveclick.labelstudio.api import LabelStudioError
+    from adaptiveclick.labelstudio.settings import SettingsError
+    from adaptiveclick.model.spec import parse_spec
+    from adaptiveclick.storage.logs import configure_logging, redact
 
     from .job import JobError, run_annotate
     from .journal import JournalError
@@ -150,14 +164,15 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, SettingsError) as exc:
         print(f"adaptiveclick annotate: error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level, secrets=(opts.settings.api_key or "",))
+    secrets = (opts.settings.api_key or "",)
+    configure_logging(args.log_level, secrets=secrets)
     try:
         summary = run_annotate(opts)
     except (JobError, JournalError, ValueError, FileNotFoundError) as exc:
-        print(f"adaptiveclick annotate: error: {exc}", file=sys.stderr)
+        print(f"adaptiveclick annotate: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return 2
     except LabelStudioError as exc:
-        print(f"adaptiveclick annotate: error: {exc}", file=sys.stderr)
+        print(f"adaptiveclick annotate: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return 1 if exc.transient else 2
     print(json.dumps(summary, indent=1))
     return 1 if summary["failed"] else 0

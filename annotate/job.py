@@ -25,24 +25,24 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
-from labelstudio.api import LabelStudioAPI, LabelStudioError
-from labelstudio.boxes import TaskBoxes, task_boxes
-from labelstudio.errors import ImageError, LabelConfigError
-from labelstudio.label_config import InteractiveConfig, parse_label_config
-from labelstudio.media import ImageFetcher
-from labelstudio.protocol import LabelledMask, masks_prediction
-from labelstudio.ratelimit import RateLimit
-from labelstudio.selection import Shard
-from labelstudio.settings import LabelStudioSettings
-from model.prediction import PROB_THRESHOLD
+from adaptiveclick.labelstudio.api import LabelStudioAPI, LabelStudioError
+from adaptiveclick.labelstudio.boxes import TaskBoxes, task_boxes
+from adaptiveclick.labelstudio.errors import ImageError, LabelConfigError
+from adaptiveclick.labelstudio.label_config import InteractiveConfig, parse_label_config
+from adaptiveclick.labelstudio.media import ImageFetcher, MediaScope
+from adaptiveclick.labelstudio.predictions import LabelledMask, masks_prediction
+from adaptiveclick.labelstudio.ratelimit import RateLimit
+from adaptiveclick.labelstudio.selection import Shard
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.model.prediction import PROB_THRESHOLD
 
 from .journal import JOURNAL_FILE, Journal
 from .progress import STATUS_FILE, Progress
 
-log = logging.getLogger("annotate")
+log = logging.getLogger("adaptiveclick.annotate")
 
 JOB_FILE = "job.json"
 LOCK_FILE = "job.lock"
@@ -70,6 +70,7 @@ class AnnotateOptions:
     batch: int | None = None
     rate: float | None = 10.0
     threshold: float = PROB_THRESHOLD
+    box_deadline: float | None = None  # seconds of model time per box (a task gets its boxes' sum); None: no limit
     progress: bool = True
 
 
@@ -82,7 +83,7 @@ def run_annotate(opts: AnnotateOptions) -> dict:
     progress = Progress(opts.output / STATUS_FILE, identity)
     try:
         progress.write("loading")
-        from model.loading import load_predictor
+        from adaptiveclick.model.loading import load_predictor
 
         predictor = load_predictor(opts.predictor, opts.device)
         identity["model_version"] = predictor.model_version
@@ -141,7 +142,7 @@ def _pin(path: Path, identity: dict) -> None:
             was = ", ".join(f"{k}={saved.get(k)!r}" for k in differs)
             raise JobError(f"{path.parent} holds a job with {was}: choose another --output for this one")
         return
-    path.write_text(json.dumps({**identity, "created_at": datetime.now(UTC).isoformat()}, indent=1))
+    path.write_text(json.dumps({**identity, "created_at": datetime.now(timezone.utc).isoformat()}, indent=1))
 
 
 def _config(api: LabelStudioAPI, project: int) -> InteractiveConfig:
@@ -186,7 +187,8 @@ class _Worker:
         self.fetcher = ImageFetcher.from_settings(opts.settings)
 
     def run(self, item: TaskBoxes) -> None:
-        from model.box_segmenter import segment_boxes
+        from adaptiveclick.model.box_segmenter import segment_boxes
+        from adaptiveclick.model.predictor import StepTimeout
 
         tid = item.task_id
         assert tid is not None and item.image_url is not None  # the plan holds only tasks with boxes
@@ -194,17 +196,20 @@ class _Worker:
             return
         self.api.rate.wait()  # an image download is a call to Label Studio as often as not
         try:
-            image = self.fetcher.fetch(item.image_url, tid)
+            image = self.fetcher.fetch(item.image_url, tid, MediaScope(self.opts.project))
         except ImageError as exc:
             return self._skip(tid, f"image {exc.status_code}", exc.message)
         height, width = image.shape[:2]
+        boxes = [b.box.pixels(height, width) for b in item.boxes]
+        limit = self.opts.box_deadline
+        deadline = None if limit is None else time.monotonic() + limit * len(boxes)
         try:
             self.predictor.set_image(image)
-            masks = segment_boxes(
-                self.predictor, [b.box.pixels(height, width) for b in item.boxes], self.opts.threshold, self.opts.batch
-            )
+            masks = segment_boxes(self.predictor, boxes, self.opts.threshold, self.opts.batch, deadline)
         except ValueError as exc:  # the model refuses this image (its size, its kind): the task, not the job
             return self._skip(tid, "model refused the image", str(exc))
+        except StepTimeout as exc:  # e.g. GrabCut on a flat image: the task is tried again by the next run
+            return self._skip(tid, "deadline", f"{exc} (--box-deadline {limit:g} s per box)")
         kept = [LabelledMask(b.label, m.mask, m.score) for b, m in zip(item.boxes, masks) if m.mask.any()]
         if not kept:
             return self._skip(tid, "no mask in any box")
@@ -263,7 +268,7 @@ def _entry(tid: int, outcome: str, prediction: dict, version: str, **extra) -> d
         "prediction": prediction.get("id"),
         "model_version": version,
         **extra,
-        "at": datetime.now(UTC).isoformat(),
+        "at": datetime.now(timezone.utc).isoformat(),
     }
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
-from storage.files import atomic_write
+from adaptiveclick.storage.files import atomic_write
 
 STATUS_FILE = "status.json"
 WRITE_EVERY_S = 1.0  # between progress writes (state changes are written at once)
@@ -46,7 +46,7 @@ class Progress:
         self.failed: Counter[str] = Counter()
         self._began: float | None = None
         self._written = -WRITE_EVERY_S
-        self._started_at = datetime.now(UTC).isoformat()
+        self._started_at = datetime.now(timezone.utc).isoformat()
 
     @property
     def done(self) -> int:
@@ -82,7 +82,7 @@ class Progress:
             "eta_s": None if eta is None else round(eta, 1),
             "seconds": None if self._began is None else round(self.clock() - self._began, 2),
             "started_at": self._started_at,
-            "updated_at": datetime.now(UTC).isoformat(),
+            "updated_at": datetime.now(timezone.utc).isoformat(),
             **({"error": self.error} if self.error else {}),
         }
 

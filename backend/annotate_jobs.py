@@ -1,15 +1,15 @@
 """Annotate jobs started by the backend: ``POST /jobs/<project>/annotate`` runs ``adaptiveclick annotate`` for the
 project as a separate process (the backend never imports the annotate package), one per project at a time, in
 ``MODEL_DIR/jobs/annotate/project-<id>/<UTC time>/`` with its log, the job's own ``run/status.json`` (progress,
-tasks per minute, ETA) and ``exit.json``: the launcher of :mod:`backend.training`, another kind of job.
+tasks per minute, ETA) and ``exit.json``: the launcher of :mod:`backend.jobs`, another kind of job.
 
 The job segments with the model the backend serves the project right now (its pin, its line's or the base line's
 current version, pinned by its sha256, or the configured predictor), so its predictions carry the version Retrieve
 Predictions uses and Label Studio never asks for a task twice. The body's options: ``from``
 (``annotations``/``predictions``), ``tasks`` (``"1,2,5-9"``), ``shard`` (``"K/N"``) and ``rate`` (Label Studio
 calls per second); a bad one is a 400 naming it.
-``GET /jobs/<project>/annotate`` is the latest annotate job of a project; ``GET /jobs`` lists them with the
-fine-tunes.
+The routes are in :mod:`backend.routes.jobs`: ``GET /jobs/<project>/annotate`` is the latest annotate job of a
+project; ``GET /jobs`` lists them with the fine-tunes.
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from adaptiveclick.labelstudio.errors import BadRequest
+from adaptiveclick.labelstudio.selection import parse_shard, parse_task_ids
+from adaptiveclick.model.spec import parse_spec, pinned_spec
+from adaptiveclick.storage.lines import VersionRef
+from adaptiveclick.storage.registry import Registry
 
-from labelstudio.errors import BadRequest
-from labelstudio.selection import parse_shard, parse_task_ids
-from model.spec import parse_spec, pinned_spec
-from storage.lines import VersionRef
-from storage.registry import Registry
-
+from .jobs import JobLauncher, JobStatus
 from .settings import Settings
-from .training import JobLauncher, JobRunning, JobStatus
 
 SOURCES = ("annotations", "predictions")
 DEFAULT_RATE = 10.0
@@ -91,9 +89,16 @@ class AnnotateLauncher(JobLauncher):
     def __init__(
         self, settings: Settings, served_spec: Callable[[int], str], command_prefix: list[str] | None = None
     ) -> None:
-        super().__init__(settings, Path(settings.model_dir) / "jobs" / "annotate", "annotate", "annotate job")
+        super().__init__(
+            settings,
+            Path(settings.model_dir) / "jobs" / "annotate",
+            "annotate",
+            "annotate job",
+            settings.max_annotate_jobs,
+            "ADAPTIVECLICK_MAX_ANNOTATE_JOBS",
+        )
         self.served_spec = served_spec
-        self.command_prefix = command_prefix or [sys.executable, "-m", "cli", "annotate"]
+        self.command_prefix = command_prefix or [sys.executable, "-m", "adaptiveclick", "annotate"]
 
     def command(self, project: int, folder: Path, options: AnnotateRequest) -> list[str]:
         return [
@@ -106,6 +111,8 @@ class AnnotateLauncher(JobLauncher):
             self.served_spec(project),
             "--threshold",
             f"{self.settings.threshold:g}",
+            "--box-deadline",
+            f"{self.settings.request_deadline:g}",
             "--no-progress",
             *options.arguments(),
         ]
@@ -127,23 +134,3 @@ def served_spec_now(ref: VersionRef | None, registry: Registry, configured: str)
         return configured
     info = registry.line(ref.line).read_version(ref.version)
     return str(pinned_spec(info.weights_uri, info.sha256, ref.version, run_like=parse_spec(configured)))
-
-
-def annotate_routes(launcher: AnnotateLauncher, body: Callable[[], Any]) -> Blueprint:
-    """``POST /jobs/<project>/annotate`` (202 started, 409 one runs) and ``GET /jobs/<project>/annotate``."""
-    routes = Blueprint("annotate_jobs", __name__)
-
-    @routes.post("/jobs/<int:project>/annotate")
-    def start(project: int):
-        options = parse_annotate_request(body() if request.get_data().strip() else None)
-        try:
-            status = launcher.start(project, options)
-        except JobRunning as exc:
-            raise BadRequest(f"{exc}: see GET /jobs/{project}/annotate", 409) from None
-        return jsonify({"status": "started", "job": status.to_json()}), 202
-
-    @routes.get("/jobs/<int:project>/annotate")
-    def status(project: int):
-        return jsonify(launcher.status(project).to_json())
-
-    return routes

@@ -24,13 +24,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from labelstudio.boxes import task_boxes
-from labelstudio.errors import ImageError, RequestError
-from labelstudio.media import ImageFetcher
-from labelstudio.protocol import LabelledMask, PreannotationRequest, masks_prediction
-from labelstudio.settings import PolygonSettings
-from model.prediction import PROB_THRESHOLD
+from adaptiveclick.labelstudio.boxes import task_boxes
+from adaptiveclick.labelstudio.errors import ImageError, RequestError
+from adaptiveclick.labelstudio.media import ImageFetcher, MediaScope
+from adaptiveclick.labelstudio.predictions import LabelledMask, masks_prediction
+from adaptiveclick.labelstudio.protocol import DEFAULT_MAX_PROMPTS, PreannotationRequest
+from adaptiveclick.labelstudio.settings import PolygonSettings
+from adaptiveclick.model.prediction import PROB_THRESHOLD
 
+from .cache import image_key
 from .model_holder import ModelHolder
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class BoxPredictor:
         task_deadline_s: model time, waiting included, per task (``ADAPTIVECLICK_REQUEST_DEADLINE``).
         batch_deadline_s: time after which no further task is started (``ADAPTIVECLICK_BATCH_DEADLINE``).
         polygons: the polygon answers' settings.
+        max_boxes: the most rectangles of one task segmented (``ADAPTIVECLICK_MAX_PROMPTS``, as for a click
+            request; the rest are skipped with the reason).
     """
 
     def __init__(
@@ -77,7 +81,9 @@ class BoxPredictor:
         task_deadline_s: float | None = 30.0,
         batch_deadline_s: float | None = 90.0,
         polygons: PolygonSettings = PolygonSettings(),
+        max_boxes: int = DEFAULT_MAX_PROMPTS,
     ) -> None:
+        self.max_boxes = max_boxes
         self.holder = holder
         self.fetcher = fetcher
         self.threshold = threshold
@@ -85,22 +91,32 @@ class BoxPredictor:
         self.batch_deadline_s = batch_deadline_s
         self.polygons = polygons
 
-    def answer(self, request: PreannotationRequest, project: int | None = None) -> BatchAnswer:
-        """One entry per task of ``request``, by the model of ``project`` (one version for every task)."""
-        served = self.holder.current(project)
+    def answer(self, request: PreannotationRequest, scope: MediaScope | None = None) -> BatchAnswer:
+        """One entry per task of ``request``, by the model of its project (one version for every task); images
+        fetched within ``scope`` (per task: its own presign call only)."""
+        served = self.holder.current(request.project)
         answer = BatchAnswer(model_version=served.version)
+        scope = scope or MediaScope(request.project)
         began = time.monotonic()
         batch_end = None if self.batch_deadline_s is None else began + self.batch_deadline_s
         for task in request.tasks:
-            entry, reason = self._task(request, task, served, batch_end, answer)
+            entry, reason = self._task(request, task, served, batch_end, answer, scope)
             answer.results.append(entry)
             if reason:
                 answer.skipped[reason] += 1
         return answer
 
-    def _task(self, request: PreannotationRequest, task: dict, served, batch_end: float | None, answer: BatchAnswer):
+    def _task(
+        self,
+        request: PreannotationRequest,
+        task: dict,
+        served,
+        batch_end: float | None,
+        answer: BatchAnswer,
+        scope: MediaScope,
+    ):
         """``(entry, reason)``: the task's prediction (a dict) or ``[]`` with why there is none."""
-        found = task_boxes(task, request.config)
+        found = task_boxes(task, request.config, max_boxes=self.max_boxes)
         log = {"project": request.project, "task": found.task_id, "rectangles_skipped": list(found.skipped)}
         if found.reason is not None or found.image_url is None:
             return self._none(log, found.reason or "no image")
@@ -108,7 +124,7 @@ class BoxPredictor:
         if batch_end is not None and now >= batch_end:
             return self._none(log, "batch deadline passed (ADAPTIVECLICK_BATCH_DEADLINE): run it again for the rest")
         try:
-            image = self.fetcher.fetch(found.image_url, found.task_id)
+            image = self.fetcher.fetch(found.image_url, found.task_id, scope)
         except ImageError as exc:
             return self._none(log, f"image {exc.status_code}", exc.message)
         height, width = image.shape[:2]
@@ -118,7 +134,7 @@ class BoxPredictor:
         model_began = time.perf_counter()
         try:
             masks = served.run_boxes(
-                (request.project, found.task_id, found.image_url),
+                image_key(request.project, found.task_id, found.image_url),
                 image,
                 [b.box.pixels(height, width) for b in found.boxes],
                 deadline,

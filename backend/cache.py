@@ -10,6 +10,7 @@ reuses its predecessor's masks.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -17,10 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.clicks import Click
-from model.prediction import Roi
+from adaptiveclick.model.clicks import Click
+from adaptiveclick.model.prediction import Roi
 
 ENTRY_OVERHEAD = 512  # bytes charged per entry beyond its arrays (keys, dict slots)
+CLICK_BYTES = 160  # what one click of a step's key costs (a Click and its tuple slot)
+
+
+def image_key(project: int | None, task_id: int | None, url: str) -> tuple[int | None, int | None, str]:
+    """The key of a task's image in the cache: the URL by its sha256, so a long URL (a ``data:`` URI) is never
+    held by the cache, whose charge would not count it."""
+    return project, task_id, hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ class SessionCache:
 
     def put_step(self, model_version: str, image_key: Hashable, clicks: Sequence[Click], state: StepState) -> None:
         state.probs.setflags(write=False)
-        self.put(("step", model_version, image_key, tuple(clicks)), state, state.nbytes)
+        self.put(("step", model_version, image_key, tuple(clicks)), state, state.nbytes + CLICK_BYTES * len(clicks))
 
     def stats(self) -> dict[str, int]:
         return {

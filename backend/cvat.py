@@ -1,4 +1,5 @@
-"""CVAT's interactor protocol over the backend's predictor: plain functions and one class, no nuclio here.
+"""CVAT's nuclio interactor protocol (self-hosted CVAT, ``deploy/cvat``) over :class:`backend.interactor.Interactor`:
+plain functions, no nuclio here.
 
 CVAT posts, for every click the annotator makes on an object, the frame and all points so far::
 
@@ -12,22 +13,14 @@ the mask as one polygon, largest first, none dropped, in continuous pixel coordi
 at ``(0, 0)``, pixel ``(x, y)`` covering ``[x, x+1) x [y, y+1)``), simplified and with holes as the polygon
 settings say (``ADAPTIVECLICK_POLYGON_TOLERANCE``, ``ADAPTIVECLICK_POLYGON_HOLES``; :mod:`labelstudio.polygons`).
 
-Click order. CVAT sends positive and negative points in two lists, so the order in which they were made is lost,
-while AdaptiveClick runs click by click (each step sees the previous mask). The clicks are replayed as: the box
-clicks (a positive click at the box centre, negative ones just outside its sides, as the Label Studio backend does),
-then the positive points, then the negative points, each list in CVAT's order (the order they were added). This is
-deterministic, and matches the usual session (find the object with positive clicks, then trim with negative ones).
-Steps are cached per frame and model version (the backend's session cache), so a new negative point costs one
-network run, and a new positive point re-runs the negative points after it.
+How the points are replayed, cached, capped and timed is the interactor's (:mod:`backend.interactor`); decoded
+frames are cached by the sha256 of their base64 text, so a click on the same frame decodes nothing.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -35,46 +28,30 @@ from typing import Any
 import cv2
 import numpy as np
 
-from labelstudio.decode import decode_image
-from labelstudio.errors import BadRequest, ImageError, RequestError
-from labelstudio.polygons import mask_polygons
-from labelstudio.settings import ImageLimits, PolygonSettings
-from model.clicks import Click
-from model.loading import load_predictor
-from model.prediction import PROB_THRESHOLD
-from model.predictor import Predictor
-from model.prompts import Box, box_to_clicks, cut_to_box
+from adaptiveclick.labelstudio.decode import decode_image
+from adaptiveclick.labelstudio.errors import BadRequest, ImageError, RequestError
+from adaptiveclick.labelstudio.media import strict_base64
+from adaptiveclick.labelstudio.polygons import PolygonLimit, PolygonLimits, capped_polygons, mask_polygons
+from adaptiveclick.labelstudio.settings import ImageLimits
 
-from .cache import SessionCache
-from .model_holder import ServedModel
-from .service import run_clicks
-from .settings import Settings
-
-logger = logging.getLogger(__name__)
-
-MAX_POINTS = 500  # far beyond any annotator; bounds the work one request can ask for
+from .interactor import Frame, Interactor, InteractorPrompt, InteractorResult
 
 
 @dataclass(frozen=True)
-class InteractorRequest:
-    """A parsed CVAT request; points are ``(x, y)`` in frame pixels, as sent (checked against the frame later)."""
+class NuclioRequest:
+    """A parsed CVAT body: the frame as base64 and the prompt."""
 
     image_b64: str
-    positives: tuple[tuple[float, float], ...]
-    negatives: tuple[tuple[float, float], ...]
-    box: tuple[tuple[float, float], tuple[float, float]] | None
-    threshold: float | None
+    prompt: InteractorPrompt
 
 
 @dataclass(frozen=True)
-class InteractorResult:
-    mask: np.ndarray  # [H, W] bool
+class NuclioReply:
+    """The interactor's answer and the polygons the reply adds to its mask."""
+
+    result: InteractorResult
     polygon: list[list[int]]  # the largest part's outline through pixel centres, for old CVAT versions
     polygons: list[list[list[float]]]  # every part, [[x, y], ...] in continuous pixel coordinates
-    model_version: str
-    network_runs: int
-    cached_clicks: int
-    seconds_model: float
 
 
 def event_json(body: Any) -> dict:
@@ -94,15 +71,14 @@ def event_json(body: Any) -> dict:
     return body
 
 
-def parse_request(body: dict) -> InteractorRequest:
-    """Check the shape of a CVAT body (image size and point bounds are checked once the image is decoded)."""
+def parse_request(body: dict) -> NuclioRequest:
+    """Check the shape of a CVAT body (the prompt cap by :meth:`Interactor.check`, image size and point bounds once
+    the image is decoded)."""
     image = body.get("image")
     if not isinstance(image, str) or not image.strip():
         raise BadRequest("'image' must be the frame as a base64 string (JPEG or PNG)")
     positives = _points(body, "pos_points")
     negatives = _points(body, "neg_points")
-    if len(positives) + len(negatives) > MAX_POINTS:
-        raise BadRequest(f"too many points ({len(positives) + len(negatives)}; at most {MAX_POINTS})")
     box = body.get("obj_bbox")
     if box in (None, []):
         box = None
@@ -111,14 +87,12 @@ def parse_request(body: dict) -> InteractorRequest:
         if len(pairs) != 2:
             raise BadRequest("'obj_bbox' must be [[x1, y1], [x2, y2]]")
         box = (pairs[0], pairs[1])
-    if not positives and box is None:  # a box alone is enough: its centre is a positive click
-        raise BadRequest("at least one positive point (or an 'obj_bbox') is needed; 'pos_points' is empty")
     threshold = body.get("threshold")
     if threshold is not None:
         if not _is_number(threshold) or not 0.0 < threshold < 1.0:
             raise BadRequest("'threshold' must be a number strictly between 0 and 1")
         threshold = float(threshold)
-    return InteractorRequest(image.strip(), positives, negatives, box, threshold)
+    return NuclioRequest(image.strip(), InteractorPrompt(positives, negatives, box, threshold))
 
 
 def _is_number(value: Any) -> bool:
@@ -149,43 +123,10 @@ def decode_frame(image_b64: str, limits: ImageLimits) -> np.ndarray:
     if len(payload) * 3 // 4 > limits.max_bytes:
         raise BadRequest(f"image is larger than {limits.max_bytes >> 20} MiB (ADAPTIVECLICK_MAX_IMAGE_MB)", 413)
     try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("'image' is not valid base64") from None
-    try:
+        data = strict_base64(payload, "'image'")
         return decode_image(data, limits, source="image")
     except ImageError as exc:
         raise BadRequest(exc.message, 413 if exc.status_code == 413 else 400) from None
-
-
-def pixel_index(value: float, size: int, what: str) -> int:
-    """A CVAT coordinate (pixels, may be fractional, the far edge included) as a pixel index."""
-    if not 0.0 <= value <= size:
-        raise BadRequest(f"{what} lies outside the {size}-pixel image")
-    return min(size - 1, int(math.floor(value)))
-
-
-def clicks_for(request: InteractorRequest, height: int, width: int) -> tuple[list[Click], Box | None]:
-    """Pixel clicks in replay order (see the module docstring) and the box, if any."""
-    clicks: list[Click] = []
-    box = None
-    if request.box is not None:
-        (x1, y1), (x2, y2) = request.box
-        left, right = sorted((pixel_index(x1, width, "obj_bbox x"), pixel_index(x2, width, "obj_bbox x")))
-        top, bottom = sorted((pixel_index(y1, height, "obj_bbox y"), pixel_index(y2, height, "obj_bbox y")))
-        box = (top, bottom, left, right)
-        clicks.extend(box_to_clicks(box, height, width))
-    for points, positive in ((request.positives, True), (request.negatives, False)):
-        kind = "positive" if positive else "negative"
-        for x, y in points:
-            clicks.append(
-                Click(
-                    pixel_index(y, height, f"{kind} point y={y:g}"),
-                    pixel_index(x, width, f"{kind} point x={x:g}"),
-                    positive,
-                )
-            )
-    return [Click(c.y, c.x, c.is_positive, k) for k, c in enumerate(clicks)], box
 
 
 def outer_polygon(mask: np.ndarray) -> list[list[int]]:
@@ -220,83 +161,48 @@ def mask_rows_json(mask: np.ndarray) -> bytes:
     return b"[" + text.tobytes()
 
 
-def response_json(result: InteractorResult) -> bytes:
+def response_json(reply: NuclioReply) -> bytes:
     return (
         b'{"mask":'
-        + mask_rows_json(result.mask)
+        + mask_rows_json(reply.result.mask)
         + b',"points":'
-        + json.dumps(result.polygon).encode()
+        + json.dumps(reply.polygon).encode()
         + b',"polygons":'
-        + json.dumps(result.polygons).encode()
+        + json.dumps(reply.polygons).encode()
         + b',"model_version":'
-        + json.dumps(result.model_version).encode()
+        + json.dumps(reply.result.model_version).encode()
         + b"}"
     )
 
 
-class Interactor:
-    """One predictor answering CVAT requests, with the backend's per-frame session cache.
+def frame_of(interactor: Interactor, image_b64: str) -> Frame:
+    """The decoded frame (from the session cache when this base64 text was decoded before)."""
+    key = hashlib.sha256(image_b64.encode()).hexdigest()
+    image = interactor.cache.get_image(key)
+    if image is None:
+        image = decode_frame(image_b64, interactor.limits)
+        interactor.cache.put_image(key, image)
+    return Frame(key, image)
 
-    Args:
-        predictor: what :func:`model.load_predictor` returns.
-        threshold: probability above which a pixel is in the mask (a request may override it).
-        cache_bytes: session cache budget (decoded frames and per-click outputs).
-        limits: the largest frame accepted (413 beyond).
-        polygons: the simplification tolerance and the holes mode of the reply's ``polygons``.
-    """
 
-    def __init__(
-        self,
-        predictor: Predictor,
-        threshold: float = PROB_THRESHOLD,
-        cache_bytes: int = 2048 << 20,
-        limits: ImageLimits = ImageLimits(),
-        polygons: PolygonSettings = PolygonSettings(),
-    ) -> None:
-        self.served = ServedModel(predictor, predictor.model_version)
-        self.cache = SessionCache(cache_bytes)
-        self.threshold = threshold
-        self.limits = limits
-        self.polygons = polygons
+def answer(interactor: Interactor, request: NuclioRequest) -> NuclioReply:
+    """The interactor's mask for ``request`` with the reply's polygons."""
+    interactor.check(request.prompt)  # before the frame is decoded
+    result = interactor.segment(frame_of(interactor, request.image_b64), request.prompt)
+    settings = interactor.polygons
+    try:
+        rings = mask_polygons(result.mask, settings.tolerance, settings.holes, PolygonLimits())
+    except PolygonLimit:  # a noisy mask: its largest parts (the mask itself carries everything)
+        rings = capped_polygons(result.mask, settings.tolerance)
+    polygons = [ring.tolist() for ring in rings]
+    return NuclioReply(result, outer_polygon(result.mask), polygons)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Interactor:
-        """The predictor, limits and polygon settings the backend's settings name (``ADAPTIVECLICK_PREDICTOR``,
-        ``DEVICE``, ...)."""
-        device = None if settings.device == "auto" else settings.device
-        return cls(
-            load_predictor(settings.predictor, device=device),
-            settings.threshold,
-            settings.cache_bytes,
-            settings.label_studio.limits,
-            settings.label_studio.polygons,
-        )
 
-    @property
-    def model_version(self) -> str:
-        return self.served.version
-
-    def segment(self, request: InteractorRequest) -> InteractorResult:
-        image_key = hashlib.sha256(request.image_b64.encode()).hexdigest()
-        image = self.cache.get_image(image_key)
-        if image is None:
-            image = decode_frame(request.image_b64, self.limits)
-            self.cache.put_image(image_key, image)
-        height, width = image.shape[:2]
-        clicks, box = clicks_for(request, height, width)
-        run = run_clicks(self.served, self.cache, image_key, image, clicks)
-        mask = run.state.probs > (request.threshold or self.threshold)
-        if box is not None:
-            mask = cut_to_box(mask, box)
-        polygons = [ring.tolist() for ring in mask_polygons(mask, self.polygons.tolerance, self.polygons.holes)]
-        return InteractorResult(
-            mask, outer_polygon(mask), polygons, self.served.version, run.network_runs, run.cached_clicks, run.seconds
-        )
-
-    def handle(self, body: Any) -> tuple[int, bytes, InteractorResult | None]:
-        """``(status, JSON body, result)`` for an event body; errors give ``{"error": message}`` and no result."""
-        try:
-            result = self.segment(parse_request(event_json(body)))
-        except RequestError as exc:
-            return exc.status_code, json.dumps({"error": exc.message}).encode(), None
-        return 200, response_json(result), result
+def handle(interactor: Interactor, body: Any) -> tuple[int, bytes, InteractorResult | None]:
+    """``(status, JSON body, result)`` for a nuclio event body; errors give ``{"error": message}`` and no
+    result."""
+    try:
+        reply = answer(interactor, parse_request(event_json(body)))
+    except RequestError as exc:
+        return exc.status_code, json.dumps({"error": exc.message}).encode(), None
+    return 200, response_json(reply), reply.result

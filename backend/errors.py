@@ -3,7 +3,7 @@ cannot have the model in time. Both end with 503 and ``Retry-After``, and the mo
 
 from __future__ import annotations
 
-from labelstudio.errors import RequestError
+from adaptiveclick.labelstudio.errors import RequestError
 
 DEADLINE_SETTING = "ADAPTIVECLICK_REQUEST_DEADLINE"
 

@@ -8,6 +8,19 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: the methods counted by name; any other (a client may send any token) is counted as "other"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label: one of :data:`METHODS` or ``other`` (a fixed set, so made-up methods cannot grow
+    ``/metrics``)."""
+    return method if method in METHODS else "other"
+
+
+def status_class(status: int) -> str:
+    """The ``status`` label: ``2xx``, ``3xx``, ``4xx``, ``5xx`` (``other`` outside 100-599)."""
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
 
 
 class Metrics:
@@ -15,7 +28,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "adaptiveclick_http_requests",
-            "HTTP requests by endpoint and status",
+            "HTTP requests by endpoint (route), method and status class",
             ["endpoint", "method", "status"],
             registry=self.registry,
         )

@@ -2,9 +2,9 @@
 
 One backend serves many Label Studio projects, each possibly with a model of its own, so models are loaded on
 demand and kept in a memory-bounded LRU (``ADAPTIVECLICK_MODEL_CACHE``: ``2`` models, or ``3GB`` of weights, as
-:meth:`Predictor.memory_bytes` counts them: 465 MiB for AdaptiveClick-B in fp32, which adds 0.75-0.95 GB to the
-worker's RSS once it has answered clicks, by ``adaptiveclick benchmark projects``). Dropping a model from the
-pool never disturbs a request that holds it: the request keeps its :class:`~backend.model_holder.ServedModel` to
+:meth:`Predictor.memory_bytes` counts them: the fp32 weights, less than the worker's RSS grows once the model has
+answered clicks; ``adaptiveclick benchmark projects`` measures both). Dropping a model from the
+pool never disturbs a request that holds it: the request keeps its :class:`~backend.served_model.ServedModel` to
 the end, and the memory goes when the last holder lets go. A model is loaded once however many requests ask for it
 at the same time (one lock per key).
 """
@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the holder imports the pool
-    from .model_holder import ServedModel
+if TYPE_CHECKING:  # settings read PoolLimit without importing torch; the pool holds ServedModels
+    from .served_model import ServedModel
 
 SETTING = "ADAPTIVECLICK_MODEL_CACHE"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)  # fullmatch
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class PoolLimit:
             if count < 1:
                 raise ValueError(f"{SETTING} must keep at least 1 model, got {text!r}")
             return cls(models=count)
-        match = _SIZE.match(text)
+        match = _SIZE.fullmatch(text)
         if not match or not match.group(2) and not match.group(3):
             raise ValueError(f"{SETTING} must be a number of models (2) or a size (3GB, 1500MB), got {text!r}")
         size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])

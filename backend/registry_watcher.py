@@ -19,14 +19,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model.loading import load_predictor
-from model.predictor import Predictor
-from model.spec import PredictorSpec, parse_spec, pinned_spec
-from storage.lines import RegistryState, VersionRef, read_state
-from storage.registry import Registry, RegistryError, open_registry
+from adaptiveclick.model.loading import load_predictor
+from adaptiveclick.model.predictor import Predictor
+from adaptiveclick.model.spec import PredictorSpec, parse_spec, pinned_spec
+from adaptiveclick.storage.lines import RegistryState, VersionRef, read_state
+from adaptiveclick.storage.registry import Registry, RegistryError, open_registry
 
-from .model_holder import ModelHolder, ServedModel
+from .model_holder import ModelHolder
 from .model_pool import ModelPool, PoolLimit
+from .served_model import ServedModel
 
 logger = logging.getLogger(__name__)
 

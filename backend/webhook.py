@@ -18,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelstudio.errors import BadRequest
-from labelstudio.protocol import is_id_text, shown
+from adaptiveclick.labelstudio.errors import BadRequest
+from adaptiveclick.labelstudio.protocol import is_id_text, shown
+
+from .projects import ProjectTable
 
 logger = logging.getLogger(__name__)
 
@@ -115,20 +117,20 @@ def log_handler(event: WebhookEvent, counts: ProjectCounts) -> dict:
 
 
 class WebhookDispatcher:
-    """Counts events per project (thread-safe) and passes each to ``handler`` with the updated counts."""
+    """Counts events per project (thread-safe; the ``max_projects`` most recent projects) and passes each to
+    ``handler`` with the updated counts. The route hands it only events of projects the backend knows
+    (:class:`backend.projects.KnownProjects`)."""
 
-    def __init__(self, handler: Handler = log_handler) -> None:
+    def __init__(self, handler: Handler = log_handler, max_projects: int = 1000) -> None:
         self.handler = handler
-        self._counts: dict[int, ProjectCounts] = {}
+        self._counts: ProjectTable[ProjectCounts] = ProjectTable(max_projects)
         self._lock = threading.Lock()
 
     def counts(self, project_id: int) -> ProjectCounts:
-        with self._lock:
-            return self._counts.get(project_id, ProjectCounts())
+        return self._counts.get(project_id, ProjectCounts())
 
     def all_counts(self) -> dict[int, ProjectCounts]:
-        with self._lock:
-            return dict(self._counts)
+        return {p: c for p, c in self._counts.snapshot().items() if p is not None}
 
     def dispatch(self, event: WebhookEvent) -> Any:
         with self._lock:
@@ -140,5 +142,5 @@ class WebhookDispatcher:
                 deleted=c.deleted + n * (event.action == "ANNOTATION_DELETED"),
                 training_requests=c.training_requests + (event.action == "START_TRAINING"),
             )
-            self._counts[event.project_id] = c
+            self._counts.put(event.project_id, c)
         return self.handler(event, c)

@@ -3,9 +3,11 @@ job's tasks per minute.
 
 Every ground-truth object's bounding box becomes a Label Studio rectangle (percent of the image) and is segmented
 as the service segments it (:class:`labelstudio.protocol.BoxPrompt` to pixels, then
-:func:`model.box_segmenter.segment_boxes`: the box's clicks step by step, the mask cut to the box). One Markdown
-table per predictor: per dataset the objects, IoU mean / median / min / share above 0.8, and milliseconds per box
-(median; the image's ``set_image`` not included).
+:func:`model.box_segmenter.segment_boxes`: the box's clicks step by step with the box beside them, the mask cut to
+the box). One Markdown table per predictor: per dataset and method the objects, IoU mean / median / min / share
+above 0.8, and milliseconds per box (median; the image's ``set_image`` not included). A predictor that uses the box
+itself (the baseline: GrabCut's rectangle initialisation) is also run with the box withheld, its clicks alone (what
+it did before), side by side on the same boxes.
 
 ``--batch-sizes 1,8`` adds, for a predictor that batches (AdaptiveClick on a GPU), the time per box with
 ``--boxes-per-image`` boxes on each image (the object's box and shifted copies of it) run that many at a time.
@@ -28,13 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.datasets import BerkeleyDataset, GrabCutDataset
-from labelstudio.protocol import BoxPrompt
-from model.box_segmenter import segment_boxes
-from model.loading import load_predictor
-from model.zoom_in import mask_bbox
+from adaptiveclick.evaluation.datasets import BerkeleyDataset, GrabCutDataset
+from adaptiveclick.labelstudio.protocol import BoxPrompt
+from adaptiveclick.model.box_segmenter import segment_boxes
+from adaptiveclick.model.loading import load_predictor
+from adaptiveclick.model.zoom_in import mask_bbox
 
 DATASETS = {"GrabCut": GrabCutDataset, "Berkeley": BerkeleyDataset}
+#: (name, the box withheld): the predictor's own use of the box, then the box's clicks alone
+METHODS = (("box (rectangle initialisation)", False), ("box to clicks", True))
 
 
 def add_arguments(parser) -> None:
@@ -54,9 +58,10 @@ def main(args) -> int:
     names = [] if args.datasets.strip().lower() == "none" else [n.strip() for n in args.datasets.split(",") if n]
     for spec in [s.strip() for s in args.predictors.split(",") if s.strip()]:
         predictor = load_predictor(spec)
-        rows = [_dataset_row(predictor, name, Path(args.data_root), args.limit) for name in names]
+        methods = METHODS if predictor.takes_box else METHODS[1:]
+        rows = [row for name in names for row in _dataset_rows(predictor, name, Path(args.data_root), args, methods)]
         if rows:
-            headers = ["dataset", "objects", "IoU mean", "median", "min", "IoU > 0.8", "ms per box (median)"]
+            headers = ["dataset", "method", "objects", "IoU mean", "median", "min", "IoU > 0.8", "ms per box (median)"]
             print_table(headers, rows, f"Box to mask, {spec} ({predictor.model_version})")
         sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
         if sizes and names:
@@ -75,27 +80,37 @@ def label_studio_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return percent.pixels(h, w)
 
 
-def _dataset_row(predictor, name: str, data_root: Path, limit: int) -> list:
+def _dataset_rows(predictor, name: str, data_root: Path, args, methods) -> list[list]:
+    """One row per method: the IoU of every object's box-to-mask answer with its ground truth, and the time."""
     dataset = DATASETS[name](data_root / name)
-    samples = [dataset[i] for i in range(len(dataset) if not limit else min(limit, len(dataset)))]
-    ious, ms = [], []
+    samples = [dataset[i] for i in range(len(dataset) if not args.limit else min(args.limit, len(dataset)))]
+    ious: dict[str, list[float]] = {method: [] for method, _ in methods}
+    ms: dict[str, list[float]] = {method: [] for method, _ in methods}
     for sample in samples:
         predictor.set_image(sample.image)
-        start = time.perf_counter()
-        (answer,) = segment_boxes(predictor, [label_studio_box(sample.mask)])
-        ms.append((time.perf_counter() - start) * 1e3)
         valid = ~sample.ignore
-        ious.append((answer.mask & sample.mask & valid).sum() / max(1, ((answer.mask | sample.mask) & valid).sum()))
-    iou = np.asarray(ious)
-    return [
-        name,
-        len(samples),
-        f"{iou.mean():.3f}",
-        f"{np.median(iou):.3f}",
-        f"{iou.min():.3f}",
-        f"{(iou > 0.8).mean():.0%}",
-        f"{np.median(ms):.0f}",
-    ]
+        for method, as_clicks in methods:
+            start = time.perf_counter()
+            (answer,) = segment_boxes(predictor, [label_studio_box(sample.mask)], as_clicks=as_clicks)
+            ms[method].append((time.perf_counter() - start) * 1e3)
+            union = ((answer.mask | sample.mask) & valid).sum()
+            ious[method].append((answer.mask & sample.mask & valid).sum() / max(1, union))
+    rows = []
+    for method, _ in methods:
+        iou = np.asarray(ious[method])
+        rows.append(
+            [
+                name,
+                method,
+                len(samples),
+                f"{iou.mean():.3f}",
+                f"{np.median(iou):.3f}",
+                f"{iou.min():.3f}",
+                f"{(iou > 0.8).mean():.0%}",
+                f"{np.median(ms[method]):.0f}",
+            ]
+        )
+    return rows
 
 
 def _batch_rows(predictor, folder: Path, name: str, sizes: list[int], per_image: int) -> list[list]:
@@ -135,10 +150,10 @@ def _sync(predictor) -> None:
 
 def _annotate_rows(args) -> tuple[list[str], list[list]]:
     """Run the annotate job once on the project with a throwaway model version; its predictions are deleted."""
-    from annotate.job import AnnotateOptions, run_annotate
-    from labelstudio.auth import LabelStudioAuth
-    from labelstudio.settings import LabelStudioSettings
-    from model.spec import parse_spec
+    from adaptiveclick.annotate.job import AnnotateOptions, run_annotate
+    from adaptiveclick.labelstudio.auth import LabelStudioAuth
+    from adaptiveclick.labelstudio.settings import LabelStudioSettings
+    from adaptiveclick.model.spec import parse_spec
 
     settings = LabelStudioSettings.from_env()
     if not settings.connected:

@@ -10,6 +10,7 @@ polygons   masks as Label Studio polygons: round-trip IoU, vertices and ms per m
 boxes      what a box gives: box-to-mask IoU vs ground truth, ms per box, batching, the annotate job's tasks/min
 projects   many projects on one backend: memory per loaded model, swap and rollback times, a pool of 1 vs 2
 openvino-prepare  OpenVINO engines made ahead of time (export, int8-static calibration, compile) into the cache
+gpu        the GPU check: CUDA kernel build, gpu tests, MSDA, per-click and HTTP latency, sessions, memory, fine-tune
 """
 
 from __future__ import annotations
@@ -21,17 +22,42 @@ from pathlib import Path
 # name -> (module under benchmarks/ with add_arguments(parser) and main(args), one-line help); only the chosen
 # benchmark's module is imported
 BENCHMARKS = {
-    "predictor": ("benchmarks.predictor_latency", "per-click latency of predictors on GrabCut images"),
-    "http": ("benchmarks.http_backend", "per-click /predict latency over HTTP vs the bare predictor; brush RLE"),
-    "msda": ("benchmarks.msda", "deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference"),
-    "cpu": ("benchmarks.cpu_inference", "AdaptiveClick per-click latency on the CPU: fp32 vs optimised variants"),
-    "cpu-parity": ("benchmarks.cpu_parity", "optimised CPU variants vs fp32 eager on NoC click sequences"),
-    "load": ("benchmarks.load", "concurrent clients against the HTTP backend: p50/p95, throughput, memory"),
-    "polygons": ("benchmarks.polygons", "masks as polygons: round-trip IoU, vertices and ms per mask"),
-    "boxes": ("benchmarks.boxes", "box-to-mask IoU vs ground truth, ms per box, the annotate job's tasks/min"),
-    "projects": ("benchmarks.projects", "many projects: memory per loaded model, swap and rollback times, pool 1 vs 2"),
+    "predictor": ("adaptiveclick.benchmarks.predictor_latency", "per-click latency of predictors on GrabCut images"),
+    "http": (
+        "adaptiveclick.benchmarks.http_backend",
+        "per-click /predict latency over HTTP vs the bare predictor; brush RLE",
+    ),
+    "msda": (
+        "adaptiveclick.benchmarks.msda",
+        "deformable attention: compiled CPU/CUDA kernels vs the PyTorch reference",
+    ),
+    "cpu": (
+        "adaptiveclick.benchmarks.cpu_inference",
+        "AdaptiveClick per-click latency on the CPU: fp32 vs optimised variants",
+    ),
+    "cpu-parity": (
+        "adaptiveclick.benchmarks.cpu_parity",
+        "optimised CPU variants vs fp32 eager on NoC click sequences",
+    ),
+    "load": (
+        "adaptiveclick.benchmarks.load",
+        "concurrent clients against the HTTP backend: p50/p95, throughput, memory",
+    ),
+    "polygons": ("adaptiveclick.benchmarks.polygons", "masks as polygons: round-trip IoU, vertices and ms per mask"),
+    "boxes": (
+        "adaptiveclick.benchmarks.boxes",
+        "box-to-mask IoU vs ground truth, ms per box, the annotate job's tasks/min",
+    ),
+    "projects": (
+        "adaptiveclick.benchmarks.projects",
+        "many projects: memory per loaded model, swap and rollback times, pool 1 vs 2",
+    ),
+    "gpu": (
+        "adaptiveclick.benchmarks.gpu",
+        "the GPU check: kernel build, gpu tests, MSDA, per-click/HTTP latency (fp32/bf16/fp16), sessions, fine-tune",
+    ),
     "openvino-prepare": (
-        "benchmarks.openvino_prepare",
+        "adaptiveclick.benchmarks.openvino_prepare",
         "export/compress/calibrate and compile OpenVINO engines ahead of time (int8-static: NoC clicks on GrabCut)",
     ),
 }
@@ -72,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.datasets.registry import default_datasets_root
+    from adaptiveclick.evaluation.datasets.registry import default_datasets_root
 
     if not getattr(args, "_bench", None):
         print(f"adaptiveclick benchmark: name a benchmark: {', '.join(BENCHMARKS)}")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # one home for where the datasets live (the evaluation's dataset registry)
-from evaluation.datasets import DATASETS_ENV, default_datasets_root  # noqa: F401  (re-exported)
+from adaptiveclick.evaluation.datasets import DATASETS_ENV, default_datasets_root  # noqa: F401  (re-exported)
 
 
 def replay_clicks(predictor, image: np.ndarray, clicks) -> list[float]:

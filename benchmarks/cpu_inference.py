@@ -30,27 +30,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.datasets import GrabCutDataset
-from model.fast import default_variant, defaults, explain_default, variant_support
-from model.fast.optimize import CPU_VARIANTS, DEFAULT_MEASURED_ON, VARIANTS_WITH_PARITY
-from model.loading import load_predictor
-from model.spec import parse_options, parse_spec
-from ops.cpu_features import cpu_flags, cpu_name, native_flags
+from adaptiveclick.evaluation.datasets import GrabCutDataset
+from adaptiveclick.model.fast import default_variant, defaults, explain_default, variant_support
+from adaptiveclick.model.fast.optimize import CPU_VARIANTS, DEFAULT_MEASURED_ON, VARIANTS_WITH_PARITY
+from adaptiveclick.model.loading import load_predictor
+from adaptiveclick.model.spec import parse_options, parse_spec
+from adaptiveclick.ops.cpu_features import cpu_flags, cpu_name, native_flags
 
 from .common import machine_line, percentiles, print_table
 from .http_backend import click_sequences
-from .variant_worker import VariantWorker, peak_rss_mb  # noqa: F401  (peak_rss_mb: re-exported)
+from .variant_worker import VariantWorker
+from .variants import BASELINE_VARIANT, DEFAULT_VARIANTS, is_baseline, is_engine, unavailable_reason, variant_spec
 
 FIRST_CLICK_TARGET_S = 0.6
 LATER_CLICK_TARGET_S = {"amx": 0.35, "no-amx": 0.5}  # with AMX, and AVX-512 VNNI without it
 SPEED_UP_TARGET = 2.0
-BASELINE_VARIANT = "precision=fp32"
-# every CPU variant the default can choose from, the baseline first; int8-static needs its calibrated IR prepared
-DEFAULT_VARIANTS = [BASELINE_VARIANT] + [
-    f"precision={p}" if engine == "torch" else f"engine={engine},precision={p}"
-    for engine, p in reversed(CPU_VARIANTS)
-    if (engine, p) != ("torch", "fp32") and p != "int8-static"
-]
 REPORTED_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
 # a 1-minute load average above this many times the CPU count during a --write-defaults run is reported as busy
 BUSY_LOAD = 1.5
@@ -63,35 +57,6 @@ CAP_ENV = (
     "FBGEMM_ENABLE_INSTRUCTIONS",
     "ATEN_CPU_CAPABILITY",
 )
-
-
-def variant_spec(source: str, variant: str) -> str:
-    """``random:base`` + ``precision=int8,threads=2`` -> ``random:base#precision=int8,threads=2`` (the source's own
-    options are kept; the variant's win)."""
-    return str(parse_spec(source).with_options(**parse_options(variant)))
-
-
-def variant_of(spec: str) -> tuple[str, str] | None:
-    """``(engine, precision)`` a spec names (either defaulted), None when it names neither."""
-    parsed = parse_spec(spec)
-    engine, precision = parsed.option("engine"), parsed.option("precision")
-    if not (engine or precision):
-        return None
-    return engine or "torch", precision or "fp32"
-
-
-def is_engine(spec: str) -> bool:
-    return (variant_of(spec) or ("torch", ""))[0] == "openvino"
-
-
-def is_baseline(spec: str) -> bool:
-    return variant_of(spec) == ("torch", "fp32")
-
-
-def unavailable_reason(spec: str) -> str | None:
-    """Why a variant cannot run on this machine (an instruction set, openvino, a torch feature it needs), else None."""
-    variant = variant_of(spec)
-    return None if variant is None else variant_support(*variant, "cpu")
 
 
 def load_average() -> str:

@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluation import evaluate_predictor, open_dataset, simulate
-from model.build import build_adaptiveclick
-from model.loading import load_predictor, predictor_for_network
-from model.prediction import PROB_THRESHOLD
-from model.predictor import AdaptiveClickPredictor
-from model.spec import parse_spec
+from adaptiveclick.evaluation import evaluate_predictor, open_dataset, simulate
+from adaptiveclick.model.build import build_adaptiveclick
+from adaptiveclick.model.loading import load_predictor, predictor_for_network
+from adaptiveclick.model.prediction import PROB_THRESHOLD
+from adaptiveclick.model.predictor import AdaptiveClickPredictor
+from adaptiveclick.model.spec import parse_spec
 
 from .common import machine_line, print_table
-from .cpu_inference import BASELINE_VARIANT, DEFAULT_VARIANTS, unavailable_reason, variant_spec
 from .openvino_prepare import noc_calibration
+from .variants import BASELINE_VARIANT, DEFAULT_VARIANTS, unavailable_reason, variant_spec
 
 DATASETS = ("GrabCut", "Berkeley")
 IOU_TARGET = 0.99

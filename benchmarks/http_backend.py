@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 import requests
 
-from evaluation.datasets import GrabCutDataset
-from evaluation.simulation import simulate
-from labelstudio.label_config import recommended_config
-from labelstudio.rle import encode_rle
-from model.loading import load_predictor
+from adaptiveclick.evaluation.datasets import GrabCutDataset
+from adaptiveclick.evaluation.simulation import simulate
+from adaptiveclick.labelstudio.label_config import recommended_config
+from adaptiveclick.labelstudio.rle import encode_rle
+from adaptiveclick.model.loading import load_predictor
 
 from .common import machine_line, percentiles, print_table, replay_clicks
 from .servers import BackendProcess, ImageServer

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import requests
 
-from evaluation.datasets import GrabCutDataset
-from evaluation.simulation import simulate
-from model.loading import load_predictor
+from adaptiveclick.evaluation.datasets import GrabCutDataset
+from adaptiveclick.evaluation.simulation import simulate
+from adaptiveclick.model.loading import load_predictor
 
 from .common import machine_line, percentiles, print_table
 from .http_backend import predict_body

@@ -18,9 +18,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ops import build
-from ops.dispatch import IMPL_ENV, ms_deform_attn
-from ops.synthetic import MODEL_CHANNELS, MODEL_HEADS, MODEL_LEVELS, MODEL_POINTS, MSDAInputs, random_inputs
+from adaptiveclick.ops import build
+from adaptiveclick.ops.dispatch import IMPL_ENV, ms_deform_attn
+from adaptiveclick.ops.synthetic import (
+    MODEL_CHANNELS,
+    MODEL_HEADS,
+    MODEL_LEVELS,
+    MODEL_POINTS,
+    MSDAInputs,
+    random_inputs,
+)
 
 from .common import machine_line, print_table
 

@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from evaluation import open_dataset, simulate
-from model.engine.calibration import CALIBRATION_RECIPE, record_network_inputs
-from model.loading import load_predictor
+from adaptiveclick.evaluation import open_dataset, simulate
+from adaptiveclick.model.engine.calibration import CALIBRATION_RECIPE, record_network_inputs
+from adaptiveclick.model.loading import load_predictor
 
 from .common import default_datasets_root
+from .variants import variant_spec
 
 
 def noc_calibration(data_root: Path | None) -> Callable:
@@ -50,8 +51,6 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from .cpu_inference import variant_spec
-
     try:
         specs = [variant_spec(args.source, v) for v in args.variants.split(";") if v.strip()]
     except ValueError as exc:

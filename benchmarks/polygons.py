@@ -19,8 +19,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from evaluation.datasets import BerkeleyDataset, GrabCutDataset
-from labelstudio.polygons import DEFAULT_HOLES, DEFAULT_TOLERANCE, HOLE_MODES, mask_polygons, polygons_mask
+from adaptiveclick.evaluation.datasets import BerkeleyDataset, GrabCutDataset
+from adaptiveclick.labelstudio.polygons import (
+    DEFAULT_HOLES,
+    DEFAULT_TOLERANCE,
+    HOLE_MODES,
+    mask_polygons,
+    polygons_mask,
+)
 
 DATASETS = (GrabCutDataset, BerkeleyDataset)
 SIZE_4K = (3840, 2160)  # (width, height)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from evaluation.datasets import GrabCutDataset
-from evaluation.simulation import simulate
-from model.loading import load_predictor
+from adaptiveclick.evaluation.datasets import GrabCutDataset
+from adaptiveclick.evaluation.simulation import simulate
+from adaptiveclick.model.loading import load_predictor
 
 from .common import machine_line, percentiles, print_table
 

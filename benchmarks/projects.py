@@ -33,9 +33,9 @@ AUTH = ("bench", "bench-secret")
 def publish_random(registry, project: int, version: str, size: str, seed: int, folder: Path) -> None:
     import torch
 
-    from finetune.network import save_weights
-    from model import build_adaptiveclick
-    from storage.registry import project_line
+    from adaptiveclick.finetune.network import save_weights
+    from adaptiveclick.model import build_adaptiveclick
+    from adaptiveclick.storage.registry import project_line
 
     torch.manual_seed(seed)
     path = save_weights(build_adaptiveclick(size), folder / f"{project}-{version}.pth")
@@ -161,8 +161,8 @@ def alternating(registry_root: Path, image_url: str, shape, pool: str, rounds: i
 
 
 def run(data_root: Path, size: str, rounds: int) -> int:
-    from evaluation.datasets import GrabCutDataset
-    from storage.registry import open_registry
+    from adaptiveclick.evaluation.datasets import GrabCutDataset
+    from adaptiveclick.storage.registry import open_registry
 
     sample = GrabCutDataset(data_root / "GrabCut")[0]
     file = next((data_root / "GrabCut" / "data_GT").glob(sample.name + ".*"))

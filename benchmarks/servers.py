@@ -66,7 +66,7 @@ class BackendProcess:
             [
                 sys.executable,
                 "-m",
-                "cli",
+                "adaptiveclick",
                 "serve",
                 "--host",
                 "127.0.0.1",

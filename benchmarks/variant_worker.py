@@ -25,10 +25,10 @@ def _worker(conn, spec: str, engine_cache: str | None, data_root: str | None) ->
         import torch
 
         if engine_cache:
-            from model.engine.ir_cache import CACHE_ENV
+            from adaptiveclick.model.engine.ir_cache import CACHE_ENV
 
             os.environ[CACHE_ENV] = engine_cache
-        from model.loading import load_predictor
+        from adaptiveclick.model.loading import load_predictor
 
         from .openvino_prepare import noc_calibration
 

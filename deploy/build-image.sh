@@ -53,4 +53,4 @@ port=$(docker port "$container" 9090/tcp | head -1 | sed 's/.*://')
 docker exec "$container" python /opt/adaptiveclick/healthcheck.py
 echo "$tag is healthy; /health on 127.0.0.1:$port answered"
 # the kernels built into the image load without a compiler
-docker exec "$container" python -m ops.build --cpu yes --cuda "$([ "$variant" = cuda ] && echo yes || echo no)"
+docker exec "$container" python -m adaptiveclick.ops.build --cpu yes --cuda "$([ "$variant" = cuda ] && echo yes || echo no)"

@@ -3,7 +3,7 @@
 
 For fine-tuning's validation (or any caller with its own samples)::
 
-    from evaluation import evaluate_predictor
+    from adaptiveclick.evaluation import evaluate_predictor
     result = evaluate_predictor(predictor, samples, n_clicks=20)   # samples: Sample(name, image, mask, ignore)
     result.noc(0.9), result.nof(0.9), result.miou_per_click, result.to_json()
 
@@ -14,7 +14,7 @@ from .clicker import Clicker
 from .datasets import DATASETS, DatasetError, Sample, open_dataset
 from .datasets.base import IGNORE_LABEL
 from .metrics import DatasetResult, iou, noc_per_instance
-from .protocol import DEFAULT_N_CLICKS, evaluate_predictor, evaluate_sample
+from .noc_loop import DEFAULT_N_CLICKS, evaluate_predictor, evaluate_sample
 from .simulation import SimulatedStep, simulate
 
 __all__ = [

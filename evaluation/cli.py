@@ -22,13 +22,13 @@ import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.loading import load_predictor
-from model.prediction import PROB_THRESHOLD
-from model.spec import EVAL_MODES, PredictorSpec, parse_spec
+from adaptiveclick.model.loading import load_predictor
+from adaptiveclick.model.prediction import PROB_THRESHOLD
+from adaptiveclick.model.spec import EVAL_MODES, PredictorSpec, parse_spec
 
 from .datasets import (
     CONFIG_ENV,
@@ -40,10 +40,10 @@ from .datasets import (
     resolve_dataset_root,
 )
 from .metrics import DatasetResult
-from .protocol import DEFAULT_N_CLICKS, evaluate_predictor
+from .noc_loop import DEFAULT_N_CLICKS, evaluate_predictor
 
 if TYPE_CHECKING:
-    from model.predictor import Predictor
+    from adaptiveclick.model.predictor import Predictor
 
 EXIT_USAGE = 2
 DEFAULT_FLIP = True  # get_predictor(with_flip=True) in the reference evaluation
@@ -144,7 +144,7 @@ def effective_spec(spec: PredictorSpec, mode: str | None, flip: bool | None) -> 
 @contextmanager
 def zoom_in_size(predictor: Predictor, size: int) -> Iterator[None]:
     """Run the "cvpr" zoom-in at ``size`` (the reference uses 672 for DAVIS); other predictors are left alone."""
-    from model.predictor import AdaptiveClickPredictor
+    from adaptiveclick.model.predictor import AdaptiveClickPredictor
 
     if not isinstance(predictor, AdaptiveClickPredictor) or predictor.mode != "cvpr":
         yield
@@ -198,7 +198,7 @@ def run_facts(args: argparse.Namespace, spec: PredictorSpec, predictor: Predicto
         f"clicks: {args.n_clicks}, threshold: {args.threshold}, instances: "
         + (f"the first {args.limit} of each dataset" if args.limit else "all"),
         f"machine: {machine}",
-        f"finished: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
+        f"finished: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"command: `{command_line(args, spec)}`",
     ]
 

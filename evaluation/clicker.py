@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from model.clicks import Click
+from adaptiveclick.model.clicks import Click
 
 from .datasets.base import IGNORE_LABEL
 

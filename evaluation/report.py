@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from storage.files import atomic_write
+from adaptiveclick.storage.files import atomic_write
 
 from .metrics import DatasetResult
 

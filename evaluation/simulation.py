@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.clicks import Click
-from model.prediction import PROB_THRESHOLD, Prediction, Roi
+from adaptiveclick.model.clicks import Click
+from adaptiveclick.model.prediction import PROB_THRESHOLD, Prediction, Roi
 
 from .clicker import Clicker
 from .datasets.base import Sample
 from .metrics import iou
 
 if TYPE_CHECKING:  # the loop needs no torch itself; the predictor brings its own
-    from model.predictor import Predictor
+    from adaptiveclick.model.predictor import Predictor
 
 
 @dataclass(frozen=True)

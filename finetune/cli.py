@@ -9,7 +9,7 @@ Examples:
   adaptiveclick finetune --ls-project 3 --init weights/adaptiveclick_base448_sbd.pth \\
       --output runs/p3 --registry s3://models/registry --steps 2000   # publishes to the line project-3
   adaptiveclick finetune --output runs/p3 --resume            # after a crash: continue from the last checkpoint
-  torchrun --nproc-per-node 4 -m cli finetune ...             # 4 GPUs (or --nnodes/--rdzv-endpoint: several nodes)
+  torchrun --nproc-per-node 4 -m adaptiveclick finetune ...  # 4 GPUs (or --nnodes/--rdzv-endpoint: several nodes)
 
 The candidate is published to the project's model line (a new immutable registry version, made current) only when
 its NoC@90 (then NoC@85) on the validation split beats what the project is served today (its pin, its line's
@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FILE",
         help="a Label Studio JSON export (repeatable)",
+    )
+    data.add_argument(
+        "--ls-files-root",
+        type=Path,
+        metavar="DIR",
+        help="the folder file:// URLs and plain paths in --ls-export tasks may be read from (default: the folder "
+        "of the first export; tasks read from Label Studio never read local files)",
     )
     data.add_argument("--ls-image-key", help="task data key of the image (default: 'image', else the first URL)")
     data.add_argument("--ls-labels", help="comma-separated labels to train on (default: all)")
@@ -171,6 +178,7 @@ def options_from_args(args: argparse.Namespace):
         datasets=args.dataset,
         data_root=args.data_root,
         ls_exports=args.ls_export,
+        ls_files_root=args.ls_files_root,
         ls_project=args.ls_project,
         ls_url=args.ls_url,
         ls_api_key=args.ls_api_key,
@@ -198,19 +206,20 @@ def _project_of(ls_project: str | None) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from labelstudio.api import LabelStudioError
-    from storage.logs import configure_logging
-    from storage.registry import RegistryError
+    from adaptiveclick.labelstudio.api import LabelStudioError
+    from adaptiveclick.storage.logs import configure_logging, redact
+    from adaptiveclick.storage.registry import RegistryError
 
     from .job import JobError, run_job
 
-    configure_logging(args.log_level)
-    log = logging.getLogger("finetune")
+    secrets = (args.ls_api_key or "", os.environ.get("LABEL_STUDIO_API_KEY", ""))
+    configure_logging(args.log_level, secrets=secrets)
+    log = logging.getLogger("adaptiveclick.finetune")
     try:
         summary = run_job(options_from_args(args))
     except (JobError, LabelStudioError, RegistryError, ValueError, FileNotFoundError) as exc:
         log.error("fine-tune failed", extra={"error": str(exc)})
-        print(f"adaptiveclick finetune: error: {exc}", file=sys.stderr)
+        print(f"adaptiveclick finetune: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=1, default=str))

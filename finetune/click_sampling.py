@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from model.prediction import PROB_THRESHOLD
+from adaptiveclick.model.prediction import PROB_THRESHOLD
 
 PAD = (-1.0, -1.0, -1.0)
 SAMPLED_CLICK_INDEX = 100  # the reference marks sampled (not first-center) clicks with index 100

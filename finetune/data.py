@@ -53,7 +53,7 @@ class ImageRecord(Protocol):
 
 @lru_cache(maxsize=16)
 def _open_dataset(name: str, root: str):
-    from evaluation.datasets import dataset_info
+    from adaptiveclick.evaluation.datasets import dataset_info
 
     return dataset_info(name).loader(Path(root))
 
@@ -69,7 +69,7 @@ class DatasetImageRecord:
     group: str = ""
 
     def load(self) -> AnnotatedImage:
-        from evaluation.datasets import read_rgb
+        from adaptiveclick.evaluation.datasets import read_rgb
 
         loader = _open_dataset(self.dataset, self.root)
         image = read_rgb(loader.image_path(self.image_id))
@@ -82,7 +82,7 @@ def dataset_records(
     name: str, data_root: str | Path | None = None, root: str | Path | None = None
 ) -> list[DatasetImageRecord]:
     """Records of every image of benchmark ``name`` (found as the evaluation CLI finds it, or at ``root``)."""
-    from evaluation.datasets import dataset_info, resolve_dataset_root
+    from adaptiveclick.evaluation.datasets import dataset_info, resolve_dataset_root
 
     info = dataset_info(name)
     folder = Path(root) if root is not None else resolve_dataset_root(info, data_root)
@@ -172,7 +172,7 @@ def split_records(
 
 def validation_samples(records: Sequence[ImageRecord]):
     """Evaluation :class:`~evaluation.datasets.Sample` objects (one per object) of the records, loaded now."""
-    from evaluation.datasets import Sample
+    from adaptiveclick.evaluation.datasets import Sample
 
     samples = []
     for record in records:

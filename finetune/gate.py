@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from storage.registry import Registry, VersionInfo
+from adaptiveclick.storage.registry import Registry, VersionInfo
 
 log = logging.getLogger(__name__)
 

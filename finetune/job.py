@@ -45,6 +45,7 @@ class JobOptions:
     datasets: list[str] = field(default_factory=list)
     data_root: Path | None = None
     ls_exports: list[Path] = field(default_factory=list)
+    ls_files_root: Path | None = None  # local files of export tasks (default: the first export's folder)
     ls_project: str | None = None
     ls_url: str | None = None
     ls_api_key: str | None = None
@@ -69,8 +70,8 @@ class JobError(RuntimeError):
 def gather_records(opts: JobOptions, context) -> list:
     """Image records of every requested source. Label Studio is read and imported by the main process; the
     others read the import's manifest."""
-    from labelstudio.api import fetch_tasks, load_export
-    from labelstudio.settings import LabelStudioSettings
+    from adaptiveclick.labelstudio.api import fetch_tasks, load_export
+    from adaptiveclick.labelstudio.settings import LabelStudioSettings
 
     from .labelstudio import image_fetcher, import_tasks, read_manifest
 
@@ -89,7 +90,10 @@ def gather_records(opts: JobOptions, context) -> list:
             tasks = [task for path in opts.ls_exports for task in load_export(path)]
             if opts.ls_project:
                 tasks += fetch_tasks(settings.url, settings.api_key, opts.ls_project)
-            imported, report = import_tasks(tasks, image_fetcher(settings), data_dir, opts.ls_image_key, opts.ls_labels)
+            # local files only for the operator's own exports (a job from Label Studio reads none), in one folder
+            local_root = opts.ls_files_root or (opts.ls_exports[0].parent if opts.ls_exports else None)
+            fetch = image_fetcher(settings, project=_project_id(opts.ls_project), local_root=local_root)
+            imported, report = import_tasks(tasks, fetch, data_dir, opts.ls_image_key, opts.ls_labels)
             log.info(
                 "Label Studio import",
                 extra={
@@ -107,6 +111,10 @@ def gather_records(opts: JobOptions, context) -> list:
     if main_error:
         raise JobError(f"Label Studio import failed: {main_error}")
     return records + (imported if context.is_main else read_manifest(data_dir)[0])
+
+
+def _project_id(ls_project: str | None) -> int | None:
+    return int(ls_project) if ls_project is not None and str(ls_project).isdigit() else None
 
 
 def steps_for(opts: JobOptions, config: TrainConfig, train_images: int, world_size: int) -> int:
@@ -163,8 +171,8 @@ def prepare(opts: JobOptions, context) -> tuple[TrainConfig, dict, list, list]:
 def starting_network(opts: JobOptions, saved: dict):
     """``(network, description, resolved --init)``; ``--init registry`` resolves to the current version's
     weights (hash-pinned), so that the run records exactly what it started from."""
-    from model.spec import pinned_spec
-    from storage.registry import open_registry
+    from adaptiveclick.model.spec import pinned_spec
+    from adaptiveclick.storage.registry import open_registry
 
     from .network import build_adaptiveclick_from, build_initial_network
 
@@ -218,8 +226,8 @@ def run_job(opts: JobOptions) -> dict:
 def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summary: dict, context) -> dict | None:
     """Compare with the served weights (or the starting weights when nothing is served yet) and publish to the
     registry. Main process only, after training."""
-    from model.spec import pinned_spec
-    from storage.registry import BASE_LINE, open_registry, project_line
+    from adaptiveclick.model.spec import pinned_spec
+    from adaptiveclick.storage.registry import BASE_LINE, open_registry, project_line
 
     from .gate import GateDecision, gate, publish_candidate
     from .network import build_initial_network, load_network
@@ -280,7 +288,7 @@ def gate_and_publish(opts: JobOptions, net, samples, config: TrainConfig, summar
 def served_version(registry, project: int | None):
     """The registry version ``project`` is served today: its pin, its own line's current version, else the base
     line's (None when the registry has none). ``--init registry`` starts from it; the gate compares with it."""
-    from storage.lines import read_state
+    from adaptiveclick.storage.lines import read_state
 
     served, _ = read_state(registry).served_for(project)
     return registry.line(served.line).read_version(served.version) if served else None

@@ -11,8 +11,11 @@ not cancelled, :func:`labelstudio.regions.choose_annotation`). Its regions becom
   at least ``KEYPOINT_MIN_RADIUS`` px); negative keypoints (``is_positive: false``) never become objects.
 
 Images are fetched as the backend fetches them (:class:`labelstudio.media.ImageFetcher`: Label Studio uploads with
-the API key, local-files, cloud storage through presigning, http(s), data URIs), plus ``file://`` URLs and plain
-local paths. Everything that cannot be used (a cancelled annotation, an unsupported region, an image that cannot
+the API key, only the project's own when the job is for a project; local-files, cloud storage through presigning,
+http(s), data URIs), plus, for the operator's own exports only, ``file://`` URLs and plain local paths inside one
+folder (``--ls-files-root``, default the export's folder) and within the image size cap: a job started from Label
+Studio (``--ls-project``) reads no local file whatever its tasks say.
+Everything that cannot be used (a cancelled annotation, an unsupported region, an image that cannot
 be fetched, an RLE that does not fit, an empty mask...) is listed in the :class:`ImportReport` with its reason and
 the import goes on.
 
@@ -37,11 +40,11 @@ from urllib.request import url2pathname
 import cv2
 import numpy as np
 
-from labelstudio.decode import decode_image
-from labelstudio.media import ImageFetcher
-from labelstudio.regions import MASK_TYPES, choose_annotation, is_positive, keypoint_disk, region_mask
-from labelstudio.settings import LabelStudioSettings
-from storage.files import atomic_write
+from adaptiveclick.labelstudio.decode import decode_image
+from adaptiveclick.labelstudio.media import OPERATOR_SCOPE, ImageFetcher, MediaScope
+from adaptiveclick.labelstudio.regions import MASK_TYPES, choose_annotation, is_positive, keypoint_disk, region_mask
+from adaptiveclick.labelstudio.settings import LabelStudioSettings
+from adaptiveclick.storage.files import atomic_write
 
 from .data import MIN_OBJECT_AREA, CachedImageRecord
 
@@ -86,27 +89,54 @@ class ImportReport:
 # -- images ---------------------------------------------------------------------------------------------------
 
 
-def image_fetcher(settings: LabelStudioSettings) -> ImageFetch:
-    """The backend's image fetcher (Label Studio, local-files, cloud, http, data:) plus file:// and local paths."""
+def image_fetcher(
+    settings: LabelStudioSettings, project: int | None = None, local_root: Path | None = None
+) -> ImageFetch:
+    """The backend's image fetcher (Label Studio, local-files, cloud, http, data:), for ``project``'s tasks (its
+    uploads only get the key; None: an export of the operator's, every project), plus ``file://`` URLs and plain
+    paths inside ``local_root`` (None: no local file at all)."""
     fetcher = ImageFetcher.from_settings(settings)
+    scope = OPERATOR_SCOPE if project is None else MediaScope(project)
+    root = None if local_root is None else Path(local_root).resolve()
 
     def fetch(url: str, task_id=None) -> np.ndarray:
-        local = local_path(url)
-        if local is not None:
-            return decode_image(local.read_bytes(), fetcher.limits, source=url)
-        return fetcher.fetch(url, task_id)
+        if is_local(url):
+            if root is None:
+                raise ValueError(
+                    "a local file (file:// or a plain path) in a task from Label Studio: only the operator's own "
+                    "--ls-export tasks may name local files"
+                )
+            return decode_image(read_local(url, root, fetcher.limits.max_bytes), fetcher.limits, source=url[:200])
+        return fetcher.fetch(url, task_id if isinstance(task_id, int) else None, scope)
 
     return fetch
 
 
-def local_path(url: str) -> Path | None:
-    """The file a ``file://`` URL or an existing plain path names (None for anything else)."""
+def is_local(url: str) -> bool:
+    """A ``file://`` URL or a plain path (not a Label Studio path, not a URL)."""
     parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return Path(url2pathname(parsed.path))
-    if not parsed.scheme and not url.startswith("/data/") and Path(url).is_file():
-        return Path(url)
-    return None
+    return parsed.scheme == "file" or (not parsed.scheme and not url.startswith(("/data/", "upload/", "/upload/")))
+
+
+def read_local(url: str, root: Path, max_bytes: int) -> bytes:
+    """The bytes of the file a ``file://`` URL or a plain path (relative to ``root``) names, which must lie inside
+    ``root`` and be at most ``max_bytes`` (ValueError saying why not)."""
+    parsed = urlparse(url)
+    path = Path(url2pathname(parsed.path)) if parsed.scheme == "file" else Path(url)
+    try:
+        target = (root / path).resolve()  # an absolute path replaces root; resolving follows links
+        if not target.is_relative_to(root):
+            raise ValueError(f"local file {url[:200]!r} lies outside {root} (--ls-files-root)")
+        if not target.is_file():
+            raise ValueError(f"local file {url[:200]!r} is not a file")
+        if target.stat().st_size > max_bytes:
+            raise ValueError(
+                f"local file {url[:200]!r} is larger than {max_bytes >> 20} MiB (ADAPTIVECLICK_MAX_IMAGE_MB)"
+            )
+        with open(target, "rb") as f:
+            return f.read(max_bytes + 1)
+    except OSError as exc:
+        raise ValueError(f"local file {url[:200]!r} cannot be read: {exc.strerror or type(exc).__name__}") from None
 
 
 def task_image_url(task: dict, image_key: str | None = None) -> str:

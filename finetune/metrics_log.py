@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from storage.files import atomic_write
+from adaptiveclick.storage.files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "metrics.png"

@@ -20,11 +20,16 @@ from pathlib import Path
 
 import torch
 
-from model.adaptiveclick import AdaptiveClick
-from model.build import AdaptiveClickConfig, build_adaptiveclick, get_config
-from model.checkpoint import ARCHITECTURE_KEY, load_adaptiveclick, load_mae_backbone, recorded_architecture
-from model.spec import parse_spec
-from storage.files import atomic_write
+from adaptiveclick.model.adaptiveclick import AdaptiveClick
+from adaptiveclick.model.build import AdaptiveClickConfig, build_adaptiveclick, get_config
+from adaptiveclick.model.checkpoint import (
+    ARCHITECTURE_KEY,
+    load_adaptiveclick,
+    load_mae_backbone,
+    recorded_architecture,
+)
+from adaptiveclick.model.spec import parse_spec
+from adaptiveclick.storage.files import atomic_write
 
 #: parameters the segmentation forward pass never uses (kept for checkpoint compatibility, frozen in training)
 UNUSED_PARAMETERS = (

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.adaptiveclick import AdaptiveClick
-from model.predictor import AdaptiveClickPredictor, Predictor
+from adaptiveclick.model.adaptiveclick import AdaptiveClick
+from adaptiveclick.model.predictor import AdaptiveClickPredictor, Predictor
 
 from .distributed import DistributedContext, gather_objects
 
@@ -37,7 +37,7 @@ def noc_metrics(
 ) -> dict:
     """``{"noc85", "noc90", "nof85", "nof90", "miou_per_click", "instances", "n_clicks"}`` over ``samples``
     (each process evaluates ``samples[rank::world]``; every process returns the same result)."""
-    from evaluation import DatasetResult, evaluate_predictor
+    from adaptiveclick.evaluation import DatasetResult, evaluate_predictor
 
     if not samples:
         raise ValueError("no validation samples")

@@ -53,9 +53,12 @@ class TaskBoxes:
     reason: str | None = None
 
 
-def task_boxes(task: dict, config: InteractiveConfig, source: str = "annotations") -> TaskBoxes:
+def task_boxes(
+    task: dict, config: InteractiveConfig, source: str = "annotations", max_boxes: int | None = None
+) -> TaskBoxes:
     """The boxes of ``task`` (a task as Label Studio's API or ``/predict`` carries it) to segment; see the module
-    docstring for which rectangles count."""
+    docstring for which rectangles count. With ``max_boxes`` (``ADAPTIVECLICK_MAX_PROMPTS`` in the backend) the
+    first that many usable rectangles are kept and the rest skipped with one reason."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     try:
@@ -74,7 +77,13 @@ def task_boxes(task: dict, config: InteractiveConfig, source: str = "annotations
         return TaskBoxes(tid, None, reason=f"no image under data.{config.image_value}")
     boxes: list[LabelledBox] = []
     skipped: list[str] = []
-    for region in rectangles:
+    for k, region in enumerate(rectangles):
+        if max_boxes is not None and len(boxes) >= max_boxes:
+            skipped.append(
+                f"{len(rectangles) - k} rectangles beyond the first {max_boxes} boxes of the task "
+                "(ADAPTIVECLICK_MAX_PROMPTS)"
+            )
+            break
         box, why = rectangle_box(region, config)
         if box is None:
             skipped.append(why)

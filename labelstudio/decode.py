@@ -6,6 +6,10 @@ stretched from its minimum to its maximum; 32-bit float grey (``F``) by ``v * 25
 stretched. (16-bit RGB is already scaled to 8 bits by PIL.) The pixel count is read from the header and checked
 against the limit before anything is decoded, so a small file that decompresses to a huge image (a "pixel bomb")
 is answered 413 without the memory it would take.
+
+Only the formats Label Studio shows in its image tag are opened (:data:`IMAGE_FORMATS`: PNG, JPEG (with the camera
+JPEGs PIL reads as MPO), GIF, BMP, TIFF, WebP); every other format PIL knows (and the parsers behind them) is never
+reached: such a file is 422 "not a readable image".
 """
 
 from __future__ import annotations
@@ -13,23 +17,55 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (  # the plugins of IMAGE_FORMATS, registered by importing them (no other plugin is needed)
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    MpoImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
 from .errors import ImageError
 from .settings import ImageLimits
 
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # JPEG's opener also reads cameras' MPO files
+_PLUGINS = (
+    BmpImagePlugin,
+    GifImagePlugin,
+    JpegImagePlugin,
+    MpoImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 UINT16_MAX = 65535
 
 
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), source: str = "image") -> np.ndarray:
     """Decode image bytes to ``[H, W, 3]`` uint8 RGB (see the module docstring); :class:`ImageError` if not."""
+    return _decoded(lambda: Image.open(io.BytesIO(data), formats=IMAGE_FORMATS), limits, source)
+
+
+def image_rgb(image: Image.Image, limits: ImageLimits = ImageLimits(), source: str = "image") -> np.ndarray:
+    """:func:`decode_image` for an image PIL has opened already (e.g. a frame CVAT's agent loaded): the same
+    limits, EXIF orientation and bit depths."""
+    return _decoded(lambda: image, limits, source)
+
+
+def _decoded(open_image: Callable[[], Image.Image], limits: ImageLimits, source: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = open_image()
             width, height = image.size  # read from the header, before decoding the pixels
             if width * height > limits.max_pixels:
                 raise _too_many_pixels(source, f"{width}x{height}", limits)
@@ -41,7 +77,10 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), source: str =
         found = re.search(r"\((\d+) pixels\)", str(exc))
         raise _too_many_pixels(source, found.group(1) if found else "too many", limits) from None
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{source} is not a readable image: {exc.__class__.__name__}", 422) from None
+        raise ImageError(
+            f"{source} is not a readable image ({exc.__class__.__name__}; formats read: {', '.join(IMAGE_FORMATS)})",
+            422,
+        ) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{source} is not a readable image: {exc}", 422) from None
 

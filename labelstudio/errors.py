@@ -5,16 +5,20 @@ Every message says what was wrong and, where the client or the operator can fix 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class RequestError(Exception):
-    """An error a request ends with. ``status_code`` is the HTTP status of the reply."""
+    """An error a request ends with. ``status_code`` is the HTTP status of the reply; ``headers`` go with it
+    (``WWW-Authenticate``, ``Retry-After``)."""
 
     status_code = 400
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(self, message: str, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         if status_code is not None:
             self.status_code = status_code
+        self.headers = dict(headers or {})
 
     @property
     def message(self) -> str:

@@ -14,8 +14,10 @@ tool: ``parse_label_config(xml, prompts_required=False)`` also takes an Image wi
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import threading
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,11 @@ from typing import Any
 from .errors import LabelConfigError
 
 RECOMMENDED_CONFIG = Path(__file__).with_name("label_config.xml")
+#: the longest label config accepted (Label Studio's configs are a few KB; one with hundreds of labels ~50 KB)
+MAX_CONFIG_CHARS = 256 << 10
+CACHED_CONFIGS = 64
+_cache: OrderedDict[tuple[bytes, bool], InteractiveConfig] = OrderedDict()
+_cache_lock = threading.Lock()
 TRUE_WORDS = ("true", "1", "yes")
 OUTPUT_TAGS = ("BrushLabels", "PolygonLabels")
 PROMPT_TAGS = ("KeyPointLabels", "RectangleLabels")
@@ -96,10 +103,31 @@ def parse_label_config(xml: Any, prompts_required: bool = True) -> InteractiveCo
     """
     if not isinstance(xml, str) or not xml.strip():
         raise LabelConfigError("label_config is missing or not a string: send the project's label config (XML)")
-    return _parse(xml, prompts_required)
+    if len(xml) > MAX_CONFIG_CHARS:
+        raise LabelConfigError(
+            f"label_config has {len(xml)} characters, more than the {MAX_CONFIG_CHARS} accepted: an interactive "
+            "config needs an Image, its output tags and the prompt tools (labelstudio/label_config.xml)"
+        )
+    return _parsed(hashlib.sha256(xml.encode("utf-8", "surrogatepass")).digest(), xml, prompts_required)
 
 
-@functools.lru_cache(maxsize=64)  # every request of a project carries the same config
+def _parsed(digest: bytes, xml: str, prompts_required: bool) -> InteractiveConfig:
+    """:func:`_parse`, remembered for the :data:`CACHED_CONFIGS` latest configs by their digest (every request of
+    a project carries the same config; the cache holds the parsed tags, never the text)."""
+    key = (digest, prompts_required)
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+            return found
+    parsed = _parse(xml, prompts_required)  # a LabelConfigError is not remembered: it is cheap to find again
+    with _cache_lock:
+        _cache[key] = parsed
+        while len(_cache) > CACHED_CONFIGS:
+            _cache.popitem(last=False)
+    return parsed
+
+
 def _parse(xml: str, prompts_required: bool) -> InteractiveConfig:
     try:
         root = ET.fromstring(xml)

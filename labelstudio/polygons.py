@@ -34,6 +34,12 @@ Holes (``holes=``):
   rasterises empty. Label Studio draws the seam as a line from the outline to the hole.
 * ``"fill"``: the outline alone; holes come back filled (the islands inside them are still polygons of their own).
 
+Limits. An answer is at most :data:`MAX_PARTS` parts and :data:`MAX_VERTICES` vertices (a noisy mask can have
+thousands of specks, which Label Studio's editor cannot handle and tracing would pay for): :func:`mask_polygons`
+with ``limits`` raises :class:`PolygonLimit` right after OpenCV's trace when the mask has more parts or boundary
+pixels than that allows, before any per-ring work, and :func:`capped_polygons` gives the largest parts, holes
+filled, within the limits (where no brush region can carry the mask instead, :mod:`labelstudio.predictions`).
+
 OpenCV and the rasteriser are imported inside the functions that use them: :mod:`labelstudio.settings` reads this
 module's defaults, and a command line's ``--help`` should not pay for them.
 """
@@ -49,6 +55,22 @@ HOLE_MODES = ("seam", "fill")
 DEFAULT_HOLES = "seam"
 MAX_AREA_LOSS = 0.01  # at most this share of a ring's area may change in simplifying it
 MAX_RETRIES = 4  # halvings of the tolerance for a ring that would lose more, before keeping it exact
+MAX_PARTS = 100  # polygons in one answer
+MAX_VERTICES = 20_000  # vertices of all its polygons together
+MAX_TRACED_POINTS = 2_000_000  # boundary pixels traced for one answer (bounds the work before simplifying)
+
+
+class PolygonLimit(ValueError):
+    """The mask needs more polygon parts or vertices than one answer carries (:data:`MAX_PARTS`,
+    :data:`MAX_VERTICES`)."""
+
+
+@dataclass(frozen=True)
+class PolygonLimits:
+    parts: int = MAX_PARTS
+    vertices: int = MAX_VERTICES
+    traced_points: int = MAX_TRACED_POINTS
+
 
 # The 8 neighbour directions (dx, dy) in the order the contour tracer sweeps them, image axes (y down).
 _DIRECTIONS = np.array([(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)], np.int64)
@@ -97,9 +119,10 @@ class Part:
     area: float
 
 
-def trace_parts(mask: np.ndarray) -> list[Part]:
+def trace_parts(mask: np.ndarray, limits: PolygonLimits | None = None) -> list[Part]:
     """The exact outlines of ``mask`` ``[H, W]`` (bool; nonzero is the object): every part with its holes,
-    largest part first."""
+    largest part first; :class:`PolygonLimit` when ``limits`` are given and the mask has more parts or boundary
+    pixels than they allow (found from OpenCV's trace, before any other work)."""
     import cv2
 
     mask = np.asarray(mask)
@@ -111,8 +134,16 @@ def trace_parts(mask: np.ndarray) -> list[Part]:
     contours, hierarchy = cv2.findContours(image, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return []
-    rings, areas = _pixel_edge_rings(contours)  # doubled coordinates: integers; twice the signed areas
     parents = hierarchy[0][:, 3]
+    if limits is not None:
+        outlines = int((parents < 0).sum())
+        traced = int(np.fromiter((len(c) for c in contours), np.int64, len(contours)).sum())
+        if outlines > limits.parts or traced > limits.traced_points:
+            raise PolygonLimit(
+                f"the mask has {outlines} parts and {traced} boundary pixels: more than one polygon answer carries "
+                f"({limits.parts} parts, {limits.traced_points} boundary pixels)"
+            )
+    rings, areas = _pixel_edge_rings(contours)  # doubled coordinates: integers; twice the signed areas
     # outlines one way round (positive area, y down), holes the other
     rings = [ring[::-1] if (area < 0) == (parent < 0) else ring for ring, area, parent in zip(rings, areas, parents)]
     holes: dict[int, list[int]] = {}
@@ -228,18 +259,53 @@ def simplify_part(part: Part, tolerance: float) -> Part:
 
 
 def mask_polygons(
-    mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE, holes: str = DEFAULT_HOLES
+    mask: np.ndarray,
+    tolerance: float = DEFAULT_TOLERANCE,
+    holes: str = DEFAULT_HOLES,
+    limits: PolygonLimits | None = None,
 ) -> list[np.ndarray]:
     """One closed ring ``[N, 2]`` of ``(x, y)`` in pixels (float) per connected part of ``mask`` ``[H, W]``,
     largest part first; holes cut in along a seam or filled (``holes``: ``"seam"`` or ``"fill"``, see the module
-    docstring). An empty mask has no polygon."""
+    docstring). An empty mask has no polygon. With ``limits``, :class:`PolygonLimit` when the answer would hold
+    more parts or vertices than they allow."""
     check_tolerance(tolerance)
     if holes not in HOLE_MODES:
         raise ValueError(f"holes must be one of {', '.join(HOLE_MODES)}, got {holes!r}")
-    parts = trace_parts(mask)
+    parts = trace_parts(mask, limits)
     if holes == "fill":
-        return [simplify_ring(part.outline, tolerance) for part in parts]  # the holes need no simplifying
-    return [seamed_ring(simplify_part(part, tolerance)) for part in parts]
+        rings = [simplify_ring(part.outline, tolerance) for part in parts]  # the holes need no simplifying
+    else:
+        rings = [seamed_ring(simplify_part(part, tolerance)) for part in parts]
+    vertices = sum(len(ring) for ring in rings)
+    if limits is not None and vertices > limits.vertices:
+        raise PolygonLimit(f"the polygons have {vertices} vertices, more than the {limits.vertices} of one answer")
+    return rings
+
+
+def capped_polygons(
+    mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE, limits: PolygonLimits = PolygonLimits()
+) -> list[np.ndarray]:
+    """The largest parts of ``mask`` as polygons within ``limits``, holes filled: at most ``limits.parts`` parts
+    (the largest by pixels), then as many of them, largest first, as fit in ``limits.vertices``."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(mask, dtype=bool).view(np.uint8), connectivity=8
+    )
+    if count <= 1:
+        return []
+    largest = np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable")[: limits.parts] + 1
+    kept = np.isin(labels, largest).astype(np.uint8)
+    outlines, _ = cv2.findContours(kept, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(kept)
+    cv2.drawContours(filled, outlines, -1, 1, thickness=cv2.FILLED)  # holes filled: outlines only
+    rings, total = [], 0
+    for ring in mask_polygons(filled.astype(bool), tolerance, "fill"):
+        if total + len(ring) > limits.vertices:
+            break
+        rings.append(ring)
+        total += len(ring)
+    return rings
 
 
 def seamed_ring(part: Part) -> np.ndarray:

@@ -2,25 +2,31 @@
 
 A prediction is ``{"result": [region, ...], "score": float, "model_version": str}``. One mask becomes a
 ``brushlabels`` region (Label Studio's RLE) and/or one ``polygonlabels`` region per connected part of it
-(:mod:`labelstudio.polygons`), as the label config's output tags for its label ask: :func:`mask_regions`. An
+(:mod:`labelstudio.polygons`), as the label config's output tags for its label ask: :func:`mask_regions`. A mask
+whose polygons would pass the limits of one answer (:data:`labelstudio.polygons.MAX_PARTS` parts,
+:data:`~labelstudio.polygons.MAX_VERTICES` vertices) is answered by its brush region alone where the label goes to
+a brush tag too, otherwise by its largest parts within the limits (:func:`labelstudio.polygons.capped_polygons`). An
 interactive answer is one mask (:func:`mask_prediction`); pre-annotation from boxes puts every box's mask of a task
 into one prediction (:func:`masks_prediction`). :mod:`labelstudio.protocol` re-exports these names.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .label_config import ControlTag, InteractiveConfig
-from .polygons import mask_polygons
+from .polygons import PolygonLimit, PolygonLimits, capped_polygons, mask_polygons
 from .rle import encode_rle
 from .settings import PolygonSettings
 
 if TYPE_CHECKING:
     from .protocol import ClickRequest
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,12 +77,14 @@ def mask_regions(
     """The regions of one mask ``[H, W]`` bool labelled ``label``, in the output tags that label goes to: a
     brushlabels region, and/or one polygonlabels region per connected part (brush first)."""
     regions: list[dict] = []
-    for tag in config.outputs_for(label):
+    tags = config.outputs_for(label)
+    brush_too = any(tag.tag == "BrushLabels" for tag in tags)
+    for tag in tags:
         if tag.tag == "BrushLabels":
             value = {"format": "rle", "rle": encode_rle(mask), "brushlabels": [label]}
             regions.append(_region(config, tag, mask, score, value, image_rotation))
         else:
-            regions.extend(_polygon_regions(config, tag, label, mask, score, polygons, image_rotation))
+            regions.extend(_polygon_regions(config, tag, label, mask, score, polygons, image_rotation, brush_too))
     return regions
 
 
@@ -105,10 +113,20 @@ def _polygon_regions(
     score: float,
     settings: PolygonSettings,
     image_rotation: float,
+    brush_too: bool = False,
 ) -> list[dict]:
-    """One region per polygon, vertices ``[x, y]`` in percent of the image (``x = column / width * 100``)."""
+    """One region per polygon, vertices ``[x, y]`` in percent of the image (``x = column / width * 100``); within
+    the limits of one answer (see the module docstring)."""
     height, width = mask.shape
     scale = np.array([100.0 / width, 100.0 / height])
+    try:
+        rings = mask_polygons(mask, settings.tolerance, settings.holes, PolygonLimits())
+    except PolygonLimit as exc:
+        logger.warning(
+            "polygon answer over its limits",
+            extra={"reason": str(exc), "answer": "the brush region" if brush_too else "the largest parts"},
+        )
+        rings = [] if brush_too else capped_polygons(mask, settings.tolerance)
     return [
         _region(
             config,
@@ -118,5 +136,5 @@ def _polygon_regions(
             {"points": (ring * scale).tolist(), "closed": True, "polygonlabels": [label]},
             image_rotation,
         )
-        for ring in mask_polygons(mask, settings.tolerance, settings.holes)
+        for ring in rings
     ]

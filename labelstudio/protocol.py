@@ -24,9 +24,6 @@ from typing import Any
 from .errors import BadRequest
 from .label_config import InteractiveConfig, parse_label_config
 
-# the reply's formatting lives in labelstudio.predictions; protocol users find it here too
-from .predictions import LabelledMask, mask_prediction, mask_regions, masks_prediction  # noqa: F401
-
 PixelBox = tuple[int, int, int, int]  # (top, bottom, left, right) in pixels, inclusive
 DEFAULT_MAX_PROMPTS = 100
 MAX_NUMBER = 10**15  # far beyond any coordinate; larger integers do not even convert to float exactly

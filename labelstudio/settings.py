@@ -9,6 +9,7 @@
 | ``ADAPTIVECLICK_MAX_IMAGE_PIXELS`` | ``50000000`` | largest decoded image accepted, width x height (413 beyond) |
 | ``ADAPTIVECLICK_FETCH_TIMEOUT`` | ``30`` | seconds for a whole image download (connect, redirects, body) |
 | ``ADAPTIVECLICK_ALLOWED_HOSTS`` | empty | internal image hosts allowed: names (``*.corp``), nets (``10.0.0.0/8``) |
+| ``ADAPTIVECLICK_S3_BUCKETS`` | empty | buckets whose ``s3://`` image URLs are read with the backend's AWS keys |
 | ``ADAPTIVECLICK_POLYGON_TOLERANCE`` | ``1`` | px: simplification tolerance of polygon answers (``0``: exact) |
 | ``ADAPTIVECLICK_POLYGON_HOLES`` | ``seam`` | holes in polygon answers: ``seam`` (cut in, kept empty) or ``fill`` |
 
@@ -40,6 +41,15 @@ DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 DEFAULT_FETCH_TIMEOUT_S = 30.0
 
 
+S3_BUCKETS_SETTING = "ADAPTIVECLICK_S3_BUCKETS"
+_BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+def is_bucket_name(name: str) -> bool:
+    """An S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens, starting and ending alphanumerically."""
+    return 3 <= len(name) <= 63 and set(name) <= _BUCKET_CHARS and name[0] not in ".-" and name[-1] not in ".-"
+
+
 class SettingsError(ValueError):
     """An environment variable has a value that cannot be used; the message names it."""
 
@@ -68,6 +78,13 @@ class EnvReader:
         except ValueError:
             raise SettingsError(f"{name} must be a {kind.__name__}, got {value!r}") from None
         return kind(parsed * scale)
+
+    def words(self, name: str) -> tuple[str, ...] | None:
+        """A comma-separated list, lower-cased, blanks dropped (None when unset)."""
+        value = self.text(name)
+        if value is None:
+            return None
+        return tuple(word.strip().lower() for word in value.split(",") if word.strip())
 
     def path(self, name: str) -> Path | None:
         value = self.text(name)
@@ -117,6 +134,7 @@ class LabelStudioSettings:
     limits: ImageLimits = field(default_factory=ImageLimits)
     allowed_hosts: tuple[str, ...] = ()
     s3_endpoint: str | None = None
+    s3_buckets: tuple[str, ...] = ()
     polygons: PolygonSettings = field(default_factory=PolygonSettings)
 
     def __post_init__(self) -> None:
@@ -132,6 +150,12 @@ class LabelStudioSettings:
             object.__setattr__(self, "local_files_document_root", root)
         if self.fetch_timeout <= 0:
             raise SettingsError("ADAPTIVECLICK_FETCH_TIMEOUT must be positive")
+        for bucket in self.s3_buckets:
+            if not is_bucket_name(bucket):
+                raise SettingsError(
+                    f"ADAPTIVECLICK_S3_BUCKETS: {bucket[:80]!r} is not an S3 bucket name (3-63 characters: lower-case "
+                    "letters, digits, dots and hyphens), comma-separated"
+                )
         try:
             self.address_policy()
         except ValueError as exc:
@@ -168,6 +192,7 @@ class LabelStudioSettings:
             "fetch_timeout": env.number("ADAPTIVECLICK_FETCH_TIMEOUT", float),
             "allowed_hosts": tuple(h.strip() for h in (env.text(ALLOW_SETTING) or "").split(",") if h.strip()),
             "s3_endpoint": env.text("AWS_ENDPOINT_URL"),
+            "s3_buckets": env.words(S3_BUCKETS_SETTING),
             "limits": ImageLimits(**{k: v for k, v in limits.items() if v is not None}),
             "polygons": PolygonSettings(**{k: v for k, v in polygons.items() if v is not None}),
         }

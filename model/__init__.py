@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from model import load_predictor
+    from adaptiveclick.model import load_predictor
     predictor = load_predictor("baseline")          # or a checkpoint path / URL / s3:// URI
     predictor.set_image(rgb)                        # [H, W, 3] uint8
     probs = predictor.predict([(120, 200, True)])   # [H, W] float32, threshold PROB_THRESHOLD (0.49)

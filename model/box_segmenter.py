@@ -1,11 +1,14 @@
 """Masks for boxes: every box of one image segmented as the interactive path segments a box prompt.
 
 A box becomes its clicks (:func:`model.prompts.box_to_clicks`: one positive click at its centre, up to four negative
-ones just outside its sides), which run step by step, each step fed the previous step's probabilities and zoom-in
-region, exactly as ``/predict`` runs a rectangle prompt; the last step's mask is cut to the box
-(:func:`model.prompts.cut_to_box`). The same click index of every box is one :meth:`Predictor.step_many` call, in
-chunks of ``batch_size`` (the predictor's ``max_batch`` by default: AdaptiveClick on a GPU takes several boxes per
-forward pass; on a CPU and for the GrabCut baseline one box at a time).
+ones just outside its sides), which run step by step with the box beside them, each step fed the previous step's
+probabilities and zoom-in region, exactly as ``/predict`` runs a rectangle prompt; the last step's mask is cut to
+the box (:func:`model.prompts.cut_to_box`). AdaptiveClick goes by the clicks; the baseline answers them from the box
+(GrabCut's rectangle initialisation, :mod:`model.baseline`). ``as_clicks=True`` withholds the box, so every predictor
+goes by the clicks alone (``adaptiveclick benchmark boxes`` compares the two). The same click index of every box is
+one :meth:`Predictor.step_many` call, in chunks of ``batch_size`` (the predictor's ``max_batch`` by default:
+AdaptiveClick on a GPU takes several boxes per forward pass; on a CPU and for the GrabCut baseline one box at a
+time).
 
 What batching promises: the masks that boxes one at a time give, except pixels whose probability is within
 :data:`BATCH_PROB_TOLERANCE` of the threshold, and scores within :data:`BATCH_SCORE_TOLERANCE`. Not bit-identical
@@ -57,8 +60,10 @@ def segment_boxes(
     threshold: float = PROB_THRESHOLD,
     batch_size: int | None = None,
     deadline: float | None = None,
+    as_clicks: bool = False,
 ) -> list[BoxMask]:
-    """One :class:`BoxMask` per box ``(top, bottom, left, right)`` (pixels, inclusive) of the predictor's image."""
+    """One :class:`BoxMask` per box ``(top, bottom, left, right)`` (pixels, inclusive) of the predictor's image;
+    ``as_clicks``: the box's clicks without the box (see the module docstring)."""
     height, width = predictor.image_shape
     clicks = [_indexed(box_to_clicks(box, height, width)) for box in boxes]
     probs: list[np.ndarray | None] = [None] * len(boxes)
@@ -75,7 +80,8 @@ def segment_boxes(
                 raise BoxesStopped(f"stopped after {done} of {total} box clicks at the deadline")
             began = time.monotonic()
             answers = predictor.step_many(
-                [StepInput(clicks[i][: k + 1], probs[i], rois[i]) for i in chunk], time_limit=left
+                [StepInput(clicks[i][: k + 1], probs[i], rois[i], None if as_clicks else boxes[i]) for i in chunk],
+                time_limit=left,
             )
             step_s = (time.monotonic() - began) / len(chunk)
             for i, answer in zip(chunk, answers):

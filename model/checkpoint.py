@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from storage.files import atomic_write, sha256_of
-from storage.paths import cache_dir
+from adaptiveclick.storage.files import atomic_write, sha256_of
+from adaptiveclick.storage.paths import cache_dir
 
 from .adaptiveclick import AdaptiveClick
 from .build import CONFIGS, AdaptiveClickConfig, build_adaptiveclick

@@ -41,7 +41,7 @@ def weights_version(source: str, sha256: str | None = None) -> str:
     if sha256:
         return f"{stem}-{sha256[:12]}"
     if os.path.isfile(source):
-        from storage.files import sha256_of
+        from adaptiveclick.storage.files import sha256_of
 
         return f"{stem}-{sha256_of(source)[:12]}"
     return f"{stem}-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
@@ -142,7 +142,7 @@ def weights_key(spec: PredictorSpec, net) -> str:
         return state_dict_key(net)
     if spec.option("sha256"):
         return spec.option("sha256").lower()  # checked against the file by load_adaptiveclick
-    from storage.files import sha256_of
+    from adaptiveclick.storage.files import sha256_of
 
     from .checkpoint import fetch_weights
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ops import MSDeformAttn
+from adaptiveclick.ops import MSDeformAttn
 
 from .position_encoding import PositionEmbeddingSine
 from .simple_fpn import SimpleFPN

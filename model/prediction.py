@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .clicks import Click
+from .prompts import Box
 
 #: a pixel belongs to the object when its probability exceeds this (the reference evaluation's 0.49)
 PROB_THRESHOLD = 0.49
@@ -28,11 +29,14 @@ class Prediction:
 
 @dataclass(frozen=True)
 class StepInput:
-    """One step to run: all clicks so far (pixels), the previous step's ``[H, W]`` probabilities and ROI."""
+    """One step to run: all clicks so far (pixels), the previous step's ``[H, W]`` probabilities and ROI, and the
+    box the object lies in when the prompt had one (its clicks, :func:`model.prompts.box_to_clicks`, are among
+    ``clicks``)."""
 
     clicks: Sequence[Click]
     prev_mask: np.ndarray | None = None
     prev_roi: Roi | None = None
+    box: Box | None = None
 
 
 def mask_score(probs: np.ndarray, mask: np.ndarray) -> float:

@@ -7,6 +7,10 @@ per click. A prediction depends only on its inputs: the image, the clicks, the p
 :meth:`Predictor.step_many` runs several independent steps on the same image (several objects, e.g. one per box);
 AdaptiveClick runs them in one forward pass (a batch of their regions), which on a GPU costs little more than one.
 Each step's answer is what :meth:`Predictor.step` gives for it alone.
+
+A box prompt reaches a predictor as its clicks (:func:`model.prompts.box_to_clicks`) and, beside them, the box
+itself: AdaptiveClick goes by the clicks alone; a predictor that can use the box (:attr:`Predictor.takes_box`: the
+baseline, whose GrabCut starts from the rectangle) answers the box's clicks from the box.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .adaptiveclick import AdaptiveClick
 from .click_maps import clicks_to_points
 from .clicks import Click, as_clicks
 from .prediction import Prediction, Roi, StepInput
+from .prompts import Box
 from .spec import EVAL_MODES
 from .zoom_in import clicks_to_roi_frame, next_roi, whole_image_roi
 
@@ -56,6 +61,20 @@ def check_clicks(clicks: Sequence[Any], shape: tuple[int, int]) -> list[Click]:
 GPU_BATCH = 8
 
 
+def check_box(box: Box | None, shape: tuple[int, int]) -> Box | None:
+    """``box`` ``(top, bottom, left, right)`` (inclusive pixels) if it is ordered and lies inside an image of
+    ``shape``, else a ValueError saying what is wrong."""
+    if box is None:
+        return None
+    top, bottom, left, right = (int(v) for v in box)
+    h, w = shape
+    if not (0 <= top <= bottom < h and 0 <= left <= right < w):
+        raise ValueError(
+            f"box (top, bottom, left, right) = {tuple(box)} is not an ordered box inside the {w}x{h} image"
+        )
+    return top, bottom, left, right
+
+
 class StepTimeout(TimeoutError):
     """A predictor step was stopped at its time limit."""
 
@@ -65,6 +84,9 @@ class Predictor(ABC):
 
     #: names the model and its weights; the backend reports it with every prediction
     model_version: str = "unknown"
+    #: whether :meth:`step` uses a box prompt itself, beyond the box's clicks (the baseline's rectangle
+    #: initialisation); a predictor without it gives the same answer with or without the box
+    takes_box: bool = False
 
     def __init__(self) -> None:
         self._image: np.ndarray | None = None
@@ -98,22 +120,27 @@ class Predictor(ABC):
         prev_mask: np.ndarray | None = None,
         prev_roi: Roi | None = None,
         time_limit: float | None = None,
+        box: Box | None = None,
     ) -> Prediction:
         """One interaction step: like :meth:`predict` but also taking and returning the zoom-in ROI.
 
         ``time_limit`` (seconds) bounds the step where the predictor can stop its work (the baseline's GrabCut;
-        :class:`StepTimeout` when it is exceeded); a network forward pass runs to its end.
+        :class:`StepTimeout` when it is exceeded); a network forward pass runs to its end. ``box`` ``(top, bottom,
+        left, right)``: the box prompt the clicks came with, its clicks among ``clicks`` (see the module docstring).
         """
         clicks = check_clicks(clicks, self.image_shape)
         prev_mask = self._check_prev(prev_mask)
+        box = check_box(box, self.image_shape)
         self._time_limit = time_limit
         try:
-            return self._step(clicks, prev_mask, prev_roi)
+            return self._step(clicks, prev_mask, prev_roi, box)
         finally:
             self._time_limit = None
 
     @abstractmethod
-    def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction: ...
+    def _step(
+        self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None, box: Box | None
+    ) -> Prediction: ...
 
     #: steps :meth:`step_many` runs per forward pass by default (AdaptiveClick on a GPU batches them)
     max_batch: int = 1
@@ -123,7 +150,12 @@ class Predictor(ABC):
         class runs them one at a time (``time_limit`` bounds each); a predictor that can batch overrides
         :meth:`_step_many`."""
         checked = [
-            StepInput(check_clicks(s.clicks, self.image_shape), self._check_prev(s.prev_mask), s.prev_roi)
+            StepInput(
+                check_clicks(s.clicks, self.image_shape),
+                self._check_prev(s.prev_mask),
+                s.prev_roi,
+                check_box(s.box, self.image_shape),
+            )
             for s in steps
         ]
         if not checked:
@@ -135,7 +167,7 @@ class Predictor(ABC):
             self._time_limit = None
 
     def _step_many(self, steps: list[StepInput]) -> list[Prediction]:
-        return [self._step(list(s.clicks), s.prev_mask, s.prev_roi) for s in steps]
+        return [self._step(list(s.clicks), s.prev_mask, s.prev_roi, s.box) for s in steps]
 
     def _check_prev(self, prev_mask: np.ndarray | None) -> np.ndarray | None:
         if prev_mask is None:
@@ -206,8 +238,10 @@ class AdaptiveClickPredictor(Predictor):
         self._region = None  # (roi, network RGB input, its normalised form, its patch tokens): see _region_input
 
     @torch.inference_mode()
-    def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None) -> Prediction:
-        return self._step_many([StepInput(clicks, prev_mask, prev_roi)])[0]
+    def _step(
+        self, clicks: list[Click], prev_mask: np.ndarray | None, prev_roi: Roi | None, box: Box | None
+    ) -> Prediction:
+        return self._step_many([StepInput(clicks, prev_mask, prev_roi)])[0]  # a box goes by its clicks
 
     @torch.inference_mode()
     def _step_many(self, steps: list[StepInput]) -> list[Prediction]:

@@ -92,6 +92,18 @@ class PredictorSpec:
         opts = ",".join(f"{k}={v}" for k, v in self.options.items())
         return f"{self.source}#{opts}" if opts else self.source
 
+    @property
+    def public(self) -> str:
+        """The spec as it may be shown to anyone: a URL source without its user info and query (a presigned URL's
+        signature, a token), which name no other weights than the path does."""
+        source = self.source
+        if "://" in source:
+            scheme, _, rest = source.partition("://")
+            host, slash, path = rest.partition("/")
+            source = f"{scheme}://{host.rpartition('@')[2]}{slash}{path.split('?', 1)[0]}"
+        opts = ",".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{source}#{opts}" if opts else source
+
 
 def pinned_spec(
     weights: str, sha256: str, version: str | None = None, run_like: PredictorSpec | None = None

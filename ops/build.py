@@ -2,18 +2,19 @@
 
 Ahead of time (the Dockerfile runs this once at image build time)::
 
-    python -m ops.build                      # CPU kernel, plus the CUDA kernel when nvcc is found
-    python -m ops.build --cuda yes --cuda-arch "8.0;8.6;8.9;9.0+PTX"
-    python -m ops.build --prune              # also delete builds left behind by older sources/torch versions
-    python -m ops.build --openvino yes       # and fail unless the OpenVINO custom op builds too
+    python -m adaptiveclick.ops.build                 # CPU kernel, plus the CUDA kernel when nvcc is found
+    python -m adaptiveclick.ops.build --cuda yes --cuda-arch "8.0;8.6;8.9;9.0+PTX"
+    python -m adaptiveclick.ops.build --prune         # also delete builds left behind by older sources/torch versions
+    python -m adaptiveclick.ops.build --openvino yes  # and fail unless the OpenVINO custom op builds too
 
 Both ways write to one persistent cache, ``$ADAPTIVECLICK_CACHE/torch_extensions`` (default
-``~/.cache/adaptiveclick/torch_extensions``; a temporary directory if that is not writable), in a folder named after
-a hash of the sources, the torch/CUDA/Python versions and the compiler flags. A finished build leaves a
-``BUILD_OK`` marker naming the library; later processes load it directly with ``torch.ops.load_library`` (no
-compiler needed), and a changed source or torch version simply builds into a new folder. A failed build leaves
-``BUILD_FAILED`` with the error, so later processes fall back at once instead of recompiling; ``python -m ops.build``
-retries it and prints the whole compiler log.
+``~/.cache/adaptiveclick/torch_extensions``; this user's private 0700 folder in the temporary directory if that is
+not writable), in a folder named after a hash of the sources, the torch/CUDA/Python versions and the compiler flags.
+A finished build leaves a ``BUILD_OK`` marker naming the library and its sha256; later processes load it directly
+with ``torch.ops.load_library`` (no compiler needed) once its bytes match, and a changed source or torch version
+simply builds into a new folder (:mod:`ops.build_cache`). A failed build leaves
+``BUILD_FAILED`` with the error, so later processes fall back at once instead of recompiling;
+``python -m adaptiveclick.ops.build`` retries it and prints the whole compiler log.
 
 The OpenVINO custom op of MSDA (``ops/csrc/msda_openvino.cpp``, built by :mod:`ops.openvino_build` with the same
 cache and markers) is built too where openvino is installed (``--openvino auto|yes|no``).
@@ -36,65 +37,34 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
-from storage.paths import cache_dir
-
+from .build_cache import (
+    CSRC,
+    FAILED_MARKER,
+    BuildError,
+    cache_roots,
+    read_marker,
+    writable_cache_root,
+    write_marker,
+)
 from .cpu_features import has_avx512
 
 log = logging.getLogger(__name__)
 
-CSRC = Path(__file__).resolve().parent / "csrc"
 KINDS = ("cpu", "cuda")
 EXTENSION_NAMES = {"cpu": "adaptiveclick_msda_cpu", "cuda": "adaptiveclick_msda_cuda"}
 SOURCES = {"cpu": ["msda_cpu.cpp"], "cuda": ["msda_cuda.cu"]}
 OTHER_LIBRARY_SOURCES = ("msda_openvino.cpp",)  # built by ops.openvino_build
-MARKER = "BUILD_OK"
-FAILED_MARKER = "BUILD_FAILED"  # holds the error, so that every new process does not repeat a failing compile
 # Architectures for a build on a machine without a GPU (a Docker build): the data-centre and workstation GPUs
 # CUDA 13 supports, with PTX of the newest for anything later.
 DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 
 _lock = threading.Lock()
 _loaded: dict[str, Path] = {}
-
-
-class BuildError(RuntimeError):
-    """A compiled MSDA kernel could not be built or loaded."""
-
-
-def cache_roots() -> list[Path]:
-    """Where builds are looked for, in order: ``$ADAPTIVECLICK_CACHE/torch_extensions`` (default
-    ``~/.cache/adaptiveclick/torch_extensions``), then a per-user temporary folder (used when the first is not
-    writable, e.g. a read-only image layer at run time), then :func:`installed_root`."""
-    return [
-        cache_dir() / "torch_extensions",
-        Path(tempfile.gettempdir()) / f"adaptiveclick-torch-extensions-{os.getuid()}",
-        installed_root(),
-    ]
-
-
-def installed_root() -> Path:
-    """Builds shipped with the Python environment, ``<sys.prefix>/share/adaptiveclick/torch_extensions``. The
-    Docker image builds its kernels there (``ADAPTIVECLICK_CACHE=<sys.prefix>/share/adaptiveclick python -m
-    ops.build``), so a volume mounted over the run-time cache (downloaded weights) does not hide them."""
-    return Path(sys.prefix) / "share" / "adaptiveclick" / "torch_extensions"
-
-
-def writable_cache_root() -> Path:
-    """The first of :func:`cache_roots` that can be written to (where a new build goes)."""
-    for root in cache_roots():
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(root, os.W_OK):
-            return root
-    raise BuildError(f"no writable build cache among {[str(r) for r in cache_roots()]}")
 
 
 def _cpp_extension():
@@ -217,16 +187,6 @@ def is_loaded(kind: str) -> bool:
     return kind in _loaded
 
 
-def _read_marker(folder: Path) -> tuple[Path, list[str]] | None:
-    marker = folder / MARKER
-    if not marker.is_file():
-        return None
-    lines = marker.read_text().split("\n")
-    library = folder / lines[0].strip()
-    archs = parse_archs(lines[1]) if len(lines) > 1 and lines[1].strip() else []
-    return (library, archs) if library.is_file() else None
-
-
 @contextlib.contextmanager
 def _build_environment(kind: str):
     """ninja on PATH (a venv's ninja is not, unless activated) and torch pointed at the right CUDA toolkit."""
@@ -280,22 +240,20 @@ def _compile(kind: str, folder: Path, archs: list[str], verbose: bool) -> Path:
             raise error from exc
     (folder / FAILED_MARKER).unlink(missing_ok=True)
     library = Path(library)
-    tmp = folder / f"{MARKER}.{os.getpid()}"
-    tmp.write_text(f"{library.name}\n{';'.join(archs)}\n")
-    tmp.replace(folder / MARKER)  # atomic: readers see no marker or a complete one
+    write_marker(folder, library, archs)
     return library
 
 
 def _find_build(name: str, tag: str, capability: tuple[int, int] | None) -> Path | None:
     """A finished build: the exact folder first, then (CUDA) another architecture set that runs on the device."""
     for root in cache_roots():
-        found = _read_marker(root / name / tag if tag else root / name)
+        found = read_marker(root / name / tag if tag else root / name)
         if found:
             return found[0]
     if tag and capability is not None:
         for root in cache_roots():
             for folder in sorted(root.glob(f"{name}/*")):
-                found = _read_marker(folder)
+                found = read_marker(folder)
                 if found and archs_cover(found[1], capability):
                     return found[0]
     return None
@@ -308,8 +266,8 @@ def load(
 
     Raises :class:`BuildError` with the reason when it can be neither loaded nor built. ``jit=False`` only loads
     a finished build. A build that failed before is not retried (its error is raised again) unless
-    ``retry_failed``, as ``python -m ops.build`` does. For ``cuda``, ``archs`` defaults to the visible GPUs'
-    architectures.
+    ``retry_failed``, as ``python -m adaptiveclick.ops.build`` does. For ``cuda``, ``archs`` defaults to the
+    visible GPUs' architectures.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown extension kind {kind!r}; expected one of {KINDS}")
@@ -325,14 +283,15 @@ def load(
         if library is None:
             if not jit:
                 raise BuildError(
-                    f"no finished build {name} in {[str(r) for r in cache_roots()]}; run `python -m ops.build`"
+                    f"no finished build {name} in {[str(r) for r in cache_roots()]}; "
+                    "run `python -m adaptiveclick.ops.build`"
                 )
             folder = writable_cache_root() / name
             folder = folder / tag if tag else folder
             failed = folder / FAILED_MARKER
             if failed.is_file() and not retry_failed:
                 raise BuildError(
-                    f"an earlier build failed (delete {failed} or run `python -m ops.build` to retry): "
+                    f"an earlier build failed (delete {failed} or run `python -m adaptiveclick.ops.build` to retry): "
                     f"{failed.read_text()}"
                 )
             log.info("building %s in %s (once; later runs reuse it)", EXTENSION_NAMES[kind], folder)
@@ -375,7 +334,7 @@ def prune() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m adaptiveclick.ops.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", choices=("yes", "no"), default="yes", help="build the CPU kernel (default yes)")
     parser.add_argument(
         "--cuda",
@@ -434,7 +393,7 @@ def _build_openvino(required: bool) -> int:
     except ImportError:
         print("openvino: skipped (not installed; pip install '.[openvino]')", file=sys.stderr if required else None)
         return 1 if required else 0
-    except Exception as exc:  # BuildError: ops.build's own copy, this module running as __main__ is a second one
+    except BuildError as exc:
         print(f"openvino: FAILED: {exc}", file=sys.stderr)
         return 1
     print(f"openvino: {library}")

@@ -2,8 +2,8 @@
 
 Order of preference: the CUDA kernel for CUDA tensors, the C++ (OpenMP, vectorised) kernel for CPU tensors, and
 the pure PyTorch version (:mod:`ops.reference`) as the last resort. The compiled kernels are built on first use
-(see :mod:`ops.build`; ``python -m ops.build`` builds them ahead of time). A kernel that cannot be built logs one
-warning per process and the call falls back to PyTorch; importing this package never builds or fails.
+(see :mod:`ops.build`; ``python -m adaptiveclick.ops.build`` builds them ahead of time). A kernel that cannot be
+built logs one warning per process and the call falls back to PyTorch; importing this package never builds or fails.
 
 ``ADAPTIVECLICK_MSDA_IMPL`` forces one of ``auto`` (default), ``cuda``, ``cpu`` or ``pytorch``. Forcing a compiled
 kernel that cannot be built, or one that does not match the tensors' device, raises
@@ -22,7 +22,7 @@ from torch.autograd.function import once_differentiable
 from .reference import ms_deform_attn_pytorch
 
 # ops.build is imported inside the functions: importing the package must not import it, or
-# `python -m ops.build` would run a second copy of that module next to the imported one.
+# `python -m adaptiveclick.ops.build` would run a second copy of that module next to the imported one.
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _kernel_ready(kind: str) -> str | None:
             _failures[kind] = reason
             log.warning(
                 "multi-scale deformable attention: the compiled %s kernel is unavailable, using the slower PyTorch "
-                "implementation instead (run `python -m ops.build` for the full build log). Reason: %s",
+                "implementation instead (run `python -m adaptiveclick.ops.build` for the full build log). Reason: %s",
                 kind.upper(),
                 _summary(reason),
             )

@@ -9,7 +9,7 @@ while exporting, with the level shapes as Python ints. Two forms, chosen with :f
   :func:`ops.ms_deform_attn` (the compiled kernel); an exporter that knows the name swaps it for its own kernel
   (the OpenVINO custom op in ``ops/csrc/msda_openvino.cpp`` registers a conversion under that name).
 * ``grid_sample``: :func:`ops.reference.ms_deform_attn_static`, plain torch operators any exporter converts
-  (about 10x slower than the kernels in OpenVINO: ~40 against ~3 ms per layer at AdaptiveClick-B's shapes).
+  (about 10x slower than the kernels in OpenVINO at AdaptiveClick-B's shapes).
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 
 The wheel ships the C++ headers (``openvino/include``) and its libraries (``openvino/libs/libopenvino.so.<ver>``,
 ``libtbb.so.12``), so one ``g++`` call builds the op (~10 s) with no other package. The library goes into the same
-persistent cache as the torch kernels (:func:`ops.build.cache_roots`), in a folder named after a hash of the
+persistent cache as the torch kernels (:func:`ops.build_cache.cache_roots`), in a folder named after a hash of the
 kernel sources, the openvino version and the compiler flags, with the same ``BUILD_OK`` / ``BUILD_FAILED`` markers:
-later processes load the finished build, and a failed one is not retried until ``python -m ops.build`` does.
+later processes load the finished build, and a failed one is not retried until ``python -m adaptiveclick.ops.build``
+does.
 
-``python -m ops.build`` builds it ahead of time where openvino is installed (``--openvino yes|no|auto``).
+``python -m adaptiveclick.ops.build`` builds it ahead of time where openvino is installed (``--openvino yes|no|auto``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from .build import CSRC, FAILED_MARKER, MARKER, BuildError, _read_marker, cache_roots, writable_cache_root
+from .build_cache import CSRC, FAILED_MARKER, BuildError, cache_roots, read_marker, writable_cache_root, write_marker
 
 NAME = "adaptiveclick_msda_openvino"
 SOURCE = "msda_openvino.cpp"
@@ -111,14 +112,12 @@ def _compile(folder: Path) -> Path:
         raise error
     tmp.replace(output)
     (folder / FAILED_MARKER).unlink(missing_ok=True)
-    marker = folder / f"{MARKER}.{os.getpid()}"
-    marker.write_text(f"{LIBRARY}\n\n")
-    marker.replace(folder / MARKER)  # atomic: readers see no marker or a complete one
+    write_marker(folder, output, [])
     return output
 
 
 def library(jit: bool = True, retry_failed: bool = False) -> Path:
-    """The built op library (building it first if needed); :class:`ops.build.BuildError` with the reason when it
+    """The built op library (building it first if needed); :class:`ops.build_cache.BuildError` with the reason when it
     can be neither found nor built, ImportError without openvino. ``jit=False`` only looks for a finished build."""
     global _library
     with _lock:
@@ -126,17 +125,20 @@ def library(jit: bool = True, retry_failed: bool = False) -> Path:
             return _library
         name = build_name()
         for root in cache_roots():
-            found = _read_marker(root / name)
+            found = read_marker(root / name)
             if found:
                 _library = found[0]
                 return _library
         if not jit:
-            raise BuildError(f"no finished build {name} in {[str(r) for r in cache_roots()]}; run python -m ops.build")
+            raise BuildError(
+                f"no finished build {name} in {[str(r) for r in cache_roots()]}; run python -m adaptiveclick.ops.build"
+            )
         folder = writable_cache_root() / name
         failed = folder / FAILED_MARKER
         if failed.is_file() and not retry_failed:
             raise BuildError(
-                f"an earlier build failed (delete {failed} or run `python -m ops.build` to retry): {failed.read_text()}"
+                f"an earlier build failed (delete {failed} or run `python -m adaptiveclick.ops.build` to retry): "
+                f"{failed.read_text()}"
             )
         _library = _compile(folder)
         return _library

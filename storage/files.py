@@ -23,11 +23,22 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _read_umask() -> int:
+    """The process umask. Reading it means setting it, so this runs once, at import, before a server's threads
+    exist: flipping it later in a threaded server would give another thread's new files mode 0666."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+UMASK = _read_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(handle)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``.
 
     The temporary file is removed if ``write`` raises. The result gets ordinary permissions (0666 minus the
-    umask), not the 0600 that ``mkstemp`` creates.
+    umask read at import, :data:`UMASK`), not the 0600 that ``mkstemp`` creates.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,9 +48,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
@@ -43,10 +43,10 @@ POINTER = "current.json"
 PIN = "pin.json"
 VERSIONS = "versions"
 BASE_LINE = "base"
-PROJECT_LINE = re.compile(r"^project-(\d{1,18})$")
+PROJECT_LINE = re.compile(r"project-(\d{1,18})")  # always fullmatch: "$" would take a trailing newline
 MANIFEST = "manifest.json"
 FORMAT = 1
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always fullmatch
 
 
 class RegistryError(RuntimeError):
@@ -83,20 +83,20 @@ def project_line(project: int) -> str:
 
 
 def check_version_name(version: str) -> str:
-    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
         raise ValueError(
-            f"invalid version name {version!r}: use letters, digits, '.', '_' or '-' "
+            f"invalid version name {str(version)[:80]!r}: use letters, digits, '.', '_' or '-' "
             "(at most 128, starting with a letter or digit)"
         )
     return version
 
 
 def new_version_name(sha256: str, prefix: str = "ft") -> str:
-    return f"{prefix}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{sha256[:8]}"
+    return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{sha256[:8]}"
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class Registry:
@@ -182,7 +182,7 @@ class Registry:
         """The line ``name`` of this (root) registry: ``base`` is the root itself, ``project-<id>`` a sub-folder."""
         if name == BASE_LINE:
             return self
-        if self.line_name != BASE_LINE or not PROJECT_LINE.match(name):
+        if self.line_name != BASE_LINE or not PROJECT_LINE.fullmatch(name):
             raise ValueError(f"no model line {name!r}: expected {BASE_LINE!r} or project-<id> of the root registry")
         sub = self._at(name)
         sub.line_name = name
@@ -190,7 +190,7 @@ class Registry:
 
     def project_lines(self) -> list[int]:
         """The ids of the projects that have a line (a version or a pin of their own)."""
-        found = (PROJECT_LINE.match(name) for name in self._children(""))
+        found = (PROJECT_LINE.fullmatch(name) for name in self._children(""))
         return sorted(int(match.group(1)) for match in found if match)
 
     def pin_record(self) -> dict | None:
@@ -199,8 +199,8 @@ class Registry:
         if pin is None or pin.get("version") is None:
             return None
         line = pin.get("line")
-        valid_line = isinstance(line, str) and (line == BASE_LINE or PROJECT_LINE.match(line))
-        if not isinstance(pin.get("version"), str) or not valid_line or not VERSION_PATTERN.match(pin["version"]):
+        valid_line = isinstance(line, str) and (line == BASE_LINE or PROJECT_LINE.fullmatch(line))
+        if not isinstance(pin.get("version"), str) or not valid_line or not VERSION_PATTERN.fullmatch(pin["version"]):
             raise RegistryError(f"{self._uri(PIN)} is not a pin record (version and line)")
         return pin
 
@@ -215,7 +215,7 @@ class Registry:
         """Complete versions, oldest first."""
         infos = []
         for name in self._children(VERSIONS):
-            if VERSION_PATTERN.match(name) and self._read(f"{VERSIONS}/{name}/{MANIFEST}") is not None:
+            if VERSION_PATTERN.fullmatch(name) and self._read(f"{VERSIONS}/{name}/{MANIFEST}") is not None:
                 infos.append(self.read_version(name))
         return sorted(infos, key=lambda v: (v.created_at, v.version))
 

@@ -3,17 +3,19 @@
 The predictor, limits and polygon settings come from the same environment variables as the Label Studio backend
 (``ADAPTIVECLICK_PREDICTOR``, ``DEVICE``, ``ADAPTIVECLICK_THRESHOLD``, ``ADAPTIVECLICK_CACHE_MB``,
 ``ADAPTIVECLICK_MAX_IMAGE_MB``, ``ADAPTIVECLICK_MAX_IMAGE_PIXELS``, ``ADAPTIVECLICK_POLYGON_TOLERANCE``,
-``ADAPTIVECLICK_POLYGON_HOLES``; see ``backend/settings.py``), set in
-``function.yaml``. The protocol lives in the installed package, :mod:`backend.cvat`; this file only hands nuclio's
-context and event to it.
+``ADAPTIVECLICK_POLYGON_HOLES``, ``ADAPTIVECLICK_MAX_PROMPTS``, ``ADAPTIVECLICK_REQUEST_DEADLINE``; see
+``backend/settings.py``), set in ``function.yaml``. The protocol lives in the installed package,
+:mod:`backend.cvat` over :mod:`backend.interactor` (which CVAT's agent shares, :mod:`backend.cvat_agent`); this
+file only hands nuclio's context and event to it.
 """
 
 from __future__ import annotations
 
 import time
 
-from backend.cvat import Interactor
-from backend.settings import Settings
+from adaptiveclick.backend.cvat import handle
+from adaptiveclick.backend.interactor import Interactor
+from adaptiveclick.backend.settings import Settings
 
 
 def init_context(context) -> None:
@@ -26,7 +28,7 @@ def init_context(context) -> None:
 
 def handler(context, event):
     start = time.perf_counter()
-    status, body, result = context.user_data.interactor.handle(event.body)
+    status, body, result = handle(context.user_data.interactor, event.body)
     fields = {"status": status, "ms": round((time.perf_counter() - start) * 1e3, 1)}
     if result is not None:
         fields.update(

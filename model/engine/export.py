@@ -5,10 +5,10 @@ predictor keeps them per zoom-in region, so the image half of the patch embeddin
 and the click maps ``[B, 3, H, W]`` (previous mask, positive and negative disks) to the mask logits
 ``[B, 1, H, W]``. Everything around it (zoom-in, disks, resizing, flip, sigmoid, paste-back) stays in the predictor.
 
-Route: ``torch.export`` (about 3x faster than TorchScript tracing, and a smaller graph), then
+Route: ``torch.export`` (faster than TorchScript tracing, and a smaller graph), then
 ``openvino.convert_model`` with the MSDA custom op library as an extension: the ``adaptiveclick::msda_sample``
 nodes (:mod:`ops.exportable`) become one ``adaptiveclick::MSDeformAttn`` each. Without the library MSDA is
-exported as grid_sample arithmetic instead (~40 ms per layer against ~3 ms at AdaptiveClick-B's shapes).
+exported as grid_sample arithmetic instead (an order of magnitude slower per layer: see the performance docs).
 Nodes are renamed ``<module path>/<exported name>`` so that weight compression can select layers by module and a
 profile reads by module.
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ops.exportable import export_form
+from adaptiveclick.ops.exportable import export_form
 
 if TYPE_CHECKING:
     from ..adaptiveclick import AdaptiveClick

@@ -11,12 +11,19 @@ key>/`` holding ``model.xml`` + ``model.bin`` (the IR), ``info.json`` (what made
 
 A folder is written under a temporary name and renamed into place when complete, so a crash leaves no half IR and
 two processes exporting at once each finish (one rename wins, the other's copy is dropped).
+
+Trusted only as written: ``info.json`` records the sha256 of ``model.xml`` and ``model.bin`` at export, and a
+cached IR is used only while both still match (:func:`cached_ir`; otherwise it is exported again). Each compiled
+blob folder gets a ``SHA256SUMS.json`` of its files after the compile (:func:`record_blobs`), and before the next
+compile a folder whose files do not match it exactly is emptied (:func:`checked_blobs`), so OpenVINO never imports
+a blob nobody recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -25,7 +32,10 @@ from typing import Any
 
 import torch
 
-from storage.paths import cache_dir
+from adaptiveclick.storage.files import sha256_of
+from adaptiveclick.storage.paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 CACHE_ENV = "ADAPTIVECLICK_OPENVINO_CACHE"
 #: bump when the exported graph or a recipe changes in a way the other key parts do not show
@@ -33,6 +43,7 @@ ENGINE_VERSION = 1
 IR_FILE = "model.xml"
 INFO_FILE = "info.json"
 COMPILED_DIR = "compiled"
+BLOB_SUMS = "SHA256SUMS.json"
 
 
 def cache_root() -> Path:
@@ -58,9 +69,58 @@ def ir_folder(weights_key: str, key: str) -> Path:
 
 
 def cached_ir(folder: Path) -> Path | None:
-    """The IR in ``folder`` if it is complete."""
+    """The IR in ``folder`` if it is complete and its files still have the sha256 recorded at export."""
     xml = folder / IR_FILE
-    return xml if xml.is_file() and xml.with_suffix(".bin").is_file() and (folder / INFO_FILE).is_file() else None
+    if not (xml.is_file() and xml.with_suffix(".bin").is_file() and (folder / INFO_FILE).is_file()):
+        return None
+    try:
+        recorded = read_info(folder).get("sha256")
+    except (OSError, ValueError):
+        return None
+    if recorded != ir_digests(folder):
+        log.warning(
+            "a cached OpenVINO IR does not match the sha256 recorded at export: exported again",
+            extra={"folder": str(folder)},
+        )
+        return None
+    return xml
+
+
+def ir_digests(folder: Path) -> dict[str, str]:
+    """The sha256 of the IR's two files."""
+    xml = folder / IR_FILE
+    return {path.name: sha256_of(path) for path in (xml, xml.with_suffix(".bin"))}
+
+
+def checked_blobs(folder: Path) -> Path:
+    """``folder`` (a compiled-blob cache) as OpenVINO may use it: emptied unless its files are exactly those its
+    ``SHA256SUMS.json`` lists, with those hashes."""
+    manifest = folder / BLOB_SUMS
+    files = {p.name: p for p in folder.iterdir() if p.is_file() and p.name != BLOB_SUMS} if folder.is_dir() else {}
+    if not files:
+        return folder
+    try:
+        recorded = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if (
+        not isinstance(recorded, dict)
+        or set(recorded) != set(files)
+        or any(sha256_of(path) != recorded[name] for name, path in files.items())
+    ):
+        log.warning("compiled OpenVINO blobs that were not recorded here: removed", extra={"folder": str(folder)})
+        shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def record_blobs(folder: Path) -> None:
+    """Write ``SHA256SUMS.json`` for the blobs OpenVINO left in ``folder`` after a compile."""
+    if not folder.is_dir():
+        return
+    sums = {p.name: sha256_of(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != BLOB_SUMS}
+    tmp = folder / f".{BLOB_SUMS}.{os.getpid()}"
+    tmp.write_text(json.dumps(sums, indent=1, sort_keys=True))
+    tmp.replace(folder / BLOB_SUMS)
 
 
 def read_info(folder: Path) -> dict[str, Any]:
@@ -75,7 +135,7 @@ def write_ir(folder: Path, save: Callable[[Path], dict[str, Any]]) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        info = save(tmp)
+        info = {**save(tmp), "sha256": ir_digests(tmp)}
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1, sort_keys=True))
         if folder.exists() and cached_ir(folder) is None:  # an incomplete leftover (files deleted by hand)
             shutil.rmtree(folder, ignore_errors=True)

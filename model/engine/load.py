@@ -42,16 +42,17 @@ def msda_extension() -> Path | None:
     engine then exports MSDA as grid_sample (slower, same results)."""
     if "path" in _extension_state:
         return _extension_state["path"]
-    from ops.build import BuildError
-    from ops.openvino_build import library
+    from adaptiveclick.ops.build import BuildError
+    from adaptiveclick.ops.openvino_build import library
 
     try:
         path: Path | None = library()
     except BuildError as exc:
         path = None
         log.warning(
-            "OpenVINO engine: the MSDA custom op is unavailable, exporting MSDA as grid_sample instead (~40 ms "
-            "per encoder layer instead of ~3 ms; `python -m ops.build --openvino yes` shows the build log): %s",
+            "OpenVINO engine: the MSDA custom op is unavailable, exporting MSDA as grid_sample instead (about "
+            "10x slower per encoder layer; `python -m adaptiveclick.ops.build --openvino yes` shows the build "
+            "log): %s",
             str(exc)[-1500:],
         )
     _extension_state["path"] = path
@@ -74,7 +75,7 @@ def core(extension: Path | None):
 def base_key_parts(net: AdaptiveClick, input_size: int, extension: Path | None) -> dict[str, Any]:
     import openvino
 
-    from ops.openvino_build import build_key
+    from adaptiveclick.ops.openvino_build import build_key
 
     return {
         "openvino": openvino.__version__,
@@ -181,8 +182,10 @@ def load_openvino_engine(
     # one blob folder per compile config: the CPU plugin's blob key ignores INFERENCE_PRECISION_HINT (openvino
     # 2026.4.1), and a bf16 model imported from an f32 blob computes wrong logits (measured: 20% off, not even
     # the same from one process to the next)
-    config["CACHE_DIR"] = str(xml.parent / ir_cache.COMPILED_DIR / ir_cache.engine_key(config))
+    blobs = ir_cache.checked_blobs(xml.parent / ir_cache.COMPILED_DIR / ir_cache.engine_key(config))
+    config["CACHE_DIR"] = str(blobs)
     compiled = ov_core.compile_model(model, "CPU", config)
+    ir_cache.record_blobs(blobs)
     facts["compile_s"] = time.perf_counter() - start_compile
     facts["load_s"] = time.perf_counter() - start
     facts["ir"] = str(xml)

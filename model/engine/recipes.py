@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ops.cpu_features import cpu_flags, cpu_name
+from adaptiveclick.ops.cpu_features import cpu_flags, cpu_name
 
 from ..fast.cpu_features import BF16_FLAGS
 from ..fast.int8_linear import INT8_FLAGS

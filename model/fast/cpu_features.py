@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ops.cpu_features import cpu_flags, cpu_name
+from adaptiveclick.ops.cpu_features import cpu_flags, cpu_name
 
 from .int8_linear import TORCH_INT8_FLAGS, int8_support
 

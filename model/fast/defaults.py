@@ -35,7 +35,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.cpu_features import ISA_LEVELS, cpu_flags, has_avx512
+from adaptiveclick.ops.cpu_features import ISA_LEVELS, cpu_flags, has_avx512
 
 MIN_SPEED_UP = 1.15
 # engines whose kernels do not all honour the ISA caps, with the lowest class whose cap their figures are faithful

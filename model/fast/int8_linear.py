@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from ops.cpu_features import cpu_flags
+from adaptiveclick.ops.cpu_features import cpu_flags
 
 # fbgemm's dynamic linear is the one tuned for VNNI; "x86" picks it (or oneDNN) per op, "fbgemm" is older builds.
 PREFERRED_ENGINES = ("x86", "fbgemm")
