@@ -31,16 +31,23 @@ import numpy as np
 import torch
 
 from adaptiveclick.evaluation.datasets import GrabCutDataset
-from adaptiveclick.model.fast import default_variant, defaults, explain_default, variant_support
-from adaptiveclick.model.fast.optimize import CPU_VARIANTS, DEFAULT_MEASURED_ON, VARIANTS_WITH_PARITY
+from adaptiveclick.model.fast import default_variant, defaults, explain_default
+from adaptiveclick.model.fast.optimize import DEFAULT_MEASURED_ON, VARIANTS_WITH_PARITY
 from adaptiveclick.model.loading import load_predictor
-from adaptiveclick.model.spec import parse_options, parse_spec
 from adaptiveclick.ops.cpu_features import cpu_flags, cpu_name, native_flags
 
 from .common import machine_line, percentiles, print_table
 from .http_backend import click_sequences
 from .variant_worker import VariantWorker
-from .variants import BASELINE_VARIANT, DEFAULT_VARIANTS, is_baseline, is_engine, unavailable_reason, variant_spec
+from .variants import (
+    BASELINE_VARIANT,
+    DEFAULT_VARIANTS,
+    is_baseline,
+    is_engine,
+    unavailable_reason,
+    variant_of,
+    variant_spec,
+)
 
 FIRST_CLICK_TARGET_S = 0.6
 LATER_CLICK_TARGET_S = {"amx": 0.35, "no-amx": 0.5}  # with AMX, and AVX-512 VNNI without it
