@@ -77,6 +77,12 @@ PYTHON_NEWEST ?= 3.13
 test-wheel:
 	PYTHON_NEWEST=$(PYTHON_NEWEST) PYTEST_ARGS="$(PYTEST_ARGS)" .ci/test-wheel
 
+# the image and the compose set-up, built and run for real with podman (deploy/test-image.sh: the CPU image, the
+# CVAT function image, the compose quick start with Label Studio); apt-get installs podman & co. as root under CI
+.PHONY: test-image
+test-image: $(STAMP)
+	PYTHON=$(abspath $(BIN)/python) deploy/test-image.sh all
+
 # the documentation site, into site/: a broken link, a missing anchor or page, or a missing snippet fails it
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
