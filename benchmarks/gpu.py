@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from adaptiveclick.evaluation.cli import positive_int
+
 from .common import machine_line, percentiles, print_table
 from .servers import REPO as REPO_ROOT
 
@@ -45,29 +47,21 @@ def session_counts(text: str) -> list[int]:
     return counts
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser) -> None:
     parser.add_argument(
         "--weights",
         default="random:base",
         help="AdaptiveClick weights to time (a checkpoint path, URL or s3://; default random:base, the same network)",
     )
-    parser.add_argument("--images", type=positive, default=3, help="GrabCut images (default 3)")
-    parser.add_argument("--clicks", type=positive, default=5, help="clicks per image (default 5)")
-    parser.add_argument("--rounds", type=positive, default=3, help="repetitions of the per-click timing (default 3)")
+    parser.add_argument("--images", type=positive_int, default=3, help="GrabCut images (default 3)")
+    parser.add_argument("--clicks", type=positive_int, default=5, help="clicks per image (default 5)")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="repetitions of the per-click timing (default 3)"
+    )
     parser.add_argument(
         "--sessions", type=session_counts, default=[1, 4, 16], help="concurrent sessions, e.g. 1,4,16 (default)"
     )
-    parser.add_argument("--steps", type=positive, default=20, help="fine-tune steps timed in bf16 (default 20)")
+    parser.add_argument("--steps", type=positive_int, default=20, help="fine-tune steps timed in bf16 (default 20)")
     parser.add_argument("--skip-build", action="store_true", help="use the kernel already built")
     parser.add_argument("--skip-tests", action="store_true", help="do not run the gpu-marked tests")
     parser.add_argument("--require-gpu", action="store_true", help="exit 2 instead of 0 without a CUDA device")

@@ -8,8 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-from label_studio_sdk.converter.brush import encode_rle
+from ls_regions import brush_region
 
 
 def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
@@ -23,18 +22,7 @@ def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
     for task_id, image_id in enumerate(dataset.image_ids[:count], start=1):
         source = Path(dataset.image_path(image_id))
         shutil.copy(source, path.parent / "images" / source.name)
-        mask = dataset.read_annotation(image_id).labels > 0
-        rgba = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 4, axis=2)
-        region = {
-            "id": f"r{task_id}",
-            "type": "brushlabels",
-            "from_name": "mask",
-            "to_name": "image",
-            "original_width": mask.shape[1],
-            "original_height": mask.shape[0],
-            "image_rotation": 0,
-            "value": {"format": "rle", "rle": encode_rle(rgba.flatten()), "brushlabels": ["Object"]},
-        }
+        region = brush_region(dataset.read_annotation(image_id).labels > 0, id=f"r{task_id}")
         tasks.append(
             {
                 "id": task_id,
@@ -46,18 +34,19 @@ def grabcut_export(data_root: Path, path: Path, count: int = 8) -> Path:
     return path
 
 
-def finetune_command(*args: str, output: Path, data_root: Path) -> list[str]:
-    """``python -m adaptiveclick finetune`` on GrabCut with a tiny network, small and on the CPU; ``args`` come last
-    (and win over the defaults here: argparse keeps an option's last value)."""
+def finetune_command(*args: str, output: Path, data_root: Path | None = None, export: Path | None = None) -> list[str]:
+    """``python -m adaptiveclick finetune`` with a tiny network, small and on the CPU, on GrabCut under ``data_root``
+    or on a Label Studio ``export``; ``args`` come last (and win over the defaults here: argparse keeps an option's
+    last value)."""
+    source = (
+        ["--ls-export", str(export)] if export is not None else ["--dataset", "GrabCut", "--data-root", str(data_root)]
+    )
     return [
         sys.executable,
         "-m",
         "adaptiveclick",
         "finetune",
-        "--dataset",
-        "GrabCut",
-        "--data-root",
-        str(data_root),
+        *source,
         "--init",
         "random:tiny",
         "--output",

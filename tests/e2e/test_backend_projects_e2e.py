@@ -16,10 +16,10 @@ import requests
 
 from adaptiveclick.evaluation.datasets import open_dataset
 from adaptiveclick.finetune.network import save_weights
-from adaptiveclick.labelstudio.rle import encode_rle
 from adaptiveclick.model import build_adaptiveclick
 from adaptiveclick.model.build import TINY_CONFIG
 
+from ls_regions import brush_region
 from ls_server import LEGACY_TOKEN, start_backend, stop
 
 pytestmark = pytest.mark.timeout(1800)
@@ -33,18 +33,6 @@ FINETUNE_ARGS = (
     "--steps 2 --batch-size 1 --input-size 96 --val-clicks 2 --val-fraction 0.3 --val-max-images 1 "
     "--device cpu --workers 0 --force"
 )
-
-
-def mask_region(mask) -> dict:
-    return {
-        "from_name": "mask",
-        "to_name": "image",
-        "type": "brushlabels",
-        "original_width": mask.shape[1],
-        "original_height": mask.shape[0],
-        "image_rotation": 0,
-        "value": {"format": "rle", "rle": encode_rle(mask), "brushlabels": ["Object"]},
-    }
 
 
 def click_region(shape) -> dict:
@@ -168,7 +156,7 @@ def test_two_projects_each_get_their_own_model(label_studio, data_root, s3_bucke
             for image_id in ids:
                 task = label_studio.upload(project, Path(dataset.image_path(image_id)))
                 mask = dataset.read_annotation(image_id).labels > 0
-                label_studio.api("POST", f"/api/tasks/{task['id']}/annotations", json={"result": [mask_region(mask)]})
+                label_studio.api("POST", f"/api/tasks/{task['id']}/annotations", json={"result": [brush_region(mask)]})
                 tasks[project].append((task["id"], mask.shape))
             ml = label_studio.connect(project, f"{backend}/projects/{project}", AUTH)
             assert ml["readable_state"] == "Connected", ml

@@ -17,7 +17,7 @@ from adaptiveclick.model import BASELINE_VERSION
 from adaptiveclick.storage.registry import open_registry
 
 from conftest import REPO, free_port, wait_for_health
-from finetune_runs import grabcut_export
+from finetune_runs import finetune_command, grabcut_export
 from ls_regions import click_request
 
 
@@ -69,40 +69,12 @@ def test_export_to_finetune_to_registry_to_hot_swap(data_root, tmp_path, s3_buck
             c.start()
         try:
             job = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "adaptiveclick",
-                    "finetune",
-                    "--ls-export",
-                    str(export),
-                    "--init",
-                    "random:tiny",
-                    "--output",
-                    str(tmp_path / "run"),
-                    "--steps",
-                    "2",
-                    "--batch-size",
-                    "1",
-                    "--input-size",
-                    "96",
-                    "--workers",
-                    "0",
-                    "--val-fraction",
-                    "0.3",
-                    "--val-max-images",
-                    "1",
-                    "--val-clicks",
-                    "2",
-                    "--device",
-                    "cpu",
-                    "--no-progress",
-                    "--registry",
-                    registry_uri,
-                    "--version",
-                    "ft-loop",
-                    "--force",
-                ],
+                finetune_command(
+                    *("--steps", "2", "--val-fraction", "0.3", "--registry", registry_uri),
+                    *("--version", "ft-loop", "--force"),
+                    output=tmp_path / "run",
+                    export=export,
+                ),
                 cwd=REPO,
                 env=env,
                 capture_output=True,

@@ -34,7 +34,7 @@ def test_defaults_and_options():
     [
         (("--sessions", "1,x"), "--sessions takes counts such as 1,4,16"),
         (("--sessions", "0,4"), "--sessions takes counts of at least 1"),
-        (("--steps", "0"), "expected at least 1"),
+        (("--steps", "0"), "must be at least 1"),
         (("--images", "three"), "expected a whole number"),
     ],
 )
