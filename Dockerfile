@@ -61,9 +61,9 @@ ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 ARG TORCH_VERSION=2.14.1
 ARG TORCH_INDEX_CPU=https://download.pytorch.org/whl/cpu
 ARG TORCH_INDEX_CUDA=https://download.pytorch.org/whl/cu130
-# The OpenVINO engine (the `openvino` extra: openvino + nncf, ~270 MB installed, and its MSDA custom op): auto =
-# in the CPU image, where it is the default predictor engine (engine=openvino, faster than torch fp32 and exact),
-# not in the CUDA image; yes / no force it.
+# The OpenVINO engine (the `openvino` extra: openvino + nncf, and its MSDA custom op): auto = in the CPU image,
+# where the default predictor takes it on the CPUs it was measured faster on (model/fast/defaults.py: AVX-512 with
+# bf16; AVX2-only CPUs get torch fp32), not in the CUDA image; yes / no force it.
 ARG OPENVINO=auto
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 

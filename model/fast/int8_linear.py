@@ -9,7 +9,7 @@ Without VNNI (AVX2 CPUs such as Zen 3, and AVX-512 without VNNI such as Skylake-
 ``vpmaddubsw``, which adds each pair of u8 x s8 products into a saturating int16: full-range activations (up to
 255 x 127 x 2 = 64770 per pair) saturate. There the layer quantises activations to 7 bits (fbgemm's own remedy,
 ``reduce_range``), which cannot saturate. Measured on ``nn.Linear(96, 160)`` with ``randn`` inputs (relative error
-of the output, ``tests/test_cpu_inference.py``): full range 0.0093 with VNNI and 0.0874 on AVX2; 7-bit 0.0177 on
+of the output, ``tests/unit/test_cpu_inference.py``): full range 0.0093 with VNNI and 0.0874 on AVX2; 7-bit 0.0177 on
 both (the AVX2 figures alike on this Zen 5 with ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` and on an emulated Zen 3,
 ``qemu-x86_64 -cpu EPYC-Milan``). Which path fbgemm takes is asked of fbgemm itself (:func:`fbgemm_saturates`), so
 that neither a cap (``FBGEMM_ENABLE_INSTRUCTIONS``) nor an emulator can make the layer pick the wrong range.
