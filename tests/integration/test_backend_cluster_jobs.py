@@ -6,6 +6,7 @@ does not, /jobs reports it, and an API that refuses is reported, not hidden."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import http.server
 import ipaddress
@@ -188,19 +189,29 @@ def api(tmp_path, monkeypatch):
     server.close()
 
 
+AUTH = ("label-studio", "connection-secret-0123456789")  # START_TRAINING needs the connection credential
+
+
 def client_for(tmp_path, **settings):
     settings = Settings(
         model_dir=tmp_path / "models",
+        basic_auth_user=AUTH[0],
+        basic_auth_pass=AUTH[1],
         training_runner="kubernetes",
         training_job_template=TEMPLATE,
         predictor="s3://models/adaptiveclick_base448_sbd.pth#sha256=" + "ab" * 32,
         finetune_args="--steps 2000 --lr 3e-5",
         **settings,
     )
-    return create_app(settings, predictor=GrabCutPredictor()).test_client()
+    client = create_app(settings, predictor=GrabCutPredictor()).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(":".join(AUTH).encode()).decode()
+    return client
 
 
 def start_training(client, project: int) -> dict:
+    """Label Studio connects the project (``/setup``: the backend then knows it), then "Start training"."""
+    schema = (REPO / "labelstudio" / "label_config.xml").read_text()
+    assert client.post("/setup", json={"project": f"{project}.1700000000", "schema": schema}).status_code == 200
     reply = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": project}})
     assert reply.status_code == 201, reply.json
     return reply.json["result"]

@@ -253,6 +253,10 @@ def test_three_replicas_behind_nginx(images, s3_bucket, tmp_path):
         started = [replica.wait_ready() for replica in replicas]
         by_name = dict(zip(names, replicas))
         proxy = NginxProxy(tmp_path / "nginx", [f"127.0.0.1:{r.port}" for r in replicas])
+        schema = (REPO / "labelstudio" / "label_config.xml").read_text()
+        for project in PROJECTS:  # Label Studio connects each project (its /setup goes to the project's replica)
+            setup = {"project": f"{project}.1700000000", "schema": schema}
+            assert requests.post(f"{proxy.url}/projects/{project}/setup", json=setup, timeout=30).status_code == 200
         session = Session(proxy.url, image_url, replay)
         session.start()
 
