@@ -184,7 +184,7 @@ def test_a_fresh_process_loads_the_finished_build_without_compiling(tmp_path):
     proc = run_python(
         [
             "-c",
-            "from ops import build; import torch; print(build.load('cpu', jit=False)); "
+            "from adaptiveclick.ops import build; import torch; print(build.load('cpu', jit=False)); "
             "print(torch.ops.adaptiveclick_msda_cpu.instruction_sets())",
         ],
         env,
@@ -200,8 +200,8 @@ def test_the_cpu_kernel_honours_the_isa_cap(cap, expected):
     build.load("cpu")
     env = {**os.environ, "ADAPTIVECLICK_MAX_CPU_ISA": cap}
     code = (
-        "from ops import build; import torch; build.load('cpu', jit=False); cpu = torch.ops.adaptiveclick_msda_cpu; "
-        "print(cpu.instruction_set(), cpu.instruction_sets()[0])"
+        "from adaptiveclick.ops import build; import torch; build.load('cpu', jit=False); "
+        "cpu = torch.ops.adaptiveclick_msda_cpu; print(cpu.instruction_set(), cpu.instruction_sets()[0])"
     )
     proc = run_python(["-c", code], env)
     assert proc.returncode == 0, proc.stderr
@@ -214,7 +214,7 @@ def test_the_cpu_kernel_honours_the_isa_cap(cap, expected):
 
 def test_no_finished_build_without_jit(tmp_path):
     env = {**os.environ, CACHE_ENV: str(tmp_path / "empty"), "TMPDIR": str(tmp_path)}
-    proc = run_python(["-c", "from ops import build; build.load('cpu', jit=False)"], env)
+    proc = run_python(["-c", "from adaptiveclick.ops import build; build.load('cpu', jit=False)"], env)
     assert proc.returncode != 0
     assert (
         "no finished build adaptiveclick_msda_cpu-" in proc.stderr

@@ -96,7 +96,7 @@ def _int8_errors(env: dict[str, str]) -> dict[str, float]:
     code = (
         "import json, torch\n"
         "from torch import nn\n"
-        "from model.fast.int8_linear import DynamicInt8Linear, fbgemm_saturates\n"
+        "from adaptiveclick.model.fast.int8_linear import DynamicInt8Linear, fbgemm_saturates\n"
         "torch.manual_seed(0)\n"
         "linear, x = nn.Linear(96, 160), torch.randn(2, 50, 96)\n"
         "err = lambda out, ref: float((out - ref).abs().mean() / ref.abs().mean())\n"
