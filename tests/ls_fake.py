@@ -9,6 +9,8 @@ import json
 import threading
 from urllib.parse import parse_qs, urlparse
 
+from quiet_http import QuietHandler
+
 
 class FakeLabelStudio:
     """Project 3 with ``tasks`` and ``label_config``. Switches: ``fail_next`` answers the next GETs with 503;
@@ -26,29 +28,18 @@ class FakeLabelStudio:
         self.lock = threading.Lock()
         fake = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(QuietHandler):
             def do_GET(self):  # noqa: N802
                 url = urlparse(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 fake.requests.append(("GET", url.path, self.headers.get("Authorization")))
                 if self.headers.get("Authorization") != f"Token {token}":
-                    return self._reply(401, {"detail": "Invalid token."})
+                    return self.send_json(401, {"detail": "Invalid token."})
                 if fake.fail_next:
                     fake.fail_next -= 1
-                    return self._reply(503, {"detail": "busy"})
+                    return self.send_json(503, {"detail": "busy"})
                 if url.path == "/api/projects/3":
-                    return self._reply(200, {"id": 3, "label_config": fake.label_config})
+                    return self.send_json(200, {"id": 3, "label_config": fake.label_config})
                 if url.path == "/api/tasks" and query.get("project") == "3":
                     tasks = [fake.with_predictions(t) for t in fake.tasks]
                     if "query" in query:
@@ -56,26 +47,26 @@ class FakeLabelStudio:
                         tasks = [t for t in tasks if t["id"] in included]
                     page, size = int(query["page"]), int(query["page_size"])
                     if (page - 1) * size >= len(tasks) and page > 1:
-                        return self._reply(404, {"detail": "Invalid page."})
-                    return self._reply(200, {"total": len(tasks), "tasks": tasks[(page - 1) * size : page * size]})
+                        return self.send_json(404, {"detail": "Invalid page."})
+                    return self.send_json(200, {"total": len(tasks), "tasks": tasks[(page - 1) * size : page * size]})
                 if url.path == "/api/predictions/":
                     with fake.lock:
-                        return self._reply(200, [p for p in fake.predictions if p["task"] == int(query["task"])])
-                return self._reply(404, {"detail": "Not found."})
+                        return self.send_json(200, [p for p in fake.predictions if p["task"] == int(query["task"])])
+                return self.send_json(404, {"detail": "Not found."})
 
             def do_POST(self):  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(("POST", self.path, self.headers.get("Authorization")))
                 if body.get("task") not in {t["id"] for t in fake.tasks}:
-                    return self._reply(400, {"task": [f'Invalid pk "{body.get("task")}" - object does not exist.']})
+                    return self.send_json(400, {"task": [f'Invalid pk "{body.get("task")}" - object does not exist.']})
                 failing = fake.post_failures > 0
                 fake.post_failures -= failing
                 if failing and not fake.store_failed_posts:
-                    return self._reply(503, {"detail": "busy"})
+                    return self.send_json(503, {"detail": "busy"})
                 with fake.lock:
                     created = {**body, "id": len(fake.predictions) + 1}
                     fake.predictions.append(created)
-                return self._reply(503 if failing else 201, {"detail": "busy"} if failing else created)
+                return self.send_json(503 if failing else 201, {"detail": "busy"} if failing else created)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

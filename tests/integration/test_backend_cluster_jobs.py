@@ -30,6 +30,7 @@ from adaptiveclick.backend.settings import Settings
 from adaptiveclick.model import GrabCutPredictor
 
 from conftest import REPO
+from quiet_http import QuietHandler
 
 TEMPLATE = REPO / "deploy" / "kubernetes" / "overlays" / "gpu" / "finetune-job.yaml"
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.service-account-token"
@@ -76,18 +77,7 @@ class RecordingAPI:
         self.refuse = False
         api = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(QuietHandler):
             def authorized(self) -> bool:
                 """A bearer token (the scheme is case-insensitive, as for the API server): the service account's."""
                 scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
@@ -108,7 +98,7 @@ class RecordingAPI:
                 return url.path, query
 
             def status(self, code: int, reason: str, message: str) -> None:
-                self.reply(
+                self.send_json(
                     code,
                     {
                         "kind": "Status",
@@ -134,7 +124,7 @@ class RecordingAPI:
                     for job in api.jobs.values()
                     if wanted.items() <= job["metadata"]["labels"].items() and keys <= set(job["metadata"]["labels"])
                 ]
-                self.reply(200, {"kind": "JobList", "apiVersion": "batch/v1", "metadata": {"resourceVersion": "7"},
+                self.send_json(200, {"kind": "JobList", "apiVersion": "batch/v1", "metadata": {"resourceVersion": "7"},
                                  "items": items})  # fmt: skip
 
             def do_POST(self):  # noqa: N802
@@ -155,7 +145,7 @@ class RecordingAPI:
                 )
                 created["status"] = {"active": created["spec"]["parallelism"]}
                 api.jobs[name] = created
-                self.reply(201, created)
+                self.send_json(201, created)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import cv2
 import numpy as np
@@ -21,6 +21,8 @@ import requests
 
 from adaptiveclick.benchmarks.http_backend import predict_body
 from adaptiveclick.benchmarks.servers import BackendProcess, ImageServer
+
+from quiet_http import QuietHandler
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -49,31 +51,21 @@ class Recorder:
         self.requests: list[tuple[str, str, dict]] = []
         recorder = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def _answer(self) -> None:
                 recorder.requests.append((self.command, self.path, dict(self.headers)))
                 if self.path.startswith("/api/"):
                     time.sleep(STALL_S)
-                    return self._send(500, b"{}")
+                    return self.send_body(500, b"{}")
                 if self.path == "/data/upload/1/x.png" and self.headers.get("Authorization") == f"Token {API_KEY}":
-                    return self._send(200, png())
+                    return self.send_body(200, png())
                 if self.path.startswith(f"/{ALLOWED_BUCKET}/k.png") and "AWS4-HMAC-SHA256" in self.headers.get(
                     "Authorization", ""
                 ):
-                    return self._send(200, png())
-                self._send(404, b"not found")
+                    return self.send_body(200, png())
+                self.send_body(404, b"not found")
 
             do_GET = do_POST = do_HEAD = _answer
-
-            def _send(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

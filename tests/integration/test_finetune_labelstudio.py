@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import json
 import threading
 from urllib.parse import parse_qs, urlparse
 
@@ -16,6 +15,7 @@ from adaptiveclick.labelstudio.api import LabelStudioError, fetch_tasks
 from adaptiveclick.labelstudio.settings import ImageLimits, LabelStudioSettings
 
 from ls_regions import H, W, brush_region, keypoint_region, polygon_region, task
+from quiet_http import QuietHandler
 
 
 def annotation(*regions, **extra) -> dict:
@@ -100,36 +100,26 @@ def test_label_filter_and_image_key(picture, tmp_path):
     assert report.tasks_used == 0 and "no image URL" in report.skipped[0].reason
 
 
-class FakeLabelStudio(http.server.BaseHTTPRequestHandler):
+class FakeLabelStudio(QuietHandler):
     """Project 7 has the export endpoint, project 8 only the paginated tasks API; uploads need the token."""
 
     tasks: list = []
     image: bytes = b""
 
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body: bytes, kind="application/json"):
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
     def do_GET(self):  # noqa: N802
         if self.headers.get("Authorization") != "Token secret":
-            return self.reply(401, b'{"detail": "no"}')
+            return self.send_json(401, {"detail": "no"})
         url = urlparse(self.path)
         query = parse_qs(url.query)
         if url.path == "/api/projects/7/export":
-            return self.reply(200, json.dumps(self.tasks).encode())
+            return self.send_json(200, self.tasks)
         if url.path == "/api/tasks" and query.get("project") == ["8"]:
             page, size = int(query["page"][0]), int(query["page_size"][0])
             chunk = self.tasks[(page - 1) * size : page * size]
-            return self.reply(200, json.dumps({"tasks": chunk, "total": len(self.tasks)}).encode())
+            return self.send_json(200, {"tasks": chunk, "total": len(self.tasks)})
         if url.path == "/data/upload/7/picture.png":
-            return self.reply(200, self.image, "image/png")
-        return self.reply(404, b"{}")
+            return self.send_body(200, self.image, {"Content-Type": "image/png"})
+        return self.send_json(404, {})
 
 
 @pytest.fixture()

@@ -28,6 +28,8 @@ from adaptiveclick.labelstudio.media import ImageFetcher, MediaScope, load_image
 from adaptiveclick.labelstudio.netpolicy import AddressPolicy
 from adaptiveclick.labelstudio.settings import ImageLimits, LabelStudioSettings
 
+from quiet_http import QuietHandler
+
 LEGACY = "legacy-token-123"
 
 
@@ -59,18 +61,7 @@ class FakeServer:
         self.expire_next_access = False
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, body=b"", headers=None):
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 outer.requests.append((self.path, dict(self.headers)))
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
@@ -80,8 +71,8 @@ class FakeServer:
                     outer.expire_next_access = False
                     access = make_jwt({"token_type": "access", "exp": exp, "n": outer.refreshes})
                     outer.access_tokens = {access}  # a refresh invalidates the older access tokens
-                    return self._send(200, json.dumps({"access": access}).encode())
-                return self._send(401, b'{"detail": "Token is invalid"}')
+                    return self.send_body(200, json.dumps({"access": access}).encode())
+                return self.send_body(401, b'{"detail": "Token is invalid"}')
 
             def do_GET(self):
                 outer.requests.append((self.path, dict(self.headers)))
@@ -91,14 +82,14 @@ class FakeServer:
                         header.startswith("Bearer ") and header[7:] in outer.access_tokens
                     )
                     if not ok:
-                        return self._send(401, b'{"detail": "Invalid token."}')
+                        return self.send_body(401, b'{"detail": "Invalid token."}')
                 entry = outer.files.get(self.path)
                 if entry is None:
-                    return self._send(404, b"not found")
+                    return self.send_body(404, b"not found")
                 if isinstance(entry, tuple):
                     status, headers, body = entry
-                    return self._send(status, body, headers)
-                return self._send(200, entry, {"Content-Type": "image/png"})
+                    return self.send_body(status, body, headers)
+                return self.send_body(200, entry, {"Content-Type": "image/png"})
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

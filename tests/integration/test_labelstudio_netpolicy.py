@@ -19,6 +19,7 @@ from adaptiveclick.labelstudio.netpolicy import AddressPolicy, BlockedAddress, i
 from adaptiveclick.labelstudio.settings import LabelStudioSettings, SettingsError
 
 from conftest import free_port
+from quiet_http import QuietHandler
 
 
 def png_1x1() -> bytes:
@@ -61,7 +62,7 @@ INTERNAL_HOSTS = [
 ]
 
 
-class ImageHandler(http.server.BaseHTTPRequestHandler):
+class ImageHandler(QuietHandler):
     """Serves a 1x1 PNG at /ok.png and redirects /to?u=URL (for the redirect checks)."""
 
     hits: list[str] = []
@@ -69,18 +70,8 @@ class ImageHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's name)
         ImageHandler.hits.append(self.path)
         if self.path.startswith("/to?u="):
-            self.send_response(302)
-            self.send_header("Location", unquote(self.path[len("/to?u=") :]))
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(PNG_1X1)))
-        self.end_headers()
-        self.wfile.write(PNG_1X1)
-
-    def log_message(self, *args):
-        pass
+            return self.send_body(302, headers={"Location": unquote(self.path[len("/to?u=") :])})
+        self.send_body(200, PNG_1X1, {"Content-Type": "image/png"})
 
 
 @pytest.fixture()
