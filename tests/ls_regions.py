@@ -26,6 +26,21 @@ def brush_region(mask: np.ndarray, label="Object", **extra) -> dict:
     }
 
 
+def rectangle_region(box, shape, label="Object", name="box", **extra) -> dict:
+    """A rectanglelabels region around the pixel box ``(top, bottom, left, right)`` (inclusive) of an image of
+    ``shape`` ``(H, W)``, in percent as Label Studio stores it."""
+    (top, bottom, left, right), (h, w) = box, shape
+    value = {
+        "x": left * 100 / w,
+        "y": top * 100 / h,
+        "width": (right - left + 1) * 100 / w,
+        "height": (bottom - top + 1) * 100 / h,
+        "rotation": 0,
+        "rectanglelabels": [label],
+    }
+    return {"type": "rectanglelabels", "from_name": name, "to_name": "image", "value": value, **extra}
+
+
 def polygon_region(points_percent, label="Object") -> dict:
     return {
         "id": "p",

@@ -34,6 +34,7 @@ from adaptiveclick.model.box_segmenter import segment_boxes
 from adaptiveclick.model.zoom_in import mask_bbox
 
 from conftest import REPO
+from ls_regions import rectangle_region
 from ls_server import LEGACY_TOKEN
 
 AUTH = ("label-studio", "boxes-backend-secret-0123456789")  # the connection credential Label Studio holds
@@ -60,24 +61,10 @@ def samples(data_root):
 
 def rectangle(mask: np.ndarray) -> dict:
     """The ground truth's bounding box as a rectanglelabels region, in percent."""
-    (top, bottom, left, right), (h, w) = mask_bbox(mask), mask.shape
-    value = {
-        "x": left * 100 / w,
-        "y": top * 100 / h,
-        "width": (right - left + 1) * 100 / w,
-        "height": (bottom - top + 1) * 100 / h,
-        "rotation": 0,
-        "rectanglelabels": ["Object"],
-    }
-    return {
-        "type": "rectanglelabels",
-        "from_name": "bbox",
-        "to_name": "image",
-        "original_width": w,
-        "original_height": h,
-        "image_rotation": 0,
-        "value": value,
-    }
+    h, w = mask.shape
+    return rectangle_region(
+        mask_bbox(mask), mask.shape, name="bbox", original_width=w, original_height=h, image_rotation=0
+    )
 
 
 def make_project(label_studio, title, samples, tmp_path, without_boxes=1) -> tuple[int, dict[int, object]]:

@@ -19,6 +19,8 @@ from adaptiveclick.labelstudio.settings import LabelStudioSettings
 from adaptiveclick.model import GrabCutPredictor
 from adaptiveclick.model.zoom_in import mask_bbox
 
+from ls_regions import rectangle_region
+
 CONFIG = recommended_config()  # brush + polygon outputs, a smart RectangleLabels "box"
 LOOPBACK_IMAGES = LabelStudioSettings(allowed_hosts=("127.0.0.1",))
 
@@ -33,20 +35,6 @@ def samples(data_root):
 def urls(serve_samples, samples):
     found, base = serve_samples(samples)
     return found, f"{base}/broken.jpg"
-
-
-def rectangle(box, shape, label="Object", name="box"):
-    """A rectanglelabels region around the pixel box ``(top, bottom, left, right)`` inclusive."""
-    (top, bottom, left, right), (h, w) = box, shape
-    value = {
-        "x": left * 100 / w,
-        "y": top * 100 / h,
-        "width": (right - left + 1) * 100 / w,
-        "height": (bottom - top + 1) * 100 / h,
-        "rotation": 0,
-        "rectanglelabels": [label],
-    }
-    return {"type": "rectanglelabels", "from_name": name, "to_name": "image", "value": value}
 
 
 def task(task_id, url, *regions):
@@ -79,11 +67,11 @@ def test_one_entry_per_task_in_order(urls, samples, caplog):
     shape0, shape1 = samples[0].mask.shape, samples[1].mask.shape
     half = (box0[0], (box0[0] + box0[1]) // 2, box0[2], box0[3])  # a second box on the same image
     body = retrieve_body(
-        task(11, first, rectangle(box0, shape0), rectangle(half, shape0)),
+        task(11, first, rectangle_region(box0, shape0), rectangle_region(half, shape0)),
         task(12, first),  # no annotation
-        task(13, broken, rectangle(box0, shape0)),  # the image cannot be decoded
-        task(14, second, rectangle(box1, shape1, label="Horse")),  # a label no output tag lists
-        task(15, second, rectangle(box1, shape1)),
+        task(13, broken, rectangle_region(box0, shape0)),  # the image cannot be decoded
+        task(14, second, rectangle_region(box1, shape1, label="Horse")),  # a label no output tag lists
+        task(15, second, rectangle_region(box1, shape1)),
     )
     with caplog.at_level(logging.INFO, logger="adaptiveclick.backend.batch"):
         response = client.post("/predict", json=body)
@@ -110,7 +98,7 @@ def test_a_box_gives_the_mask_of_the_interactive_rectangle_prompt(urls, samples)
     (first, _), _ = urls
     client = make_client()
     box, shape = mask_bbox(samples[0].mask), samples[0].mask.shape
-    region = rectangle(box, shape)
+    region = rectangle_region(box, shape)
     batch = client.post("/predict", json=retrieve_body(task(21, first, region))).json["results"][0]
     interactive_body = {**retrieve_body(task(21, first)), "params": {"context": {"result": [region]}}}
     interactive = client.post("/predict", json=interactive_body).json["results"][0]
@@ -120,7 +108,7 @@ def test_a_box_gives_the_mask_of_the_interactive_rectangle_prompt(urls, samples)
 def test_the_batch_deadline_leaves_the_rest_for_the_next_run(urls, samples):
     (first, second), _ = urls
     client = make_client(batch_deadline=0.001)
-    region = rectangle(mask_bbox(samples[0].mask), samples[0].mask.shape)
+    region = rectangle_region(mask_bbox(samples[0].mask), samples[0].mask.shape)
     results = client.post("/predict", json=retrieve_body(task(31, first, region), task(32, second, region))).json
     assert results["results"] == [[], []]  # nothing stored, so Label Studio sends them again next time
 
@@ -184,7 +172,7 @@ def test_hostile_tasks_never_make_a_500():
         max_size=3,
     )
     client = create_app(Settings(), predictor=GrabCutPredictor()).test_client()
-    mixed_ids = [{"id": "a", "result": [rectangle((1, 5, 1, 5), (9, 9))]}, {"id": 1, "result": []}]
+    mixed_ids = [{"id": "a", "result": [rectangle_region((1, 5, 1, 5), (9, 9))]}, {"id": 1, "result": []}]
     for key in ("annotations", "predictions"):
         task = {
             "id": 1,
